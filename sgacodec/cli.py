@@ -1,0 +1,461 @@
+"""The ``sgacodec`` command line: a thin layer over the library API.
+
+Heavy imports (torch, CompressAI) happen inside the commands, so ``--help`` and usage errors
+return at once. Human output and progress go to stderr; ``--json`` records go to stdout.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from . import __version__
+
+METHOD_CHOICES = ("none", "ste", "uniform", "atanh", "linear", "cosine", "ssl")
+MODEL_HELP = ("'default' (the embedded model), or a CompressAI zoo name: bmshj2018-hyperprior, "
+              "mbt2018-mean, mbt2018, cheng2020-anchor, cheng2020-attn")
+
+
+class UserError(click.ClickException):
+    """One line for the user, exit status 1."""
+
+    def show(self, file=None):
+        click.echo(f"sgacodec: error: {self.message}", err=True)
+
+
+def model_options(f):
+    for option in reversed([
+        click.option("--model", "model_name", default="default", show_default=True, help=MODEL_HELP),
+        click.option("--quality", type=click.IntRange(1, 8), default=None,
+                     help="Rate point: embedded model 1..3 (default: the manifest's), zoo 1..8 (default 3)."),
+        click.option("--metric", type=click.Choice(["mse", "ms-ssim"]), default="mse", show_default=True,
+                     help="Zoo models: the metric the model was trained for."),
+        click.option("--checkpoint", type=click.Path(dir_okay=False), default=None,
+                     help="Local CompressAI state dict (.pth, .pth.tar or .safetensors); never unpickles code."),
+        click.option("--arch", type=click.Choice(["bmshj2018-hyperprior", "mbt2018-mean", "mbt2018",
+                                                  "cheng2020-anchor", "cheng2020-attn"]),
+                     default=None, help="Architecture of --checkpoint (default: inferred from its keys)."),
+    ]):
+        f = option(f)
+    return f
+
+
+def refine_options(f, multiple_methods=False):
+    method_opt = click.option(
+        "--method", "methods" if multiple_methods else "method", type=click.Choice(METHOD_CHOICES),
+        multiple=multiple_methods, default=("ssl",) if multiple_methods else "ssl", show_default=True,
+        help="Rounding during refinement (ssl = SGA+ sigmoid scaled logit, atanh = SGA, none = no "
+             "refinement)" + ("; repeat to compare methods." if multiple_methods else "."))
+    for option in reversed([
+        method_opt,
+        click.option("--iterations", type=click.IntRange(min=0), default=2000, show_default=True,
+                     help="Adam steps per image."),
+        click.option("--a", "ssl_a", type=float, default=None,
+                     help="SSL sharpness a (default 2.3; 1.4 with --three-class); a = 1 is linear."),
+        click.option("--three-class", is_flag=True, help="Three-class rounding (linear, cosine, ssl)."),
+        click.option("--factor", type=float, default=0.98, show_default=True, help="Three-class factor s."),
+        click.option("--power", type=float, default=1.4, show_default=True, help="Three-class power n."),
+        click.option("--lr", type=float, default=0.005, show_default=True, help="Adam learning rate."),
+        click.option("--tau-max", type=float, default=1.0, show_default=True,
+                     help="Temperature cap: tau(t) = min(exp(-c t), tau_max)."),
+        click.option("--temp-rate", type=float, default=1e-3, show_default=True, help="Temperature decay c."),
+        click.option("--lmbda", type=float, default=None,
+                     help="Inference lambda (default: the model's training lambda); moves along the R-D curve."),
+        click.option("--seed", type=int, default=0, show_default=True, help="Random seed."),
+        click.option("--time-budget", type=float, default=None, help="Stop refining a batch after SECONDS."),
+        click.option("--eval-every", type=click.IntRange(min=1), default=1, show_default=True,
+                     help="Evaluate the true (hard) loss and keep the best every k steps."),
+        click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."),
+        click.option("--batch-size", type=click.IntRange(min=1), default=1, show_default=True,
+                     help="Same-size images refined together."),
+    ]):
+        f = option(f)
+    return f
+
+
+def _config(method, o):
+    from .refine import RefineConfig
+
+    try:
+        return RefineConfig(method=method, iterations=o["iterations"], lr=o["lr"], a=o["ssl_a"],
+                            three_class=o["three_class"], factor=o["factor"], power=o["power"],
+                            tau_max=o["tau_max"], temp_rate=o["temp_rate"], lmbda=o["lmbda"],
+                            seed=o["seed"], time_budget=o["time_budget"], eval_every=o["eval_every"])
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+
+
+def _load_model(o):
+    from .models import load_model
+
+    return load_model(o["model_name"], o["quality"], o["metric"], o["checkpoint"], o["arch"])
+
+
+def _stderr():
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+def _progress(console):
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                               TimeElapsedColumn, TimeRemainingColumn)
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+                    console=console, transient=True, disable=not console.is_terminal)
+
+
+def _read_input(path: str):
+    from .imageio import read_image
+
+    return read_image(sys.stdin.buffer.read() if path == "-" else path)
+
+
+def _output_paths(inputs, output, suffix):
+    """Where each input's output goes: a file, a directory, stdout ('-'), or beside the input."""
+    many = len(inputs) > 1
+    if output == "-":
+        if many:
+            raise UserError("-o - (stdout) takes a single input")
+        return ["-"]
+    if output is not None and (many or Path(output).is_dir()):
+        out_dir = Path(output)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        names = [("stdin" if p == "-" else Path(p).stem) + suffix for p in inputs]
+        if len(set(names)) != len(names):
+            raise UserError(f"two inputs would write the same file in {out_dir}; rename them")
+        return [str(out_dir / n) for n in names]
+    if output is not None:
+        return [output]
+    if "-" in inputs:
+        raise UserError("reading stdin needs -o FILE or -o -")
+    return [str(Path(p).with_suffix(suffix)) for p in inputs]
+
+
+def _check_writable(inputs, outputs, force):
+    for src, dst in zip(inputs, outputs):
+        if dst == "-":
+            continue
+        if src != "-" and Path(src).exists() and Path(dst).exists() and Path(src).samefile(dst):
+            raise UserError(f"{dst}: refusing to overwrite the input")
+        if Path(dst).exists() and not force:
+            raise UserError(f"{dst} exists; pass --force to overwrite")
+
+
+def _write(dst, data: bytes):
+    from .imageio import atomic_write
+
+    if dst == "-":
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+    else:
+        atomic_write(dst, data)
+
+
+def _user_errors():
+    from .bitstream import BitstreamError
+    from .codec import DecodeError
+    from .imageio import ImageError
+    from .models import ModelError
+
+    return (BitstreamError, DecodeError, ImageError, ModelError, OSError)
+
+
+def _announce_cpu_estimate(console, device, config, n_images):
+    if device.type != "cpu" or config.method == "none" or config.iterations == 0:
+        return
+    console.print(f"[yellow]Refining on the CPU: {config.iterations} iterations per image "
+                  f"({n_images} image(s)); the first iterations time it and the progress bar shows "
+                  "the ETA. Shorten with --iterations N or --time-budget SECONDS; a GPU "
+                  "(--device cuda) is far faster.[/yellow]")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="sgacodec")
+def main():
+    """Learned image compression with SGA+ latent refinement at encode time.
+
+    encode refines each image's latents and writes a bitstream that the model's stock CompressAI
+    decoder reads; decode writes PNG; refine compares methods without writing files.
+    """
+
+
+@main.command()
+@click.argument("inputs", nargs=-1, required=True)
+@click.option("-o", "--output", default=None,
+              help="Output file, directory (many inputs), or - for stdout. Default: beside the input, .bin.")
+@click.option("--force", is_flag=True, help="Overwrite existing outputs.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON record per image on stdout.")
+@model_options
+@refine_options
+def encode(inputs, output, force, as_json, **o):
+    """Encode images (PNG, JPEG, ... or - for stdin) into sgacodec files.
+
+    \b
+    sgacodec encode img.png -o img.bin --method ssl --a 2.3
+    sgacodec encode photos/*.png -o coded/ --iterations 500
+    """
+    from .codec import encode as encode_images, resolve_device, device_model
+
+    if output == "-" and as_json:
+        raise UserError("--json and -o - both write to stdout; choose one")
+    outputs = _output_paths(inputs, output, ".bin")
+    _check_writable(inputs, outputs, force)
+    config = _config(o["method"], o)
+    console = _stderr()
+    errors = _user_errors()
+    try:
+        model = _load_model(o)
+        device = resolve_device(o["device"])
+    except errors as exc:
+        raise UserError(str(exc)) from None
+    lm = device_model(model, device)
+    _announce_cpu_estimate(console, device, config, len(inputs))
+    failures = []
+    with _progress(console) as progress:
+        for src, dst in zip(inputs, outputs):
+            task = progress.add_task(f"encode {src}", total=config.iterations if config.method != "none" else 1)
+            try:
+                image = _read_input(src)
+                [report] = encode_images(model, [image], config, device, batch_size=1,
+                                         on_step=lambda s: progress.update(task, completed=s),
+                                         refine_model=lm)
+                _write(dst, report.data)
+            except errors as exc:
+                failures.append(f"{src}: {exc}")
+                console.print(f"[red]sgacodec: error: {exc}[/red]")
+                continue
+            finally:
+                progress.remove_task(task)
+            record = {"input": src, "output": dst, **report.record()}
+            if as_json:
+                click.echo(json.dumps(record))
+            console.print(f"{src} -> {dst}: {report.bpp:.4f} bpp, {report.psnr:.2f} dB "
+                          f"(base {report.base_bpp:.4f} bpp, {report.base_psnr:.2f} dB), "
+                          f"{report.iterations} it, {report.seconds:.1f} s")
+    if failures:
+        raise UserError(f"{len(failures)} of {len(inputs)} input(s) failed: " + "; ".join(failures))
+
+
+@main.command()
+@click.argument("inputs", nargs=-1, required=True)
+@click.option("-o", "--output", default=None,
+              help="Output PNG, directory (many inputs), or - for stdout. Default: beside the input, .png.")
+@click.option("--checkpoint", type=click.Path(dir_okay=False), default=None,
+              help="The checkpoint the files were encoded with (needed for checkpoint-coded files).")
+@click.option("--force", is_flag=True, help="Overwrite existing outputs.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON record per file on stdout.")
+def decode(inputs, output, checkpoint, force, as_json):
+    """Decode sgacodec files to PNG with the model's stock CompressAI decoder."""
+    if output == "-" and as_json:
+        raise UserError("--json and -o - both write to stdout; choose one")
+    outputs = _output_paths(inputs, output, ".png")
+    _check_writable(inputs, outputs, force)
+    from .bitstream import unpack
+    from .codec import decode as decode_bytes
+    from .imageio import encode_png
+    from .models import load_for_bitstream
+
+    console = _stderr()
+    errors = _user_errors()
+    models, failures = {}, []
+    for src, dst in zip(inputs, outputs):
+        try:
+            data = sys.stdin.buffer.read() if src == "-" else Path(src).read_bytes()
+            header = unpack(data)
+            if header.model not in models:
+                models[header.model] = load_for_bitstream(header.model, checkpoint)
+            rgb, header = decode_bytes(data, models[header.model])
+            _write(dst, encode_png(rgb))
+        except errors as exc:
+            failures.append(f"{src}: {exc}")
+            console.print(f"[red]sgacodec: error: {src}: {exc}[/red]")
+            continue
+        if as_json:
+            click.echo(json.dumps({"input": src, "output": dst, "height": header.height,
+                                   "width": header.width, "bytes": len(data)}))
+    if failures:
+        if len(inputs) == 1:
+            raise UserError(failures[0])
+        raise UserError(f"{len(failures)} of {len(inputs)} file(s) failed to decode")
+
+
+@main.command()
+@click.argument("inputs", nargs=-1, required=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON record per image and method on stdout.")
+@click.option("--log", "log_file", type=click.Path(dir_okay=False), default=None,
+              help="Write the per-iteration trajectory (true loss, bpp, PSNR) as .csv or .json.")
+@click.option("--output-dir", type=click.Path(file_okay=False), default=None,
+              help="Also write each bitstream there, as STEM.METHOD.bin.")
+@click.option("--force", is_flag=True, help="Overwrite existing outputs.")
+@model_options
+@(lambda f: refine_options(f, multiple_methods=True))
+def refine(inputs, as_json, log_file, output_dir, force, **o):
+    """Refine images and report base vs refined bpp, PSNR, R-D loss and time (real bytes).
+
+    \b
+    sgacodec refine photos/*.png --method ssl --method atanh --iterations 500 --json
+    """
+    from .codec import encode as encode_images, resolve_device, device_model
+
+    methods = list(dict.fromkeys(o["methods"]))
+    configs = [_config(m, o) for m in methods]
+    console = _stderr()
+    errors = _user_errors()
+    try:
+        model = _load_model(o)
+        device = resolve_device(o["device"])
+    except errors as exc:
+        raise UserError(str(exc)) from None
+    lm = device_model(model, device)
+    if output_dir:
+        Path(output_dir).mkdir(parents=True, exist_ok=True)
+    _announce_cpu_estimate(console, device, configs[0], len(inputs) * len(configs))
+    rows, trajectory, failures = [], [], []
+    with _progress(console) as progress:
+        for src in inputs:
+            try:
+                image = _read_input(src)
+            except errors as exc:
+                failures.append(f"{src}: {exc}")
+                console.print(f"[red]sgacodec: error: {exc}[/red]")
+                continue
+            for config in configs:
+                task = progress.add_task(f"{config.method} {src}", total=max(config.iterations, 1))
+                try:
+                    [report] = encode_images(model, [image], config, device, refine_model=lm,
+                                             on_step=lambda s: progress.update(task, completed=s),
+                                             keep_history=log_file is not None)
+                finally:
+                    progress.remove_task(task)
+                record = {"input": src, **report.record()}
+                if output_dir:
+                    dst = Path(output_dir) / f"{Path(src).stem}.{config.method}.bin"
+                    if dst.exists() and not force:
+                        raise UserError(f"{dst} exists; pass --force to overwrite")
+                    _write(str(dst), report.data)
+                    record["output"] = str(dst)
+                rows.append(record)
+                trajectory += [{"input": src, "method": config.method, **h} for h in report.history]
+                if as_json:
+                    click.echo(json.dumps(record))
+    if log_file:
+        _write_log(log_file, trajectory)
+    _print_table(console, rows, methods)
+    if failures:
+        raise UserError(f"{len(failures)} of {len(inputs)} input(s) failed: " + "; ".join(failures))
+
+
+def _write_log(path, trajectory):
+    from .imageio import atomic_write
+
+    if path.endswith(".json"):
+        atomic_write(path, json.dumps(trajectory, indent=1).encode())
+        return
+    import csv
+    import io
+
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=["input", "method", "step", "loss", "bpp", "psnr"])
+    writer.writeheader()
+    writer.writerows(trajectory)
+    atomic_write(path, buf.getvalue().encode())
+
+
+def _print_table(console, rows, methods):
+    from rich.table import Table
+
+    if not rows:
+        return
+    table = Table(title="sgacodec refine: base (encoder latents) vs refined, real bitstream bytes")
+    for col in ("image", "method", "bpp", "PSNR dB", "R-D loss", "base bpp", "base PSNR", "base loss", "time s"):
+        table.add_column(col, justify="left" if col in ("image", "method") else "right")
+    for r in rows:
+        table.add_row(Path(r["input"]).name, r["method"], f"{r['bpp']:.4f}", f"{r['psnr']:.2f}",
+                      f"{r['loss']:.4f}", f"{r['base_bpp']:.4f}", f"{r['base_psnr']:.2f}",
+                      f"{r['base_loss']:.4f}", f"{r['seconds']:.1f}")
+    for m in methods:
+        sel = [r for r in rows if r["method"] == m]
+        if len(sel) > 1:
+            mean = {k: sum(r[k] for r in sel) / len(sel) for k in
+                    ("bpp", "psnr", "loss", "base_bpp", "base_psnr", "base_loss", "seconds")}
+            table.add_row("[b]mean[/b]", m, f"{mean['bpp']:.4f}", f"{mean['psnr']:.2f}",
+                          f"{mean['loss']:.4f}", f"{mean['base_bpp']:.4f}", f"{mean['base_psnr']:.2f}",
+                          f"{mean['base_loss']:.4f}", f"{mean['seconds']:.1f}")
+    console.print(table)
+
+
+@main.command(name="train", hidden=True)
+@click.argument("data_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--checkpoint", "ckpt", required=True, type=click.Path(dir_okay=False),
+              help="Training checkpoint: resumed when it exists, written at the end.")
+@click.option("--lmbda", type=float, default=0.0067, show_default=True)
+@click.option("--steps", type=click.IntRange(min=1), default=100_000, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
+@click.option("--crop", type=click.IntRange(min=64), default=256, show_default=True)
+@click.option("--lr", type=float, default=1e-4, show_default=True)
+@click.option("--decay-at", type=float, default=0.85, show_default=True, help="lr / 10 after this fraction.")
+@click.option("-N", "n_channels", type=int, default=128, show_default=True)
+@click.option("-M", "m_channels", type=int, default=192, show_default=True)
+@click.option("--val", "val_dir", type=click.Path(exists=True, file_okay=False), default=None)
+@click.option("--val-every", type=click.IntRange(min=1), default=1000, show_default=True)
+@click.option("--init-from", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Warm start from another model's weights.")
+@click.option("--time-limit", type=float, default=None, help="Stop (and checkpoint) after SECONDS.")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--threads", type=int, default=None, help="CPU threads for torch.")
+@click.option("--export", "export_path", type=click.Path(dir_okay=False), default=None,
+              help="When training is complete, also write fp16 safetensors weights here.")
+def train_cmd(data_dir, ckpt, lmbda, steps, batch_size, crop, lr, decay_at, n_channels, m_channels,
+              val_dir, val_every, init_from, time_limit, device, seed, threads, export_path):
+    """Train a MeanScaleHyperprior on a folder of images (for the embedded models)."""
+    import torch
+
+    from .codec import resolve_device
+    from .train import TrainConfig, export, train
+
+    if threads:
+        torch.set_num_threads(threads)
+    config = TrainConfig(lmbda=lmbda, N=n_channels, M=m_channels, steps=steps, batch_size=batch_size,
+                         crop=crop, lr=lr, decay_at=decay_at, seed=seed, val_every=val_every)
+    console = _stderr()
+    with _progress(console) as progress:
+        task = progress.add_task("train", total=steps)
+
+        def on_progress(step, stats):
+            progress.update(task, completed=step, description=(
+                f"train loss {stats['loss']:.3f} bpp {stats['bpp']:.3f} psnr {stats['psnr']:.2f}"))
+
+        result = train(config, data_dir, ckpt, val_dir, str(resolve_device(device)), time_limit,
+                       init_from, on_progress, log=console.print)
+    console.print(f"stopped at step {result['step']} of {steps}" + (" (complete)" if result["done"] else ""))
+    if result["done"] and export_path:
+        digest = export(ckpt, export_path)
+        console.print(f"exported {export_path} (sha256 {digest})")
+
+
+def train_command(args=None):
+    main(args=["train", *(args or sys.argv[1:])])
+
+
+def run():
+    """Console entry point: one clear line and a non-zero exit for anything unexpected."""
+    try:
+        main(standalone_mode=True)
+    except KeyboardInterrupt:
+        click.echo("sgacodec: interrupted", err=True)
+        sys.exit(130)
+    except SystemExit:
+        raise
+    except Exception as exc:  # last resort: never a traceback for the user
+        if os.environ.get("SGACODEC_DEBUG"):
+            raise
+        click.echo(f"sgacodec: error: {type(exc).__name__}: {exc} (SGACODEC_DEBUG=1 shows the traceback)",
+                   err=True)
+        sys.exit(1)

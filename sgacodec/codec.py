@@ -1,0 +1,192 @@
+"""The library API: encode images with refined latents into sgacodec files, and decode them.
+
+    from sgacodec import load_model, encode, decode, RefineConfig
+    model = load_model(checkpoint="msh.safetensors")
+    [report] = encode(model, [rgb_uint8], RefineConfig(iterations=500))
+    rgb, header = decode(report.data, model)
+
+Refinement runs on any device; entropy coding (h_s on the hard z, index building, rANS) and the
+reconstruction the encoder reports run on the CPU copy of the model in float32, exactly as the
+decoder will, so a file encoded on a GPU decodes to the same pixels on a CPU.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import bitstream, metrics
+from .hyperprior import LatentModel
+from .models import LoadedModel, ModelError, load_for_bitstream
+from .refine import RefineConfig, refine
+
+
+class DecodeError(RuntimeError):
+    """A file that parses but does not decode to what its encoder computed."""
+
+
+@dataclass
+class EncodeReport:
+    """What encoding one image produced and measured (all on real bitstream bytes)."""
+
+    data: bytes
+    recon: np.ndarray  # what the decoder will output, uint8 [H, W, 3]
+    height: int
+    width: int
+    method: str
+    lmbda: float
+    bpp: float
+    psnr: float
+    loss: float
+    base_bpp: float
+    base_psnr: float
+    base_loss: float
+    iterations: int
+    seconds: float
+    base_recon: np.ndarray | None = None
+    history: list = field(default_factory=list)
+
+    def record(self) -> dict:
+        """A JSON-ready summary (no arrays, no bytes)."""
+        keys = ("height", "width", "method", "lmbda", "bpp", "psnr", "loss", "base_bpp",
+                "base_psnr", "base_loss", "iterations", "seconds")
+        out = {k: getattr(self, k) for k in keys}
+        out["bytes"] = len(self.data)
+        return out
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ModelError(f"device {name} requested but CUDA is not available")
+    return device
+
+
+def to_tensor(rgb: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).float().div(255.0)[None]
+
+
+def to_uint8(x: torch.Tensor) -> np.ndarray:
+    return x.clamp(0, 1).mul(255.0).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+
+
+def pad(x: torch.Tensor, multiple: int = LatentModel.multiple) -> torch.Tensor:
+    """Replicate-pad right and bottom to a multiple of ``multiple`` (cropped again on decode)."""
+    h, w = x.shape[-2:]
+    ph, pw = (-h) % multiple, (-w) % multiple
+    return F.pad(x, (0, pw, 0, ph), mode="replicate") if ph or pw else x
+
+
+def recon_hash(rgb: np.ndarray) -> bytes:
+    return hashlib.sha256(np.ascontiguousarray(rgb).tobytes()).digest()[:8]
+
+
+def _cpu_latent_model(model: LoadedModel) -> LatentModel:
+    return LatentModel(model.net)
+
+
+def code_latents(model: LoadedModel, y: torch.Tensor, z: torch.Tensor, size) -> list[tuple[bytes, np.ndarray]]:
+    """Entropy-code latents on the CPU in float32; returns (file bytes, decoded pixels) per image.
+
+    The pixels come from the stock decoder run on the very strings written, so they are exactly
+    what ``decode`` will produce.
+    """
+    lm = _cpu_latent_model(model)
+    height, width = size
+    y, z = y.detach().float().cpu(), z.detach().float().cpu()
+    with torch.no_grad():
+        y_strings, z_strings = lm.compress_latents(y, z)
+        x_hat = lm.decompress(y_strings, z_strings, z.shape[-2:])
+    out = []
+    for i in range(y.size(0)):
+        rgb = to_uint8(x_hat[i, :, :height, :width])
+        bs = bitstream.Bitstream(model.identity, height, width, tuple(z.shape[-2:]),
+                                 tuple(y.shape[-2:]), recon_hash(rgb), z_strings[i], y_strings[i])
+        out.append((bitstream.pack(bs), rgb))
+    return out
+
+
+def encode(
+    model: LoadedModel,
+    images: list[np.ndarray],
+    config: RefineConfig = RefineConfig(),
+    device: str | torch.device = "cpu",
+    lmbda: float | None = None,
+    batch_size: int = 1,
+    on_step: Callable[[int], None] | None = None,
+    keep_history: bool = False,
+    refine_model: LatentModel | None = None,
+) -> list[EncodeReport]:
+    """Encode RGB uint8 images; same-size images are refined together, ``batch_size`` at a time."""
+    lmbda = lmbda if lmbda is not None else config.lmbda if config.lmbda is not None else model.lmbda
+    if lmbda is None:
+        raise ModelError("the model's training lambda is unknown; pass --lmbda")
+    device = torch.device(device)
+    lm = refine_model or device_model(model, device)
+    reports: list[EncodeReport | None] = [None] * len(images)
+    for indices in batches_by_size(images, batch_size):
+        size = images[indices[0]].shape[:2]
+        x = pad(torch.cat([to_tensor(images[i]) for i in indices])).to(device)
+        with torch.no_grad():
+            y0, z0 = lm.analysis(x)
+        result = refine(lm, x, size, lmbda, config, y0, z0, on_step=on_step, keep_history=keep_history)
+        coded = code_latents(model, result.y, result.z, size)
+        base = coded if config.method == "none" else code_latents(model, y0, z0, size)
+        for j, i in enumerate(indices):
+            data, rgb = coded[j]
+            base_data, base_rgb = base[j]
+            mse, base_mse = metrics.mse(images[i], rgb), metrics.mse(images[i], base_rgb)
+            bpp, base_bpp = (metrics.bpp(len(d), *size) for d in (data, base_data))
+            history = [{"step": h["step"], "loss": h["loss"][j], "bpp": h["bpp"][j],
+                        "psnr": h["psnr"][j]} for h in result.history]
+            reports[i] = EncodeReport(
+                data, rgb, size[0], size[1], config.method, lmbda, bpp, metrics.psnr(images[i], rgb),
+                metrics.rd_loss(lmbda, mse, bpp), base_bpp, metrics.psnr(images[i], base_rgb),
+                metrics.rd_loss(lmbda, base_mse, base_bpp), result.iterations,
+                result.seconds / len(indices), base_rgb, history)
+    return reports
+
+
+def device_model(model: LoadedModel, device: torch.device) -> LatentModel:
+    """The network for refinement: the CPU model itself, or a copy on the device."""
+    net = model.net if device.type == "cpu" else copy.deepcopy(model.net).to(device)
+    return LatentModel(net)
+
+
+def batches_by_size(images: list[np.ndarray], batch_size: int) -> list[list[int]]:
+    """Indices grouped by image size, in input order, at most ``batch_size`` per group."""
+    groups: dict[tuple, list[int]] = {}
+    for i, img in enumerate(images):
+        groups.setdefault(img.shape[:2], []).append(i)
+    return [g[k : k + batch_size] for g in groups.values() for k in range(0, len(g), batch_size)]
+
+
+def decode(data: bytes, model: LoadedModel | None = None, checkpoint=None,
+           verify: bool = True) -> tuple[np.ndarray, bitstream.Bitstream]:
+    """Decode an sgacodec file with the stock CompressAI decoder; returns (RGB uint8, header)."""
+    bs = bitstream.unpack(data)
+    if model is None:
+        model = load_for_bitstream(bs.model, checkpoint)
+    elif model.identity.weights_sha != bs.model.weights_sha:
+        raise ModelError(f"model mismatch: the file needs {bs.model.describe()}, "
+                         f"not {model.identity.describe()}")
+    lm = _cpu_latent_model(model)
+    try:
+        x_hat = lm.decompress([bs.y_string], [bs.z_string], bs.z_shape)
+    except (RuntimeError, ValueError, IndexError, OverflowError) as exc:
+        raise DecodeError(f"the entropy-coded data does not decode ({type(exc).__name__})") from None
+    rgb = to_uint8(x_hat[0, :, : bs.height, : bs.width])
+    if verify and recon_hash(rgb) != bs.recon_hash:
+        raise DecodeError("decoded pixels differ from what the encoder computed (reconstruction hash "
+                          "mismatch): this machine reproduces the model differently, or the file is damaged")
+    return rgb, bs
+
+

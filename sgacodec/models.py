@@ -1,0 +1,221 @@
+"""Loading CompressAI hyperprior models: the zoo, local checkpoints, and the embedded models.
+
+Checkpoints are read with ``torch.load(weights_only=True)`` or safetensors: never unpickled code.
+Every loaded model is put on the CPU in float32, in eval mode, with ``update(force=True)`` run, so
+the entropy coder's tables are the same on every machine.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from .bitstream import ModelId
+
+ZOO_NAMES = ("bmshj2018-hyperprior", "mbt2018-mean", "mbt2018", "cheng2020-anchor", "cheng2020-attn")
+# CompressAI's training lambdas per quality (docs: "Image compression" zoo page).
+ZOO_LAMBDAS = {
+    "mse": (0.0018, 0.0035, 0.0067, 0.0130, 0.0250, 0.0483, 0.0932, 0.1800),
+    "ms-ssim": (2.40, 4.58, 8.73, 16.64, 31.73, 60.50, 115.37, 220.00),
+}
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+MANIFEST = WEIGHTS_DIR / "manifest.json"
+
+
+class ModelError(RuntimeError):
+    """A model cannot be loaded; the message is one line meant for the user."""
+
+
+@dataclass
+class LoadedModel:
+    net: object  # a compressai ScaleHyperprior subclass, CPU, float32, eval, updated
+    identity: ModelId
+    lmbda: float | None  # training lambda, when known
+
+
+def sha256_file(path: Path) -> bytes:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.digest()
+
+
+def _prepare(net):
+    net = net.float().eval()
+    net.update(force=True)
+    return net
+
+
+# --- architecture from a state dict ---------------------------------------------------------
+
+def infer_architecture(state_dict) -> str:
+    """Guess the zoo architecture name of a CompressAI state dict from its keys and shapes."""
+    keys = set(state_dict)
+    if any(".conv_a." in k or ".conv_b." in k for k in keys):
+        return "cheng2020-attn"
+    if "g_a.0.conv1.weight" in keys:
+        return "cheng2020-anchor"
+    if "context_prediction.weight" in keys:
+        return "mbt2018"
+    if "h_s.4.weight" in keys and "g_a.6.weight" in keys:
+        # the last h_s layer is a conv with 2M outputs (scales and means) in MeanScaleHyperprior
+        # and M outputs (scales) in ScaleHyperprior
+        if state_dict["h_s.4.weight"].shape[0] == 2 * state_dict["g_a.6.weight"].shape[0]:
+            return "mbt2018-mean"
+        return "bmshj2018-hyperprior"
+    raise ModelError("checkpoint is not a CompressAI hyperprior model (unrecognised keys)")
+
+
+def _architecture_class(name: str):
+    from compressai.zoo.image import model_architectures
+
+    if name not in ZOO_NAMES:
+        raise ModelError(f"unknown architecture {name!r}; choose from {', '.join(ZOO_NAMES)}")
+    return model_architectures[name]
+
+
+def net_from_state_dict(state_dict, architecture: str | None = None):
+    from compressai.zoo.pretrained import load_pretrained
+
+    state_dict = load_pretrained(dict(state_dict))
+    architecture = architecture or infer_architecture(state_dict)
+    try:
+        net = _architecture_class(architecture).from_state_dict(state_dict)
+    except (RuntimeError, KeyError, IndexError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelError(f"checkpoint does not fit architecture {architecture}: {first}") from None
+    return _prepare(net.float()), architecture
+
+
+# --- loaders ----------------------------------------------------------------------------------
+
+def read_state_dict(path: Path):
+    """(state_dict, metadata) from .safetensors or a torch file, never executing pickled code."""
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"checkpoint not found: {path}")
+    meta = {}
+    if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file, safe_open
+
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                meta = dict(f.metadata() or {})
+            state = load_file(str(path))
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise ModelError(f"cannot read safetensors checkpoint {path}: {exc}") from None
+    else:
+        try:
+            state = torch.load(str(path), map_location="cpu", weights_only=True)
+        except Exception as exc:  # UnpicklingError for payloads, RuntimeError for junk
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ModelError(f"refusing or unable to load checkpoint {path}: {reason[:200]}") from None
+        if isinstance(state, dict) and "state_dict" in state:
+            meta = {k: v for k, v in state.items() if isinstance(v, (int, float, str))}
+            state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(k, str) for k in state):
+        raise ModelError(f"checkpoint {path} holds no state dict")
+    state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+    return state, meta
+
+
+def load_checkpoint(path, architecture: str | None = None, lmbda: float | None = None) -> LoadedModel:
+    path = Path(path)
+    state, meta = read_state_dict(path)
+    net, architecture = net_from_state_dict(state, architecture)
+    if lmbda is None and "lmbda" in meta:
+        lmbda = float(meta["lmbda"])
+    metric = meta.get("metric", "mse")
+    identity = ModelId("checkpoint", architecture, metric if metric in ("mse", "ms-ssim") else "mse",
+                       0, sha256_file(path)[:8])
+    return LoadedModel(net, identity, lmbda)
+
+
+def zoo_cache_path(name: str, quality: int, metric: str = "mse") -> Path:
+    """Where torch.hub keeps this zoo model's weights once downloaded."""
+    import torch.hub
+    from compressai.zoo.image import model_urls
+
+    url = model_urls[name][metric][quality]
+    return Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]
+
+
+def load_zoo(name: str, quality: int, metric: str = "mse") -> LoadedModel:
+    """CompressAI's pretrained model through its own zoo (downloads once into torch.hub's cache)."""
+    from compressai.zoo import image_models
+
+    if name not in ZOO_NAMES:
+        raise ModelError(f"unknown model {name!r}; choose from {', '.join(ZOO_NAMES)} or 'default'")
+    if metric not in ZOO_LAMBDAS:
+        raise ModelError(f"unknown metric {metric!r}; choose mse or ms-ssim")
+    try:
+        net = image_models[name](quality=quality, metric=metric, pretrained=True, progress=False)
+    except (ValueError, RuntimeError) as exc:
+        raise ModelError(f"{name}: {exc}") from None
+    except OSError as exc:  # URLError and friends: no network
+        raise ModelError(
+            f"cannot download the pretrained weights of {name} q{quality} ({metric}): {exc}; "
+            "no network? pass a local file with --checkpoint FILE"
+        ) from None
+    cache = zoo_cache_path(name, quality, metric)
+    sha = sha256_file(cache)[:8] if cache.is_file() else bytes(8)
+    lmbda = ZOO_LAMBDAS[metric][quality - 1]
+    return LoadedModel(_prepare(net), ModelId("zoo", name, metric, quality, sha), lmbda)
+
+
+def embedded_manifest() -> dict:
+    if not MANIFEST.is_file():
+        return {"models": []}
+    return json.loads(MANIFEST.read_text())
+
+
+def load_embedded(quality: int | None = None) -> LoadedModel:
+    """One of the models shipped in sgacodec/weights (see docs/models.md)."""
+    manifest = embedded_manifest()
+    models = {m["quality"]: m for m in manifest["models"]}
+    if not models:
+        raise ModelError("this build ships no embedded model; use --model NAME or --checkpoint FILE")
+    quality = manifest.get("default_quality", min(models)) if quality is None else quality
+    if quality not in models:
+        raise ModelError(f"no embedded model of quality {quality}; available: {sorted(models)}")
+    entry = models[quality]
+    path = WEIGHTS_DIR / entry["file"]
+    state, _ = read_state_dict(path)
+    net, _ = net_from_state_dict(state, entry["architecture"])
+    sha = sha256_file(path)
+    if sha.hex() != entry["sha256"]:
+        raise ModelError(f"embedded model {entry['file']} is damaged (sha256 mismatch)")
+    return LoadedModel(net, ModelId("embedded", entry["name"], "mse", quality, sha[:8]), entry["lmbda"])
+
+
+def load_model(model: str = "default", quality: int | None = None, metric: str = "mse",
+               checkpoint=None, architecture: str | None = None) -> LoadedModel:
+    """The model the user asked for: a checkpoint file, a zoo name, or 'default' (embedded)."""
+    if checkpoint is not None:
+        return load_checkpoint(checkpoint, architecture)
+    if model in (None, "default"):
+        return load_embedded(quality)
+    return load_zoo(model, 3 if quality is None else quality, metric)
+
+
+def load_for_bitstream(model_id: ModelId, checkpoint=None) -> LoadedModel:
+    """The model a bitstream names; a checkpoint file must be given for checkpoint-coded files."""
+    if model_id.kind == "checkpoint" and checkpoint is None:
+        raise ModelError(f"this file was coded with a checkpoint ({model_id.describe()}); "
+                         "pass it with --checkpoint FILE")
+    if checkpoint is not None:
+        loaded = load_checkpoint(checkpoint, model_id.name if model_id.kind == "checkpoint" else None)
+    elif model_id.kind == "embedded":
+        loaded = load_embedded(model_id.quality)
+    else:
+        loaded = load_zoo(model_id.name, model_id.quality, model_id.metric)
+    if loaded.identity.weights_sha != model_id.weights_sha and any(model_id.weights_sha):
+        raise ModelError(f"model mismatch: the file was coded with weights {model_id.weights_sha.hex()}, "
+                         f"the loaded model has {loaded.identity.weights_sha.hex()}")
+    return loaded
