@@ -397,44 +397,67 @@ def _print_table(console, rows, methods):
 @click.option("--lmbda", type=float, default=0.0067, show_default=True)
 @click.option("--steps", type=click.IntRange(min=1), default=100_000, show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
-@click.option("--crop", type=click.IntRange(min=64), default=256, show_default=True)
+@click.option("--crop", type=click.IntRange(min=64), default=256, show_default=True,
+              help="Square crop side; a multiple of 64.")
 @click.option("--lr", type=float, default=1e-4, show_default=True)
 @click.option("--decay-at", type=float, default=0.85, show_default=True, help="lr / 10 after this fraction.")
 @click.option("-N", "n_channels", type=int, default=128, show_default=True)
 @click.option("-M", "m_channels", type=int, default=192, show_default=True)
-@click.option("--val", "val_dir", type=click.Path(exists=True, file_okay=False), default=None)
+@click.option("--val", "val_dir", type=click.Path(exists=True, file_okay=False), default=None,
+              help="Held-out folder validated every --val-every steps (never the test set).")
 @click.option("--val-every", type=click.IntRange(min=1), default=1000, show_default=True)
 @click.option("--init-from", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="Warm start from another model's weights.")
+              help="Warm start from another model's weights (ignored when resuming).")
 @click.option("--time-limit", type=float, default=None, help="Stop (and checkpoint) after SECONDS.")
+@click.option("--save-every", type=float, default=300.0, show_default=True,
+              help="Seconds between intermediate checkpoints.")
+@click.option("--amp", type=click.Choice(["off", "bf16"]), default="off", show_default=True,
+              help="bf16 autocast of the transforms only; entropy models stay float32.")
+@click.option("--log-every", type=click.IntRange(min=1), default=100, show_default=True,
+              help="Steps between log lines when stderr is not a terminal.")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--threads", type=int, default=None, help="CPU threads for torch.")
 @click.option("--export", "export_path", type=click.Path(dir_okay=False), default=None,
               help="When training is complete, also write fp16 safetensors weights here.")
 def train_cmd(data_dir, ckpt, lmbda, steps, batch_size, crop, lr, decay_at, n_channels, m_channels,
-              val_dir, val_every, init_from, time_limit, device, seed, threads, export_path):
+              val_dir, val_every, init_from, time_limit, save_every, amp, log_every, device, seed,
+              threads, export_path):
     """Train a MeanScaleHyperprior on a folder of images (for the embedded models)."""
+    import time
+
     import torch
 
     from .codec import resolve_device
     from .train import TrainConfig, export, train
 
+    if crop % 64:
+        raise click.BadParameter("must be a multiple of 64", param_hint="--crop")
     if threads:
         torch.set_num_threads(threads)
     config = TrainConfig(lmbda=lmbda, N=n_channels, M=m_channels, steps=steps, batch_size=batch_size,
-                         crop=crop, lr=lr, decay_at=decay_at, seed=seed, val_every=val_every)
+                         crop=crop, lr=lr, decay_at=decay_at, seed=seed, val_every=val_every,
+                         save_every=save_every, amp=amp)
     console = _stderr()
+    begin = time.monotonic()
+    first = []
     with _progress(console) as progress:
         task = progress.add_task("train", total=steps)
 
         def on_progress(step, stats):
-            progress.update(task, completed=step, description=(
-                f"train loss {stats['loss']:.3f} bpp {stats['bpp']:.3f} psnr {stats['psnr']:.2f}"))
+            text = f"loss {stats['loss']:.3f} bpp {stats['bpp']:.3f} psnr {stats['psnr']:.2f} aux {stats['aux']:.1f}"
+            progress.update(task, completed=step, description=f"train {text}")
+            if not first:
+                first.append((step, time.monotonic()))
+            if not console.is_terminal and step % log_every == 0:
+                s0, t0 = first[0]
+                rate = (time.monotonic() - t0) / max(step - s0, 1)
+                console.print(f"step {step}/{steps} {text} ({rate:.2f} s/step)", highlight=False)
 
         result = train(config, data_dir, ckpt, val_dir, str(resolve_device(device)), time_limit,
                        init_from, on_progress, log=console.print)
-    console.print(f"stopped at step {result['step']} of {steps}" + (" (complete)" if result["done"] else ""))
+    console.print(f"stopped at step {result['step']} of {steps} after {time.monotonic() - begin:.0f} s"
+                  + (" (complete)" if result["done"] else ""))
     if result["done"] and export_path:
         digest = export(ckpt, export_path)
         console.print(f"exported {export_path} (sha256 {digest})")

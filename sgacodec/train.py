@@ -37,6 +37,9 @@ class TrainConfig:
     clip: float = 1.0
     seed: int = 0
     val_every: int = 1000
+    save_every: float = 300.0  # seconds between intermediate checkpoints
+    quantile_steps: int = 3000  # aux-only steps fitting the quantiles before update()
+    amp: str = "off"  # "bf16": autocast the four transforms only (entropy models stay float32)
 
 
 def image_files(folder) -> list[Path]:
@@ -77,6 +80,38 @@ def build(config: TrainConfig):
     return MeanScaleHyperprior(config.N, config.M)
 
 
+def forward(net, x: torch.Tensor, amp: str = "off") -> dict:
+    """MeanScaleHyperprior forward pass, optionally with the transforms under bf16 autocast.
+
+    Mixed precision covers only g_a, h_a, h_s and g_s. Their outputs are cast back to float32
+    before they reach the EntropyBottleneck and the GaussianConditional, so the quantisation
+    noise, the likelihoods (the rate term) and the aux loss are computed in float32 exactly as
+    without autocast: low precision there would distort the very small likelihoods and the
+    quantile fit that ``update()`` turns into the coder's CDF tables.
+    """
+    if amp == "off":
+        return net(x)
+    if amp != "bf16":
+        raise ValueError(f"unknown amp mode {amp!r}; use off or bf16")
+    kind = x.device.type
+
+    def autocast():
+        return torch.autocast(kind, dtype=torch.bfloat16)
+
+    with autocast():
+        y = net.g_a(x)
+        z = net.h_a(y)
+    y, z = y.float(), z.float()
+    z_hat, z_likelihoods = net.entropy_bottleneck(z)
+    with autocast():
+        params = net.h_s(z_hat)
+    scales_hat, means_hat = params.float().chunk(2, 1)
+    y_hat, y_likelihoods = net.gaussian_conditional(y, scales_hat, means=means_hat)
+    with autocast():
+        x_hat = net.g_s(y_hat)
+    return {"x_hat": x_hat.float(), "likelihoods": {"y": y_likelihoods, "z": z_likelihoods}}
+
+
 def optimisers(net, config: TrainConfig):
     aux = {n for n, p in net.named_parameters() if n.endswith(".quantiles")}
     params = [p for n, p in net.named_parameters() if n not in aux]
@@ -86,6 +121,29 @@ def optimisers(net, config: TrainConfig):
 
 def learning_rate(step: int, config: TrainConfig) -> float:
     return config.lr * (0.1 if step >= config.decay_at * config.steps else 1.0)
+
+
+def fit_quantiles(net, steps: int = 3000, lr: float = 0.1) -> float:
+    """Fit the EntropyBottleneck's quantiles to its learned density; returns the final aux loss.
+
+    The aux loss depends on the quantiles and the (frozen here) density parameters only, not on
+    data, so it can be minimised on its own in seconds. Run before ``update()``: the quantiles set
+    the range of the CDF tables and the medians the quantisation offset of z. Short runs leave
+    them far from converged at the aux optimiser's lr of 1e-3 (they start at +-10 and must reach
+    the density's tails); this large-step Adam with one decay converges them.
+    """
+    quantiles = [p for n, p in net.named_parameters() if n.endswith(".quantiles")]
+    opt = torch.optim.Adam(quantiles, lr=lr)
+    loss = net.aux_loss()
+    for i in range(steps):
+        if i == (2 * steps) // 3:
+            for group in opt.param_groups:
+                group["lr"] = lr / 10
+        opt.zero_grad(set_to_none=True)
+        loss = net.aux_loss()
+        loss.backward()
+        opt.step()
+    return float(net.aux_loss().detach())
 
 
 @torch.no_grad()
@@ -137,6 +195,7 @@ def train(
     """
     from compressai.losses import RateDistortionLoss
 
+    start = time.monotonic()
     device = torch.device(device)
     torch.manual_seed(config.seed)
     net = build(config).to(device)
@@ -159,8 +218,9 @@ def train(
     pool = load_pool(data_dir, config.crop)
     val = load_pool(val_dir) if val_dir else []
     rng = np.random.default_rng(config.seed + step)
+    torch.manual_seed(config.seed + step)  # fresh quantisation noise after a resume
     criterion = RateDistortionLoss(lmbda=config.lmbda)
-    start = time.monotonic()
+    last_save = time.monotonic()
     net.train()
     last_val = None
     while step < config.steps:
@@ -171,8 +231,12 @@ def train(
         x = random_crops(pool, config.batch_size, config.crop, rng).to(device, non_blocking=True)
         opt.zero_grad(set_to_none=True)
         aux_opt.zero_grad(set_to_none=True)
-        out = net(x)
+        out = forward(net, x, config.amp)
         losses = criterion(out, x)
+        if not math.isfinite(float(losses["loss"].detach())):
+            # stop before the update: the checkpoint on disk is the last good state
+            raise FloatingPointError(f"loss is not finite at step {step}; lower --lr and resume "
+                                     "from the last checkpoint")
         losses["loss"].backward()
         torch.nn.utils.clip_grad_norm_(net.parameters(), config.clip)
         opt.step()
@@ -181,17 +245,24 @@ def train(
         aux_opt.step()
         step += 1
         if on_progress is not None:
-            mse = float(losses["mse_loss"])
-            on_progress(step, {"loss": float(losses["loss"]), "bpp": float(losses["bpp_loss"]),
-                               "psnr": -10 * math.log10(max(mse, 1e-12)), "aux": float(aux_loss)})
+            mse = float(losses["mse_loss"].detach())
+            on_progress(step, {"loss": float(losses["loss"].detach()),
+                               "bpp": float(losses["bpp_loss"].detach()),
+                               "psnr": -10 * math.log10(max(mse, 1e-12)), "aux": float(aux_loss.detach())})
         if val and (step % config.val_every == 0 or step == config.steps):
             last_val = validate(net, val, config.lmbda, device)
             log(f"step {step}: val bpp {last_val['bpp']:.4f} psnr {last_val['psnr']:.2f} "
                 f"loss {last_val['loss']:.4f}")
+        if step < config.steps and time.monotonic() - last_save > config.save_every:
+            save_checkpoint(checkpoint, net, opt, aux_opt, step, config, {"done": False})
+            last_save = time.monotonic()
     done = step >= config.steps
+    extra = {"done": done}
     if done:
+        extra["aux_loss"] = fit_quantiles(net, config.quantile_steps)
+        log(f"quantiles fitted: aux loss {extra['aux_loss']:.3f}")
         net.update(force=True)
-    save_checkpoint(checkpoint, net, opt, aux_opt, step, config, {"done": done})
+    save_checkpoint(checkpoint, net, opt, aux_opt, step, config, extra)
     return {"step": step, "done": done, "val": last_val}
 
 
@@ -203,10 +274,16 @@ def export(checkpoint, output, fp16: bool = True, metadata: dict | None = None) 
     from .imageio import atomic_write
 
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    # the Gaussian scale table stays float32: the entropy coder's CDF tables are built from it
-    weights = {k: (v.half() if fp16 and v.is_floating_point() and "scale_table" not in k else v).contiguous()
+    # The transforms go to fp16; the entropy models (quantiles, factorized density, scale
+    # table: a few kB) stay float32, since the coder's CDF tables are rebuilt from them at load.
+    def keep_fp32(key: str) -> bool:
+        return key.startswith(("entropy_bottleneck.", "gaussian_conditional."))
+
+    weights = {k: (v.half() if fp16 and v.is_floating_point() and not keep_fp32(k) else v).contiguous()
                for k, v in state["state_dict"].items()}
-    meta = {"lmbda": str(state["lmbda"]), "step": str(state["step"]), **(metadata or {})}
+    meta = {"lmbda": str(state["lmbda"]), "step": str(state["step"]),
+            "done": str(bool(state.get("done", False))), "precision": "fp16" if fp16 else "fp32",
+            **(metadata or {})}
     data = save(weights, metadata=meta)
     atomic_write(output, data)
     return hashlib.sha256(data).hexdigest()

@@ -1,0 +1,203 @@
+"""The trainer: resume, validation, update() before the final save, and export to safetensors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+
+
+def make_image(height: int, width: int, seed: int = 0) -> np.ndarray:
+    """A smooth random RGB image with stripes (self-contained: no shared fixtures needed)."""
+    import torch.nn.functional as F
+
+    gen = torch.Generator().manual_seed(seed)
+    coarse = torch.rand(1, 3, max(2, height // 24), max(2, width // 24), generator=gen)
+    smooth = F.interpolate(coarse, size=(height, width), mode="bicubic", align_corners=False)
+    yy, xx = torch.meshgrid(torch.arange(height), torch.arange(width), indexing="ij")
+    img = (smooth + ((xx + 2 * yy) % 53 < 20).float() * 0.25).clamp(0, 1)[0].permute(1, 2, 0)
+    return (img * 255).round().to(torch.uint8).numpy()
+
+
+TINY = dict(N=8, M=12, batch_size=2, crop=64, lr=1e-3, val_every=2, lmbda=0.01, quantile_steps=300)
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("data")
+    (root / "train" / "sub").mkdir(parents=True)
+    (root / "val").mkdir()
+    for s in range(4):  # nested folders are searched too
+        Image.fromarray(make_image(80, 96, seed=s)).save(root / "train" / ("sub" if s % 2 else "") / f"{s}.png")
+    Image.fromarray(make_image(70, 90, seed=9)).save(root / "val" / "v.png")
+    Image.fromarray(make_image(40, 40, seed=10)).save(root / "train" / "too_small.png")
+    return root / "train", root / "val"
+
+
+def test_random_crops_are_in_range_and_flip():
+    from sgacodec.train import random_crops
+
+    im = np.arange(8 * 8 * 3, dtype=np.uint8).reshape(8, 8, 3)
+    batch = random_crops([im], 64, 8, np.random.default_rng(0))
+    assert batch.shape == (64, 3, 8, 8) and batch.dtype == torch.float32
+    assert 0 <= batch.min() and batch.max() <= 1
+    flavours = {tuple(b[0, 0, :2].tolist()) for b in batch}
+    assert len(flavours) == 4  # identity, h-flip, v-flip, both
+
+
+def test_learning_rate_decays_late():
+    from sgacodec.train import TrainConfig, learning_rate
+
+    config = TrainConfig(lr=1e-3, steps=100, decay_at=0.8)
+    assert learning_rate(79, config) == 1e-3
+    assert learning_rate(80, config) == pytest.approx(1e-4)
+
+
+def test_train_resume_validate_update_export(folders, tmp_path):
+    from sgacodec.codec import decode, encode
+    from sgacodec.models import load_checkpoint
+    from sgacodec.refine import RefineConfig
+    from sgacodec.train import TrainConfig, export, train
+
+    data, val = folders
+    ckpt = tmp_path / "run.pt"
+    logs = []
+    progress = []
+    # a first chunk that stops at its time limit (0 s: exactly one step is never guaranteed, so
+    # run a short config to completion on one call and a longer one resumed on a second)
+    first = train(TrainConfig(steps=3, **TINY), data, ckpt, val, time_limit=None,
+                  on_progress=lambda s, st: progress.append((s, st)), log=logs.append)
+    assert first["step"] == 3 and first["done"]
+    assert first["val"] is not None and np.isfinite(first["val"]["psnr"]) and first["val"]["bpp"] > 0
+    assert any("val bpp" in line for line in logs)
+    assert [s for s, _ in progress] == [1, 2, 3]
+    assert {"loss", "bpp", "psnr", "aux"} <= set(progress[0][1])
+    state = torch.load(ckpt, weights_only=True)
+    assert state["step"] == 3 and state["done"]
+    assert state["aux_loss"] < 300  # quantiles fitted before update() (a fresh model: ~329)
+    assert state["state_dict"]["gaussian_conditional._quantized_cdf"].numel() > 0  # update()d
+
+    # resume with more steps: continues from the saved step, not from zero
+    progress.clear()
+    second = train(TrainConfig(steps=5, **TINY), data, ckpt, val, log=logs.append,
+                   on_progress=lambda s, st: progress.append((s, st)))
+    assert [s for s, _ in progress] == [4, 5]
+    assert any("resumed" in line and "step 3" in line for line in logs)
+    assert second["step"] == 5 and second["done"]
+
+    # a time limit stops early and leaves a resumable, not-done checkpoint
+    third = train(TrainConfig(steps=1000, **TINY), data, ckpt, None, time_limit=0.0, log=logs.append)
+    assert not third["done"] and third["step"] == 5
+    assert torch.load(ckpt, weights_only=True)["done"] is False
+
+    # export: fp16 transforms, float32 entropy models, loadable and coding an image
+    out = tmp_path / "tiny.safetensors"
+    digest = export(ckpt, out, metadata={"note": "test"})
+    import hashlib
+
+    assert digest == hashlib.sha256(out.read_bytes()).hexdigest()
+    from safetensors.torch import load_file, safe_open
+
+    tensors = load_file(str(out))
+    assert tensors["g_a.0.weight"].dtype == torch.float16
+    assert tensors["gaussian_conditional.scale_table"].dtype == torch.float32
+    assert tensors["entropy_bottleneck.quantiles"].dtype == torch.float32
+    with safe_open(str(out), framework="pt") as f:
+        meta = f.metadata()
+    assert meta["lmbda"] == "0.01" and meta["step"] == "5" and meta["note"] == "test"
+
+    model = load_checkpoint(out)
+    assert model.lmbda == pytest.approx(0.01) and model.identity.name == "mbt2018-mean"
+    image = make_image(48, 72, seed=5)
+    report = encode(model, [image], RefineConfig(method="none"))[0]
+    rgb, _ = decode(report.data, model)
+    assert np.array_equal(rgb, report.recon)
+    assert report.bpp == pytest.approx(len(report.data) * 8 / (48 * 72))
+
+
+def test_init_from_warm_starts_a_new_run(folders, tmp_path):
+    from sgacodec.train import TrainConfig, export, train
+
+    data, _ = folders
+    base = tmp_path / "base.pt"
+    train(TrainConfig(steps=2, **TINY), data, base, log=lambda s: None)
+    weights = tmp_path / "base.safetensors"
+    export(base, weights, fp16=False)
+    logs = []
+    result = train(TrainConfig(steps=1, **{**TINY, "lr": 1e-12}), data, tmp_path / "warm.pt",
+                   init_from=weights, log=logs.append)
+    assert result["done"] and any("initialised from" in line for line in logs)
+    a = torch.load(base, weights_only=True)["state_dict"]["g_s.0.weight"]
+    b = torch.load(tmp_path / "warm.pt", weights_only=True)["state_dict"]["g_s.0.weight"]
+    assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_fit_quantiles_converges_without_data():
+    from compressai.models import MeanScaleHyperprior
+
+    from sgacodec.train import fit_quantiles
+
+    torch.manual_seed(0)
+    net = MeanScaleHyperprior(8, 12)
+    before = float(net.aux_loss())
+    after = fit_quantiles(net, 3000)
+    assert before > 100 and after < 0.05 * before
+
+
+def test_bf16_forward_keeps_entropy_models_in_float32():
+    from compressai.models import MeanScaleHyperprior
+
+    from sgacodec.train import forward
+
+    torch.manual_seed(0)
+    net = MeanScaleHyperprior(8, 12).train()
+    x = torch.rand(2, 3, 64, 64)
+    out = forward(net, x, "bf16")
+    assert out["x_hat"].dtype == torch.float32
+    assert all(l.dtype == torch.float32 for l in out["likelihoods"].values())
+    with torch.no_grad():
+        net.eval()
+        ref, amp = net(x), forward(net, x, "bf16")
+    assert torch.allclose(ref["x_hat"], amp["x_hat"], atol=0.05)
+    with pytest.raises(ValueError):
+        forward(net, x, "fp8")
+
+
+def test_cli_train_command_runs_and_exports(folders, tmp_path):
+    from click.testing import CliRunner
+
+    from sgacodec.cli import main
+
+    data, val = folders
+    out = tmp_path / "cli.safetensors"
+    args = ["train", str(data), "--checkpoint", str(tmp_path / "c.pt"), "--steps", "2", "-N", "8",
+            "-M", "12", "--batch-size", "2", "--crop", "64", "--val", str(val), "--val-every", "1",
+            "--device", "cpu", "--log-every", "1", "--export", str(out)]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert "(complete)" in result.output and "exported" in result.output and out.is_file()
+    bad = CliRunner().invoke(main, [*args[:4], "--crop", "100"])
+    assert bad.exit_code != 0
+
+
+def test_embedded_manifest_matches_the_shipped_files():
+    from sgacodec.models import MANIFEST, WEIGHTS_DIR, sha256_file
+
+    if not MANIFEST.is_file():
+        pytest.skip("no embedded models in this build")
+    manifest = json.loads(MANIFEST.read_text())
+    models = manifest["models"]
+    assert manifest["default_quality"] in {m["quality"] for m in models}
+    total = 0
+    for m in models:
+        path = WEIGHTS_DIR / m["file"]
+        assert sha256_file(path).hex() == m["sha256"]
+        total += path.stat().st_size
+        assert m["architecture"] == "mbt2018-mean" and (m["N"], m["M"]) == (128, 192)
+        assert {"lmbda", "steps", "data", "command", "kodak"} <= set(m)
+    assert total <= 45 * 2**20
