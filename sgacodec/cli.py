@@ -166,6 +166,21 @@ def _user_errors():
     return (BitstreamError, DecodeError, ImageError, ModelError, OSError)
 
 
+def _report_failure(failures, inputs, src, exc):
+    """Note a failed input; with several inputs, say so now and carry on with the rest."""
+    message = str(exc) if str(src) in str(exc) else f"{src}: {exc}"
+    failures.append(message)
+    if len(inputs) > 1:
+        click.echo(f"sgacodec: error: {message}", err=True)
+
+
+def _finish(failures, inputs):
+    if len(failures) == 1 and len(inputs) == 1:
+        raise UserError(failures[0])
+    if failures:
+        raise UserError(f"{len(failures)} of {len(inputs)} input(s) failed (listed above)")
+
+
 def _announce_cpu_estimate(console, device, config, n_images):
     if device.type != "cpu" or config.method == "none" or config.iterations == 0:
         return
@@ -227,8 +242,7 @@ def encode(inputs, output, force, as_json, **o):
                                          refine_model=lm)
                 _write(dst, report.data)
             except errors as exc:
-                failures.append(f"{src}: {exc}")
-                console.print(f"[red]sgacodec: error: {exc}[/red]")
+                _report_failure(failures, inputs, src, exc)
                 continue
             finally:
                 progress.remove_task(task)
@@ -238,8 +252,7 @@ def encode(inputs, output, force, as_json, **o):
             console.print(f"{src} -> {dst}: {report.bpp:.4f} bpp, {report.psnr:.2f} dB "
                           f"(base {report.base_bpp:.4f} bpp, {report.base_psnr:.2f} dB), "
                           f"{report.iterations} it, {report.seconds:.1f} s")
-    if failures:
-        raise UserError(f"{len(failures)} of {len(inputs)} input(s) failed: " + "; ".join(failures))
+    _finish(failures, inputs)
 
 
 @main.command()
@@ -273,16 +286,12 @@ def decode(inputs, output, checkpoint, force, as_json):
             rgb, header = decode_bytes(data, models[header.model])
             _write(dst, encode_png(rgb))
         except errors as exc:
-            failures.append(f"{src}: {exc}")
-            console.print(f"[red]sgacodec: error: {src}: {exc}[/red]")
+            _report_failure(failures, inputs, src, exc)
             continue
         if as_json:
             click.echo(json.dumps({"input": src, "output": dst, "height": header.height,
                                    "width": header.width, "bytes": len(data)}))
-    if failures:
-        if len(inputs) == 1:
-            raise UserError(failures[0])
-        raise UserError(f"{len(failures)} of {len(inputs)} file(s) failed to decode")
+    _finish(failures, inputs)
 
 
 @main.command()
@@ -322,8 +331,7 @@ def refine(inputs, as_json, log_file, output_dir, force, **o):
             try:
                 image = _read_input(src)
             except errors as exc:
-                failures.append(f"{src}: {exc}")
-                console.print(f"[red]sgacodec: error: {exc}[/red]")
+                _report_failure(failures, inputs, src, exc)
                 continue
             for config in configs:
                 task = progress.add_task(f"{config.method} {src}", total=max(config.iterations, 1))
@@ -347,8 +355,7 @@ def refine(inputs, as_json, log_file, output_dir, force, **o):
     if log_file:
         _write_log(log_file, trajectory)
     _print_table(console, rows, methods)
-    if failures:
-        raise UserError(f"{len(failures)} of {len(inputs)} input(s) failed: " + "; ".join(failures))
+    _finish(failures, inputs)
 
 
 def _write_log(path, trajectory):

@@ -1,0 +1,97 @@
+"""End-to-end: refinement, entropy coding, and the stock CompressAI decoder."""
+
+import numpy as np
+import pytest
+import torch
+
+from sgacodec import metrics
+from sgacodec.bitstream import unpack
+from sgacodec.codec import decode, encode, pad, to_tensor
+from sgacodec.hyperprior import LatentModel
+from sgacodec.refine import RefineConfig, refine, true_rd
+
+from .conftest import TINY_LMBDA, make_image
+
+
+def test_refinement_lowers_the_true_rd_loss(tiny_model):
+    image = make_image(128, 128, seed=3)
+    x = to_tensor(image)
+    lm = LatentModel(tiny_model.net)
+    result = refine(lm, x, (128, 128), TINY_LMBDA, RefineConfig(iterations=150))
+    assert result.iterations == 150
+    assert result.best.loss.item() < 0.98 * result.base.loss.item()
+    # the kept latents really have the loss reported for them
+    again = true_rd(lm, x, (128, 128), result.y, result.z, TINY_LMBDA)
+    assert again.loss.item() == pytest.approx(result.best.loss.item(), rel=1e-5)
+
+
+@pytest.mark.parametrize("method,three_class", [("ste", False), ("uniform", False), ("atanh", False),
+                                                ("linear", True), ("cosine", False), ("ssl", True)])
+def test_every_method_never_returns_worse_than_the_encoder(tiny_model, method, three_class):
+    image = make_image(64, 64, seed=4)
+    lm = LatentModel(tiny_model.net)
+    result = refine(lm, to_tensor(image), (64, 64), TINY_LMBDA,
+                    RefineConfig(method=method, three_class=three_class, iterations=30))
+    assert result.best.loss.item() <= result.base.loss.item()
+
+
+@pytest.mark.parametrize("size", [(217, 333), (1, 1), (65, 63), (64, 128)])
+def test_odd_sizes_round_trip_to_the_reported_pixels(tiny_model, size):
+    image = make_image(*size, seed=1)
+    [report] = encode(tiny_model, [image], RefineConfig(iterations=10))
+    rgb, header = decode(report.data, tiny_model)
+    assert rgb.shape == (*size, 3) and (header.height, header.width) == size
+    assert np.array_equal(rgb, report.recon)
+    assert report.psnr == pytest.approx(metrics.psnr(image, rgb))
+    assert report.bpp == pytest.approx(8 * len(report.data) / (size[0] * size[1]))
+
+
+def test_decode_is_compressais_own_decompress(tiny_model):
+    image = make_image(100, 150, seed=2)
+    [report] = encode(tiny_model, [image], RefineConfig(iterations=20))
+    header = unpack(report.data)
+    stock = tiny_model.net.decompress([[header.y_string], [header.z_string]], header.z_shape)["x_hat"]
+    expected = stock[0, :, :100, :150].mul(255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    rgb, _ = decode(report.data, tiny_model)
+    assert np.array_equal(rgb, expected)
+
+
+def test_unrefined_encode_matches_compressais_compress(tiny_model):
+    """method none codes exactly what the model's own compress() codes for the padded image."""
+    image = make_image(128, 192, seed=5)
+    [report] = encode(tiny_model, [image], RefineConfig(method="none"))
+    header = unpack(report.data)
+    stock = tiny_model.net.compress(pad(to_tensor(image)))
+    assert header.y_string == stock["strings"][0][0]
+    assert header.z_string == stock["strings"][1][0]
+    assert report.bpp == report.base_bpp and report.iterations == 0
+
+
+def test_refinement_improves_real_bytes_rd(tiny_model):
+    image = make_image(128, 128, seed=6)
+    [report] = encode(tiny_model, [image], RefineConfig(iterations=150))
+    assert report.loss < report.base_loss
+
+
+def test_batched_refinement_equals_one_at_a_time(tiny_model):
+    """Per-image losses are summed, so a batch refines each image as if alone (STE: no noise)."""
+    images = [make_image(64, 64, seed=s) for s in (10, 11)]
+    config = RefineConfig(method="ste", iterations=25)
+    together = encode(tiny_model, images, config, batch_size=2)
+    alone = [encode(tiny_model, [im], config)[0] for im in images]
+    for a, b in zip(together, alone):
+        assert a.loss == pytest.approx(b.loss, rel=1e-3)
+
+
+def test_other_lambda_moves_along_the_rd_curve(tiny_model):
+    image = make_image(128, 128, seed=8)
+    config = RefineConfig(iterations=100)
+    [low] = encode(tiny_model, [image], config, lmbda=TINY_LMBDA / 8)
+    [high] = encode(tiny_model, [image], config, lmbda=TINY_LMBDA * 8)
+    assert low.bpp < high.bpp
+
+
+def test_time_budget_stops_early(tiny_model):
+    image = make_image(64, 64)
+    [report] = encode(tiny_model, [image], RefineConfig(iterations=100000, time_budget=0.5))
+    assert 0 < report.iterations < 100000
