@@ -129,6 +129,9 @@ def encode(
     lmbda = lmbda if lmbda is not None else config.lmbda if config.lmbda is not None else model.lmbda
     if lmbda is None:
         raise ModelError("the model's training lambda is unknown; pass --lmbda")
+    if model.identity.metric != "mse" and config.method != "none":
+        raise ModelError("refinement optimises lambda * 255^2 * MSE + bpp; ms-ssim models are "
+                         "supported with --method none only")
     device = torch.device(device)
     lm = refine_model or device_model(model, device)
     reports: list[EncodeReport | None] = [None] * len(images)
@@ -190,3 +193,11 @@ def decode(data: bytes, model: LoadedModel | None = None, checkpoint=None,
     return rgb, bs
 
 
+
+
+def estimate_iteration_seconds(lm: LatentModel, image: np.ndarray, config: RefineConfig,
+                               lmbda: float, probe_steps: int = 2) -> float:
+    """Seconds per refinement iteration for this image, timed on a short probe run."""
+    x = pad(to_tensor(image)).to(lm.device)
+    result = refine(lm, x, image.shape[:2], lmbda, config.with_(iterations=probe_steps, time_budget=None))
+    return result.seconds / max(result.iterations, 1)
