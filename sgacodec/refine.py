@@ -8,11 +8,21 @@ The true loss (hard rounding, what the bitstream costs) is evaluated every ``eva
 the device and the best iterate is kept there, so the result is never worse than the encoder's
 latents and the loop never waits for the host. Images in a batch share one optimiser but each
 image's loss is summed, so the gradients (and with Adam, the updates) of each image are its own.
+
+Speed options (``RefineConfig``), all off or neutral on the CPU, so CPU results are unchanged:
+``compile`` runs the relaxed and the true loss through ``torch.compile`` (default: on CUDA only;
+any compile failure falls back to eager with one warning), ``precision`` picks fp32, TF32
+(PyTorch's default for convolutions on CUDA) or bf16 autocast of the relaxed pass's transforms
+only (entropy models and the true loss stay float32), ``channels_last`` puts the device copy of
+the network in NHWC (CUDA default). The bitstream is always coded on the CPU in float32, so these
+change the optimisation path, never what a file decodes to. See docs/performance.md.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
+import warnings
 from dataclasses import dataclass, field, replace
 from typing import Callable
 
@@ -20,6 +30,11 @@ import torch
 
 from .hyperprior import LatentModel
 from .rounding import METHODS, THREE_CLASS_METHODS, soft_round, temperature
+
+
+COMPILE_MODES = ("auto", "off", "default", "reduce-overhead", "max-autotune",
+                 "max-autotune-no-cudagraphs")
+PRECISIONS = ("fp32", "tf32", "bf16")
 
 
 @dataclass(frozen=True)
@@ -39,6 +54,12 @@ class RefineConfig:
     seed: int = 0
     time_budget: float | None = None  # seconds; stop early when spent
     eval_every: int = 1  # evaluate the true loss (and keep the best) every k steps
+    # Speed (see the module docstring): compile "auto" | "off" | "default" | "reduce-overhead"
+    # | "max-autotune" (a torch.compile mode; "auto" = "default" on CUDA, off elsewhere);
+    # precision "fp32" | "tf32" | "bf16"; channels_last None = on CUDA only.
+    compile: str = "auto"
+    precision: str = "tf32"
+    channels_last: bool | None = None
 
     def __post_init__(self):
         if self.method not in METHODS:
@@ -47,6 +68,10 @@ class RefineConfig:
             raise ValueError(f"--three-class works with {', '.join(THREE_CLASS_METHODS)}")
         if self.iterations < 0 or self.lr <= 0 or self.tau_max <= 0 or self.eval_every < 1:
             raise ValueError("iterations >= 0, lr > 0, tau_max > 0 and eval_every >= 1 required")
+        if self.compile not in COMPILE_MODES:
+            raise ValueError(f"compile: choose from {', '.join(COMPILE_MODES)}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision: choose from {', '.join(PRECISIONS)}")
 
     def with_(self, **changes) -> "RefineConfig":
         return replace(self, **changes)
@@ -72,10 +97,20 @@ class RefineResult:
     history: list[dict] = field(default_factory=list)  # per evaluation: step, loss, bpp, psnr (per image)
 
 
-def rd_terms(lm: LatentModel, x: torch.Tensor, size, y_hat, params, z_hat, lmbda, clamp=False):
+def _autocast(x: torch.Tensor, precision: str):
+    """bf16 autocast for the transforms (g_s, h_s) only; a no-op otherwise."""
+    if precision != "bf16":
+        return contextlib.nullcontext()
+    return torch.autocast(x.device.type, dtype=torch.bfloat16)
+
+
+def rd_terms(lm: LatentModel, x: torch.Tensor, size, y_hat, params, z_hat, lmbda, clamp=False,
+             precision: str = "fp32"):
     """R-D loss of (y_hat, z_hat) against x over the unpadded area; bpp over original pixels."""
     height, width = size
-    x_hat = lm.synthesis(y_hat)[..., :height, :width]
+    with _autocast(x, precision):
+        x_hat = lm.synthesis(y_hat)
+    x_hat = x_hat.float()[..., :height, :width]
     if clamp:
         x_hat = x_hat.clamp(0.0, 1.0)
     mse = (x_hat - x[..., :height, :width]).pow(2).mean(dim=(1, 2, 3))
@@ -100,14 +135,98 @@ def relaxed_rd(lm: LatentModel, x, size, y, z, lmbda, config: RefineConfig, tau)
     if lm.has_context:
         with torch.no_grad():
             context, _ = lm.y_hard(y, lm.z_hard(z))
-    params = lm.y_params(z_tilde, context)
+    with _autocast(x, config.precision):
+        params = lm.y_params(z_tilde, context)
+    if config.precision == "bf16":  # the entropy models see float32 parameters
+        params = type(params)(params.scales.float(),
+                              None if params.means is None else params.means.float())
     mu = params.means if params.means is not None else 0.0
     y_tilde = soft_round(y - mu, config.method, tau, **opts) + mu
-    return rd_terms(lm, x, size, y_tilde, params, z_tilde, lmbda)
+    return rd_terms(lm, x, size, y_tilde, params, z_tilde, lmbda, precision=config.precision)
 
 
 def _psnr_from_mse(mse: torch.Tensor) -> torch.Tensor:
     return -10.0 * torch.log10(mse.clamp_min(1e-12))
+
+
+def _relaxed_sum(lm, x, size, y, z, lmbda, config, tau):
+    return relaxed_rd(lm, x, size, y, z, lmbda, config, tau).loss.sum()
+
+
+def _true_tuple(lm, x, size, y, z, lmbda):
+    terms = true_rd(lm, x, size, y, z, lmbda)
+    return terms.loss, terms.bpp, terms.mse
+
+
+_compile_failed = False  # set once torch.compile has failed in this process: eager from then on
+
+
+def compile_mode(config: RefineConfig, device: torch.device) -> str | None:
+    """The torch.compile mode refinement will use on ``device`` (None: eager)."""
+    mode = config.compile
+    if mode == "auto":
+        mode = "default" if device.type == "cuda" else "off"
+    if mode == "off" or _compile_failed:
+        return None
+    return mode
+
+
+@contextlib.contextmanager
+def precision_scope(device: torch.device, precision: str):
+    """TF32 on or off for CUDA convolutions and matmuls while refining (restored afterwards)."""
+    if device.type != "cuda":
+        yield
+        return
+    old = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    allow = precision != "fp32"
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = allow
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = old
+
+
+class _Step:
+    """The two loss functions, compiled when asked; the first failure reverts to eager for good."""
+
+    def __init__(self, mode: str | None):
+        self.mode = mode
+        self.relaxed, self.true = _relaxed_sum, _true_tuple
+        if mode is not None:
+            self.relaxed = torch.compile(_relaxed_sum, mode=mode, dynamic=False)
+            self.true = torch.compile(_true_tuple, mode=mode, dynamic=False)
+        self.checked = {"relaxed": mode is None, "true": mode is None}
+
+    def _fail(self, exc: Exception):
+        global _compile_failed
+        _compile_failed = True
+        warnings.warn(f"torch.compile failed ({type(exc).__name__}: {str(exc)[:200]}); "
+                      "refining in eager mode", RuntimeWarning, stacklevel=3)
+        self.relaxed, self.true = _relaxed_sum, _true_tuple
+        self.checked = {"relaxed": True, "true": True}
+
+    def backward(self, optimiser, *args):
+        optimiser.zero_grad(set_to_none=True)
+        if self.checked["relaxed"]:
+            self.relaxed(*args).backward()
+            return
+        try:
+            self.relaxed(*args).backward()
+            self.checked["relaxed"] = True
+        except Exception as exc:  # noqa: BLE001 - any compiler error: fall back, stay correct
+            self._fail(exc)
+            optimiser.zero_grad(set_to_none=True)
+            _relaxed_sum(*args).backward()
+
+    def evaluate(self, *args) -> RDTerms:
+        if not self.checked["true"]:
+            try:
+                out = self.true(*args)
+                self.checked["true"] = True
+                return RDTerms(*out)
+            except Exception as exc:  # noqa: BLE001
+                self._fail(exc)
+        return RDTerms(*self.true(*args))
 
 
 def refine(
@@ -124,16 +243,26 @@ def refine(
     """Refine the latents of a batch x [B, 3, Hp, Wp] (padded; original size ``size``).
 
     Starts from the encoder's latents (or the given y, z) and returns the best iterate by true loss.
+    Nothing in the loop waits for the device: the best iterate is kept there, and the host only
+    reads it back when the loop is over.
     """
     start = time.perf_counter()
     torch.manual_seed(config.seed)
+    device = x.device
     for p in lm.net.parameters():
         p.requires_grad_(False)
-    with torch.no_grad():
+    channels_last = device.type == "cuda" if config.channels_last is None else config.channels_last
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    if channels_last:
+        lm.net.to(memory_format=fmt)  # the device copy (codec.device_model), never the CPU coder
+        x = x.contiguous(memory_format=fmt)
+    with torch.no_grad(), precision_scope(device, config.precision):
         if y is None or z is None:
             y, z = lm.analysis(x)
-        y, z = y.detach().clone(), z.detach().clone()
-    base = true_rd(lm, x, size, y, z, lmbda)
+        y, z = y.detach().clone(memory_format=fmt), z.detach().clone(memory_format=fmt)
+        step_fns = _Step(compile_mode(config, device)
+                         if config.method != "none" and config.iterations > 0 else None)
+        base = true_rd(lm, x, size, y, z, lmbda)
     best = RDTerms(base.loss.clone(), base.bpp.clone(), base.mse.clone())
     best_y, best_z = y.clone(), z.clone()
     history = []
@@ -143,31 +272,40 @@ def refine(
     if config.method != "none" and config.iterations > 0:
         y.requires_grad_(True)
         z.requires_grad_(True)
-        optimiser = torch.optim.Adam([y, z], lr=config.lr)
+        optimiser = torch.optim.Adam([y, z], lr=config.lr, fused=device.type == "cuda" or None)
         deadline = None if config.time_budget is None else start + config.time_budget
-        for step in range(config.iterations):
-            tau = temperature(step, config.tau_max, config.temp_rate)
-            optimiser.zero_grad(set_to_none=True)
-            relaxed_rd(lm, x, size, y, z, lmbda, config, tau).loss.sum().backward()
-            optimiser.step()
-            steps = step + 1
-            if steps % config.eval_every == 0 or steps == config.iterations:
-                current = true_rd(lm, x, size, y.detach(), z.detach(), lmbda)
-                better = current.loss < best.loss
-                keep = better.view(-1, 1, 1, 1)
-                best_y = torch.where(keep, y.detach(), best_y)
-                best_z = torch.where(keep, z.detach(), best_z)
-                for name in ("loss", "bpp", "mse"):
-                    setattr(best, name, torch.where(better, getattr(current, name), getattr(best, name)))
-                if keep_history:
-                    history.append((steps, current.loss, current.bpp, current.mse))
-            if on_step is not None:
-                on_step(steps)
-            if deadline is not None and time.perf_counter() > deadline:
-                break
+        # compiled: tau lives in one device scalar, so the graph neither recompiles per value nor
+        # needs the host; eager: the Python float, exactly as before
+        tau_t = torch.zeros((), device=device) if step_fns.mode is not None else None
+        with precision_scope(device, config.precision):
+            for step in range(config.iterations):
+                tau = temperature(step, config.tau_max, config.temp_rate)
+                if tau_t is not None:
+                    tau_t.fill_(tau)
+                    tau = tau_t
+                step_fns.backward(optimiser, lm, x, size, y, z, lmbda, config, tau)
+                optimiser.step()
+                steps = step + 1
+                if steps % config.eval_every == 0 or steps == config.iterations:
+                    with torch.no_grad():
+                        current = step_fns.evaluate(lm, x, size, y.detach(), z.detach(), lmbda)
+                        better = current.loss < best.loss
+                        keep = better.view(-1, 1, 1, 1)
+                        best_y = torch.where(keep, y.detach(), best_y)
+                        best_z = torch.where(keep, z.detach(), best_z)
+                        best = RDTerms(*(torch.where(better, c, b) for c, b in
+                                         ((current.loss, best.loss), (current.bpp, best.bpp),
+                                          (current.mse, best.mse))))
+                    if keep_history:
+                        history.append((steps, current.loss.clone(), current.bpp.clone(),
+                                        current.mse.clone()))
+                if on_step is not None:
+                    on_step(steps)
+                if deadline is not None and time.perf_counter() > deadline:
+                    break
     records = [
         {"step": s, "loss": loss.tolist(), "bpp": bpp.tolist(), "psnr": _psnr_from_mse(mse).tolist()}
         for s, loss, bpp, mse in history
     ]
-    return RefineResult(best_y.detach(), best_z.detach(), base, best, steps,
+    return RefineResult(best_y.detach().contiguous(), best_z.detach().contiguous(), base, best, steps,
                         time.perf_counter() - start, records)
