@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import bitstream, metrics
+from . import bitstream, isolate, metrics
 from .hyperprior import LatentModel
 from .models import LoadedModel, ModelError, load_for_bitstream
 from .refine import RefineConfig, refine
@@ -182,11 +182,19 @@ def decode(data: bytes, model: LoadedModel | None = None, checkpoint=None,
         raise ModelError(f"model mismatch: the file needs {bs.model.describe()}, "
                          f"not {model.identity.describe()}")
     lm = _cpu_latent_model(model)
+    # Untrusted strings: zero-padded, and decoded in a child process where possible, because
+    # CompressAI's rANS decoder reads past the end of a forged string (see isolate.py).
+    net = model.net
+    z_string = isolate.pad_string(bs.z_string, net.entropy_bottleneck.channels * bs.z_shape[0] * bs.z_shape[1])
+    y_string = isolate.pad_string(bs.y_string, getattr(net, "M", 320) * bs.y_shape[0] * bs.y_shape[1])
+
+    def run():
+        return to_uint8(lm.decompress([y_string], [z_string], bs.z_shape)[0, :, : bs.height, : bs.width])
+
     try:
-        x_hat = lm.decompress([bs.y_string], [bs.z_string], bs.z_shape)
-    except (RuntimeError, ValueError, IndexError, OverflowError) as exc:
-        raise DecodeError(f"the entropy-coded data does not decode ({type(exc).__name__})") from None
-    rgb = to_uint8(x_hat[0, :, : bs.height, : bs.width])
+        rgb = isolate.call(run, timeout=60.0 + 2e-5 * 4096 * bs.y_shape[0] * bs.y_shape[1])
+    except isolate.IsolatedError as exc:
+        raise DecodeError(f"the entropy-coded data does not decode ({exc})") from None
     if verify and recon_hash(rgb) != bs.recon_hash:
         raise DecodeError("decoded pixels differ from what the encoder computed (reconstruction hash "
                           "mismatch): this machine reproduces the model differently, or the file is damaged")
