@@ -71,7 +71,8 @@ def refine_options(f, multiple_methods=False):
                      help="Evaluate the true (hard) loss and keep the best every k steps."),
         click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."),
         click.option("--batch-size", type=click.IntRange(min=1), default=1, show_default=True,
-                     help="Same-size images refined together."),
+                     help="Same-size images refined together (encode on a GPU, when not given: "
+                          "as many as fit in 12 megapixels)."),
     ]):
         f = option(f)
     return f
@@ -232,27 +233,69 @@ def encode(inputs, output, force, as_json, **o):
     lm = device_model(model, device)
     _announce_cpu_estimate(console, device, config, len(inputs))
     failures = []
+    # Same-size images are refined together, --batch-size at a time; left at its default on a GPU,
+    # batches fill up to AUTO_BATCH_MEGAPIXELS. Inputs are read a window at a time (bounded memory)
+    # and each file is written, reported and recorded in input order.
+    auto = click.get_current_context().get_parameter_source("batch_size") == \
+        click.core.ParameterSource.DEFAULT and device.type == "cuda"
+    window = AUTO_BATCH_WINDOW if auto else max(1, o["batch_size"]) * 4
+    total = config.iterations if config.method != "none" else 1
     with _progress(console) as progress:
-        for src, dst in zip(inputs, outputs):
-            task = progress.add_task(f"encode {src}", total=config.iterations if config.method != "none" else 1)
-            try:
-                image = _read_input(src)
-                [report] = encode_images(model, [image], config, device, batch_size=1,
-                                         on_step=lambda s: progress.update(task, completed=s),
-                                         refine_model=lm)
-                _write(dst, report.data)
-            except errors as exc:
-                _report_failure(failures, inputs, src, exc)
-                continue
-            finally:
-                progress.remove_task(task)
-            record = {"input": src, "output": dst, **report.record()}
-            if as_json:
-                click.echo(json.dumps(record))
-            console.print(f"{src} -> {dst}: {report.bpp:.4f} bpp, {report.psnr:.2f} dB "
-                          f"(base {report.base_bpp:.4f} bpp, {report.base_psnr:.2f} dB), "
-                          f"{report.iterations} it, {report.seconds:.1f} s")
+        for begin in range(0, len(inputs), window):
+            chunk = range(begin, min(begin + window, len(inputs)))
+            images, reports = {}, {}
+            for i in chunk:
+                try:
+                    images[i] = _read_input(inputs[i])
+                except errors as exc:
+                    _report_failure(failures, inputs, inputs[i], exc)
+            for group in _encode_batches(images, o["batch_size"], auto):
+                more = f" (+{len(group) - 1} more)" if len(group) > 1 else ""
+                task = progress.add_task(f"encode {inputs[group[0]]}{more}", total=total)
+                try:
+                    got = encode_images(model, [images[i] for i in group], config, device,
+                                        batch_size=len(group), refine_model=lm,
+                                        on_step=lambda s: progress.update(task, completed=s))
+                except errors as exc:
+                    for i in group:
+                        _report_failure(failures, inputs, inputs[i], exc)
+                    continue
+                finally:
+                    progress.remove_task(task)
+                reports.update(zip(group, got))
+            for i in chunk:
+                if i not in reports:
+                    continue
+                src, dst, report = inputs[i], outputs[i], reports[i]
+                try:
+                    _write(dst, report.data)
+                except errors as exc:
+                    _report_failure(failures, inputs, src, exc)
+                    continue
+                record = {"input": src, "output": dst, **report.record()}
+                if as_json:
+                    click.echo(json.dumps(record))
+                console.print(f"{src} -> {dst}: {report.bpp:.4f} bpp, {report.psnr:.2f} dB "
+                              f"(base {report.base_bpp:.4f} bpp, {report.base_psnr:.2f} dB), "
+                              f"{report.iterations} it, {report.seconds:.1f} s")
     _finish(failures, inputs)
+
+
+AUTO_BATCH_MEGAPIXELS = 12.0  # GPU default: about 30 Kodak images per batch (docs/performance.md)
+AUTO_BATCH_WINDOW = 64  # inputs read ahead to find same-size images
+
+
+def _encode_batches(images: dict, batch_size: int, auto: bool) -> list[list[int]]:
+    """Input indices grouped by image size in input order: batch_size per group, or (auto) as many
+    as fit in AUTO_BATCH_MEGAPIXELS."""
+    groups: dict[tuple, list[int]] = {}
+    for i, img in images.items():
+        groups.setdefault(img.shape[:2], []).append(i)
+    out = []
+    for (h, w), idx in groups.items():
+        n = max(1, int(AUTO_BATCH_MEGAPIXELS * 1e6 // (h * w))) if auto else max(1, batch_size)
+        out += [idx[k : k + n] for k in range(0, len(idx), n)]
+    return sorted(out)
 
 
 @main.command()
