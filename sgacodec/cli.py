@@ -27,15 +27,19 @@ class UserError(click.ClickException):
         click.echo(f"sgacodec: error: {self.message}", err=True)
 
 
-def model_options(f):
+def model_options(f, multiple=False):
+    # multiple (refine): repeatable --quality and --checkpoint, one R-D point per model
+    more = " Repeatable: each model is one more rate point." if multiple else ""
     for option in reversed([
         click.option("--model", "model_name", default="default", show_default=True, help=MODEL_HELP),
-        click.option("--quality", type=click.IntRange(1, 8), default=None,
-                     help="Rate point: embedded model 1..3 (default: the manifest's), zoo 1..8 (default 3)."),
+        click.option("--quality", type=click.IntRange(1, 8), default=None, multiple=multiple,
+                     help="Rate point: embedded model 1..3 (default: the manifest's), zoo 1..8 (default 3)."
+                     + more),
         click.option("--metric", type=click.Choice(["mse", "ms-ssim"]), default="mse", show_default=True,
                      help="Zoo models: the metric the model was trained for."),
-        click.option("--checkpoint", type=click.Path(dir_okay=False), default=None,
-                     help="Local CompressAI state dict (.pth, .pth.tar or .safetensors); never unpickles code."),
+        click.option("--checkpoint", type=click.Path(dir_okay=False), default=None, multiple=multiple,
+                     help="Local CompressAI state dict (.pth, .pth.tar or .safetensors); never unpickles code."
+                     + more),
         click.option("--arch", type=click.Choice(["bmshj2018-hyperprior", "mbt2018-mean", "mbt2018",
                                                   "cheng2020-anchor", "cheng2020-attn"]),
                      default=None, help="Architecture of --checkpoint (default: inferred from its keys)."),
@@ -46,25 +50,31 @@ def model_options(f):
 
 def refine_options(f, multiple_methods=False):
     method_opt = click.option(
-        "--method", "methods" if multiple_methods else "method", type=click.Choice(METHOD_CHOICES),
+        "--method", "methods" if multiple_methods else "method",
+        type=click.Choice(METHOD_CHOICES + (("linear3", "cosine3", "ssl3") if multiple_methods else ())),
         multiple=multiple_methods, default=("ssl",) if multiple_methods else "ssl", show_default=True,
         help="Rounding during refinement (ssl = SGA+ sigmoid scaled logit, atanh = SGA, none = no "
-             "refinement)" + ("; repeat to compare methods." if multiple_methods else "."))
+             "refinement)" + ("; repeat to compare methods; linear3, cosine3, ssl3 are three-class."
+                              if multiple_methods else "."))
+    multi = multiple_methods  # refine: repeatable --iterations, --lmbda and --tau-max (a grid)
     for option in reversed([
         method_opt,
-        click.option("--iterations", type=click.IntRange(min=0), default=2000, show_default=True,
-                     help="Adam steps per image."),
+        click.option("--iterations", type=click.IntRange(min=0), default=(2000,) if multi else 2000,
+                     multiple=multi, show_default=True,
+                     help="Adam steps per image." + (" Repeatable." if multi else "")),
         click.option("--a", "ssl_a", type=float, default=None,
                      help="SSL sharpness a (default 2.3; 1.4 with --three-class); a = 1 is linear."),
         click.option("--three-class", is_flag=True, help="Three-class rounding (linear, cosine, ssl)."),
         click.option("--factor", type=float, default=0.98, show_default=True, help="Three-class factor s."),
         click.option("--power", type=float, default=1.4, show_default=True, help="Three-class power n."),
         click.option("--lr", type=float, default=0.005, show_default=True, help="Adam learning rate."),
-        click.option("--tau-max", type=float, default=1.0, show_default=True,
-                     help="Temperature cap: tau(t) = min(exp(-c t), tau_max)."),
+        click.option("--tau-max", type=float, default=(1.0,) if multi else 1.0, multiple=multi,
+                     show_default=True, help="Temperature cap: tau(t) = min(exp(-c t), tau_max)."
+                     + (" Repeatable." if multi else "")),
         click.option("--temp-rate", type=float, default=1e-3, show_default=True, help="Temperature decay c."),
-        click.option("--lmbda", type=float, default=None,
-                     help="Inference lambda (default: the model's training lambda); moves along the R-D curve."),
+        click.option("--lmbda", type=float, default=None, multiple=multi,
+                     help="Inference lambda (default: the model's training lambda); moves along the R-D curve."
+                     + (" Repeatable." if multi else "")),
         click.option("--seed", type=int, default=0, show_default=True, help="Random seed."),
         click.option("--time-budget", type=float, default=None, help="Stop refining a batch after SECONDS."),
         click.option("--eval-every", type=click.IntRange(min=1), default=1, show_default=True,
@@ -339,66 +349,130 @@ def decode(inputs, output, checkpoint, force, as_json):
 
 @main.command()
 @click.argument("inputs", nargs=-1, required=True)
-@click.option("--json", "as_json", is_flag=True, help="One JSON record per image and method on stdout.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON record per image and setting on stdout.")
 @click.option("--log", "log_file", type=click.Path(dir_okay=False), default=None,
               help="Write the per-iteration trajectory (true loss, bpp, PSNR) as .csv or .json.")
 @click.option("--output-dir", type=click.Path(file_okay=False), default=None,
-              help="Also write each bitstream there, as STEM.METHOD.bin.")
+              help="Also write each bitstream there, as STEM.METHOD.bin (STEM.SETTING.bin for a grid).")
 @click.option("--force", is_flag=True, help="Overwrite existing outputs.")
-@model_options
+@click.option("--lmbda-scale", "lmbda_scales", type=float, multiple=True,
+              help="Rate point as a multiple of the model's lambda (e.g. 0.5 1 2); repeatable, with --lmbda.")
+@click.option("--records", "records_file", type=click.Path(dir_okay=False), default=None,
+              help="Append one JSON line per image and setting here; settings already in it are skipped "
+                   "(resume a stopped evaluation by running the same command again).")
+@click.option("--classical", default=None,
+              help="Also code each image with jpeg,webp,avif (Pillow; avif where available) at the bit "
+                   "rates of the 'none' (or first) method.")
+@click.option("--plot", "plot_dir", type=click.Path(file_okay=False), default=None,
+              help="Write PNG figures there: R-D curves and true R-D loss per iteration.")
+@click.option("--crop", type=click.IntRange(min=16), default=None,
+              help="Center-crop every image to at most CROP x CROP (quick, reduced evaluations).")
+@click.option("--bd-method", type=click.Choice(["akima", "pchip", "cubic"]), default="akima",
+              show_default=True, help="Interpolation of the BD-rate / BD-PSNR computation.")
+@(lambda f: model_options(f, multiple=True))
 @(lambda f: refine_options(f, multiple_methods=True))
-def refine(inputs, as_json, log_file, output_dir, force, **o):
-    """Refine images and report base vs refined bpp, PSNR, R-D loss and time (real bytes).
+def refine(inputs, as_json, log_file, output_dir, force, lmbda_scales, records_file, classical,
+           plot_dir, crop, bd_method, **o):
+    """Evaluate methods and settings on images: real-byte bpp, PSNR, MS-SSIM, R-D loss, time, BD-rate.
+
+    INPUTS are images, directories of images, or globs. Every combination of the repeatable
+    --method, --iterations, --lmbda / --lmbda-scale and --tau-max is run on every image; the table
+    gives per-setting means and BD-rate / BD-PSNR against 'none' and between methods (curves need
+    two or more rate points: several --lmbda-scale values).
 
     \b
     sgacodec refine photos/*.png --method ssl --method atanh --iterations 500 --json
+    sgacodec refine kodak/ --method none --method atanh --method ssl --iterations 500 \\
+        --lmbda-scale 0.5 --lmbda-scale 1 --lmbda-scale 2 --classical jpeg,webp \\
+        --records kodak.jsonl --plot figures/
     """
-    from .codec import encode as encode_images, resolve_device, device_model
+    import contextlib
 
-    methods = list(dict.fromkeys(o["methods"]))
-    configs = [_config(m, o) for m in methods]
-    console = _stderr()
+    from . import evaluate as ev
+    from .codec import resolve_device
+
     errors = _user_errors()
     try:
-        model = _load_model(o)
+        paths = ev.expand_inputs(inputs)
+        settings = ev.expand_grid(o["methods"], o["iterations"], o["lmbda"], lmbda_scales, o["tau_max"],
+                                  o["three_class"])
+        codecs = ev.parse_classical(classical)
+        base = {"lr": o["lr"], "a": o["ssl_a"], "factor": o["factor"], "power": o["power"],
+                "temp_rate": o["temp_rate"], "seed": o["seed"], "time_budget": o["time_budget"],
+                "eval_every": o["eval_every"]}
+        for s in settings:
+            ev.refine_config(s, base)
+    except (ev.EvaluationError, ValueError) as exc:
+        raise UserError(str(exc)) from None
+    console = _stderr()
+    choices = ([{"checkpoint": c, "quality": None} for c in o["checkpoint"]]
+               or [{"checkpoint": None, "quality": q} for q in (o["quality"] or (None,))])
+    try:
+        models = [_load_model({**o, **c}) for c in choices]
         device = resolve_device(o["device"])
     except errors as exc:
         raise UserError(str(exc)) from None
-    lm = device_model(model, device)
     if output_dir:
         Path(output_dir).mkdir(parents=True, exist_ok=True)
-    _announce_cpu_estimate(console, device, configs[0], len(inputs) * len(configs))
-    rows, trajectory, failures = [], [], []
-    with _progress(console) as progress:
-        for src in inputs:
-            try:
-                image = _read_input(src)
-            except errors as exc:
-                _report_failure(failures, inputs, src, exc)
-                continue
-            for config in configs:
-                task = progress.add_task(f"{config.method} {src}", total=max(config.iterations, 1))
-                try:
-                    [report] = encode_images(model, [image], config, device, refine_model=lm,
-                                             on_step=lambda s: progress.update(task, completed=s),
-                                             keep_history=log_file is not None)
-                finally:
-                    progress.remove_task(task)
-                record = {"input": src, **report.record()}
-                if output_dir:
-                    dst = Path(output_dir) / f"{Path(src).stem}.{config.method}.bin"
-                    if dst.exists() and not force:
-                        raise UserError(f"{dst} exists; pass --force to overwrite")
-                    _write(str(dst), report.data)
-                    record["output"] = str(dst)
-                rows.append(record)
-                trajectory += [{"input": src, "method": config.method, **h} for h in report.history]
-                if as_json:
-                    click.echo(json.dumps(record))
+    refined = [s for s in settings if s.label != "none"]
+    if refined:
+        _announce_cpu_estimate(console, device, ev.refine_config(refined[0], base),
+                               len(paths) * len(refined) * len(models))
+    grid = len(settings) > len({s.label for s in settings})
+    progress = _progress(console)
+
+    @contextlib.contextmanager
+    def on_task(description, total):
+        task = progress.add_task(description, total=total)
+        try:
+            yield lambda s: progress.update(task, completed=s)
+        finally:
+            progress.remove_task(task)
+
+    def on_record(record, report):
+        if output_dir and report is not None:
+            name = record["tag"] if grid else record["label"]
+            if len(models) > 1:
+                name = f"{record['model_sha'][:8]}.{name}"
+            dst = Path(output_dir) / f"{Path(record['image']).stem}.{name}.bin"
+            if dst.exists() and not force:
+                raise UserError(f"{dst} exists; pass --force to overwrite")
+            _write(str(dst), report.data)
+            record = {**record, "output": str(dst)}
+        if as_json:
+            click.echo(json.dumps({"input": record["image"],
+                                   **{k: v for k, v in record.items() if k not in ("key", "history")}}))
+
+    result = ev.EvalResult()
+    try:
+        with progress:
+            for model in models:
+                part = ev.evaluate(model, paths, settings, base, device, records_file, crop, codecs,
+                                   on_task=on_task, on_record=on_record, errors=errors)
+                result.records += part.records
+                result.computed += part.computed
+                result.resumed += part.resumed
+                result.failures += [f for f in part.failures if f not in result.failures]
+    except (ev.EvaluationError, *errors) as exc:
+        raise UserError(str(exc)) from None
+    for message in result.failures:
+        if len(paths) > 1:
+            click.echo(f"sgacodec: error: {message}", err=True)
+    if records_file and result.resumed:
+        console.print(f"{records_file}: {result.resumed} record(s) resumed, {result.computed} computed")
     if log_file:
-        _write_log(log_file, trajectory)
-    _print_table(console, rows, methods)
-    _finish(failures, inputs)
+        _write_log(log_file, [{"input": r["image"], "method": r["tag"] if grid else r["label"],
+                               **dict(zip(("step", "loss", "bpp", "psnr"), vals))}
+                              for r in result.records if r.get("history")
+                              for vals in zip(*(r["history"][k] for k in ("step", "loss", "bpp", "psnr")))])
+    _print_table(console, result.records, bd_method)
+    if plot_dir and result.records:
+        for path in ev.write_plots(result.records, plot_dir):
+            console.print(f"wrote {path}")
+    if result.failures:
+        if len(result.failures) == 1 and len(paths) == 1:
+            raise UserError(result.failures[0])
+        raise UserError(f"{len(result.failures)} of {len(paths)} input(s) failed (listed above)")
 
 
 def _write_log(path, trajectory):
@@ -417,27 +491,63 @@ def _write_log(path, trajectory):
     atomic_write(path, buf.getvalue().encode())
 
 
-def _print_table(console, rows, methods):
+def _print_table(console, records, bd_method="akima"):
+    """Per-image rows (small runs), per-setting means, and BD-rate / BD-PSNR tables (rich)."""
     from rich.table import Table
 
-    if not rows:
+    from . import evaluate as ev
+
+    if not records:
         return
-    table = Table(title="sgacodec refine: base (encoder latents) vs refined, real bitstream bytes")
-    for col in ("image", "method", "bpp", "PSNR dB", "R-D loss", "base bpp", "base PSNR", "base loss", "time s"):
-        table.add_column(col, justify="left" if col in ("image", "method") else "right")
+    if not console.is_terminal:  # logs and pipes: wide enough not to wrap the tables
+        from rich.console import Console
+
+        console = Console(stderr=True, width=max(console.width, 150))
+    f = ev.fmt
+    learned = [r for r in records if r["label"] not in ev.CLASSICAL_CODECS]
+    if 0 < len(learned) <= 24:
+        table = Table(title="sgacodec refine: base (encoder latents) vs refined, real bitstream bytes")
+        for col in ("image", "setting", "bpp", "PSNR dB", "MS-SSIM", "R-D loss", "base bpp", "base PSNR",
+                    "base loss", "time s"):
+            table.add_column(col, justify="left" if col in ("image", "setting") else "right")
+        for r in learned:
+            table.add_row(Path(r["image"]).name, r["tag"], f(r["bpp"], ".4f"), f(r["psnr"], ".2f"),
+                          f(r.get("ms_ssim"), ".4f"), f(r["loss"], ".4f"), f(r["base_bpp"], ".4f"),
+                          f(r["base_psnr"], ".2f"), f(r["base_loss"], ".4f"), f(r["seconds"], ".1f"))
+        console.print(table)
+    rows = sorted(ev.aggregate(records), key=lambda r: (r["curve"], r["bpp"] or 0))
+    table = Table(title="Means over images per setting (bpp from real bitstream bytes)")
+    for col in ("curve", "rate point", "n", "bpp", "PSNR dB", "MS-SSIM", "R-D loss", "base loss", "time s"):
+        table.add_column(col, justify="left" if col in ("curve", "rate point") else "right")
     for r in rows:
-        table.add_row(Path(r["input"]).name, r["method"], f"{r['bpp']:.4f}", f"{r['psnr']:.2f}",
-                      f"{r['loss']:.4f}", f"{r['base_bpp']:.4f}", f"{r['base_psnr']:.2f}",
-                      f"{r['base_loss']:.4f}", f"{r['seconds']:.1f}")
-    for m in methods:
-        sel = [r for r in rows if r["method"] == m]
-        if len(sel) > 1:
-            mean = {k: sum(r[k] for r in sel) / len(sel) for k in
-                    ("bpp", "psnr", "loss", "base_bpp", "base_psnr", "base_loss", "seconds")}
-            table.add_row("[b]mean[/b]", m, f"{mean['bpp']:.4f}", f"{mean['psnr']:.2f}",
-                          f"{mean['loss']:.4f}", f"{mean['base_bpp']:.4f}", f"{mean['base_psnr']:.2f}",
-                          f"{mean['base_loss']:.4f}", f"{mean['seconds']:.1f}")
+        rate = r["point"] if r["lmbda"] is None else f"{r['point']} (lambda {r['lmbda']:.4g})"
+        table.add_row(r["curve"], rate, str(r["n"]), f(r["bpp"], ".4f"), f(r["psnr"], ".2f"),
+                      f(r["ms_ssim"], ".4f"), f(r["loss"], ".4f"), f(r["base_loss"], ".4f"),
+                      f(r["seconds"], ".1f"))
     console.print(table)
+    curves = {k: v for k, v in ev.curves_from_rows(rows).items() if len(v) >= 2}
+    if len(curves) < 2:
+        return
+    anchor = next((k for k in curves if k.split(": ")[-1] == "none"), None)
+    if anchor:
+        table = Table(title=f"BD-rate and BD-PSNR against {anchor} (bjontegaard, {bd_method}; "
+                            "negative BD-rate = fewer bits)")
+        for col in ("curve", "BD-rate %", "BD-PSNR dB", "points", "overlap"):
+            table.add_column(col, justify="left" if col == "curve" else "right")
+        for b in ev.bd_table(curves, anchor, method=bd_method):
+            table.add_row(b["test"], f(b["bd_rate"], "+.2f"), f(b["bd_psnr"], "+.3f"),
+                          f"{b['points'][0]}/{b['points'][1]}", f(b["overlap"], ".0%"))
+        console.print(table)
+    names = [k for k in curves if k != anchor]
+    if len(names) >= 2:
+        matrix = ev.bd_matrix(curves, names, method=bd_method)
+        table = Table(title="Pairwise BD-rate % (row against column)")
+        table.add_column("row vs column")
+        for n in names:
+            table.add_column(n, justify="right")
+        for t in names:
+            table.add_row(t, *("" if t == a else f(matrix[(t, a)], "+.2f") for a in names))
+        console.print(table)
 
 
 @main.command(name="train", hidden=True)
