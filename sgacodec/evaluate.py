@@ -491,7 +491,7 @@ def setting_of(rec: dict) -> tuple:
     if rec["label"] in CLASSICAL_CODECS:
         return (rec["label"], rec["label"], 0, None, f"{rec.get('anchor_model', '')[:8]}-p{rec['point']}")
     rate = f"x{rec['lmbda_scale']:g}" if rec.get("lmbda_scale") is not None else f"l{rec['lmbda']:g}"
-    return (rec["model"], rec["label"], rec["iterations"] if rec["label"] != "none" else 0,
+    return (rec["model_sha"], rec["label"], rec["iterations"] if rec["label"] != "none" else 0,
             rec.get("tau_max"), rate)
 
 
@@ -521,12 +521,14 @@ def aggregate(records: list[dict], images: Iterable[str] | None = None) -> list[
     for r in records:
         if keep is None or r["image"] in keep:
             groups.setdefault(setting_of(r), []).append(r)
-    models = {k[0] for k in groups if k[1] not in CLASSICAL_CODECS}
+    names = {k[0]: sel[0]["model"] for k, sel in groups.items() if k[1] not in CLASSICAL_CODECS}
+    clash = len(set(names.values())) < len(names)  # e.g. checkpoints of one architecture
     rows = []
     for k, sel in groups.items():
-        row = {"model": k[0], "label": k[1], "iterations": k[2], "tau_max": k[3], "rate": k[4],
-               "n": len(sel), "images": sorted({r["image"] for r in sel})}
-        row["point"] = f"{k[0]} {k[4]}" if len(models) > 1 and k[1] not in CLASSICAL_CODECS else k[4]
+        row = {"model": sel[0]["model"], "model_sha": k[0], "label": k[1], "iterations": k[2],
+               "tau_max": k[3], "rate": k[4], "n": len(sel), "images": sorted({r["image"] for r in sel})}
+        name = f"{row['model']} {k[0][:6]}" if clash else row["model"]
+        row["point"] = f"{name} {k[4]}" if len(names) > 1 and k[1] not in CLASSICAL_CODECS else k[4]
         for f in MEAN_FIELDS:
             vals = [r[f] for r in sel if r.get(f) is not None and not _isinf(r[f])]
             row[f] = float(np.mean(vals)) if vals else None
@@ -706,6 +708,14 @@ def plot_loss(records: list[dict], path, title: str = "True R-D loss per iterati
     hists = mean_histories(records)
     if not hists:
         return None
+    # a shorter run's trajectory is a prefix of a longer one (the schedule does not depend on the
+    # number of iterations): draw the longest run of each method and temperature only
+    longest: dict[str, str] = {}
+    for name, (steps, _) in hists.items():
+        family = " ".join(t for t in name.split(" ") if not (t.endswith("it") and t[:-2].isdigit()))
+        if family not in longest or steps[-1] > hists[longest[family]][0][-1]:
+            longest[family] = name
+    hists = {n: hists[n] for n in longest.values()}
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6.0, 4.0))
     for name, (steps, loss) in sorted(hists.items()):

@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# Regenerates docs/results.md and docs/figures/ (issue 5: R-D evaluation of the shipped models).
+#
+#   scripts/make_results.sh                    # full protocol: 24 Kodak images, 500 and 2000 it (GPU)
+#   PROFILE=reduced scripts/make_results.sh    # CPU-sized: 3 Kodak crops of 192x192, 100 / 300 it
+#
+# Every stage is one `sgacodec refine` call appending to docs/results/$PROFILE.jsonl; rerunning
+# continues where a stopped run was (records already there are skipped). STAGES="1 3" runs some
+# stages only; PAGE_ONLY=1 just rewrites the page from the records. Each stage's command is kept in
+# docs/results/$PROFILE.stageN.cmd and quoted on the page next to the numbers it produced.
+# Environment: PYTHON (default .venv/bin/python, else python3), KODAK (the Kodak folder),
+# DEVICE (auto), CHECKPOINTS="a.pth b.pth c.pth" to evaluate checkpoints instead of the
+# embedded models (lowest lambda first).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-$([ -x .venv/bin/python ] && echo .venv/bin/python || echo python3)}
+KODAK=${KODAK:-/work/shared/datasets/kodak}
+PROFILE=${PROFILE:-full}
+DEVICE=${DEVICE:-auto}
+REC=docs/results/$PROFILE.jsonl
+CMDS=docs/results/$PROFILE  # + .stageN.cmd: the commands of each stage
+mkdir -p docs/results docs/figures
+
+if [ "$PROFILE" = full ]; then
+  IMAGES=("$KODAK"); CROP=(); SHORT=${SHORT:-500}; LONG=${LONG:-2000}
+  ALL_SHORT_LONG=(--iterations $SHORT --iterations $LONG)
+else
+  IMAGES=("$KODAK/kodim04.png" "$KODAK/kodim15.png" "$KODAK/kodim23.png"); CROP=(--crop 192)
+  SHORT=${SHORT:-100}; LONG=${LONG:-300}
+  ALL_SHORT_LONG=(--iterations $SHORT)
+fi
+
+# The models: every shipped quality (or CHECKPOINTS), the default one, and lambdas for the
+# semi-multi-rate study, from the manifest.
+read -r -a MODELS <<< "$($PY scripts/make_results.py models)"
+read -r -a DEFAULT <<< "$($PY scripts/make_results.py default-model)"
+read -r -a SEMI <<< "$($PY scripts/make_results.py semi-lambdas --profile "$PROFILE")"
+
+run() {  # log the command, then run it; a failed stage does not stop the others
+  echo "sgacodec refine $* --records $REC" | sed "s#$KODAK#\$KODAK#g" > "$CMDS.stage$stage.cmd"
+  OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} $PY -m sgacodec refine "$@" --records "$REC" --device "$DEVICE" \
+    || echo "stage failed: $*" >&2
+}
+
+if [ -z "${PAGE_ONLY:-}" ]; then
+  for stage in ${STAGES:-1 2 3 4 5}; do
+    echo "== stage $stage ($(date -u +%H:%M:%S))" >&2
+    case $stage in
+      1)  # the main R-D comparison over all shipped models, with classical codecs
+        run "${IMAGES[@]}" "${CROP[@]}" "${MODELS[@]}" --method none --method atanh --method ssl \
+          "${ALL_SHORT_LONG[@]}" --classical jpeg,webp,avif ;;
+      2)  # the other rounding methods
+        if [ "$PROFILE" = full ]; then M=("${MODELS[@]}"); else M=("${DEFAULT[@]}"); fi
+        run "${IMAGES[@]}" "${CROP[@]}" "${M[@]}" --method none --method ste --method uniform \
+          --method linear --method cosine --method linear3 --method ssl3 "${ALL_SHORT_LONG[@]}" ;;
+      3)  # sensitivity to tau_max
+        if [ "$PROFILE" = full ]; then M=("${MODELS[@]}"); IT=$LONG; else M=("${DEFAULT[@]}"); IT=$SHORT; fi
+        run "${IMAGES[@]}" "${CROP[@]}" "${M[@]}" --method none --method atanh --method ssl \
+          --iterations $IT --tau-max 0.2 --tau-max 0.5 --tau-max 1.0 ;;
+      4)  # semi-multi-rate: the default model at other inference lambdas
+        if [ "$PROFILE" = full ]; then IT=$LONG; else IT=$SHORT; fi
+        run "${IMAGES[@]}" "${CROP[@]}" "${DEFAULT[@]}" --method ssl --iterations $IT "${SEMI[@]}" ;;
+      5)  # longer refinement (reduced profile: the default model only)
+        if [ "$PROFILE" != full ]; then
+          run "${IMAGES[@]}" "${CROP[@]}" "${DEFAULT[@]}" --method none --method atanh --method ssl \
+            --iterations $LONG
+        fi ;;
+    esac
+  done
+fi
+$PY scripts/make_results.py page --profile "$PROFILE"
