@@ -4,7 +4,14 @@ The heavy modules (torch, CompressAI) load on first use of the API, so ``import 
 ``sgacodec --help`` stay fast.
 """
 
+import warnings
+
 __version__ = "0.1.0"
+
+# CompressAI imports torchvision at package import (for its transform registry); a torchvision
+# built for another PyTorch then warns that its image extension is missing. sgacodec never uses
+# torchvision, so that one warning is noise on every command's stderr.
+warnings.filterwarnings("ignore", message="Failed to load image Python extension", category=UserWarning)
 
 _API = {
     "encode": "codec", "decode": "codec", "EncodeReport": "codec", "DecodeError": "codec",
