@@ -181,20 +181,16 @@ def decode(data: bytes, model: LoadedModel | None = None, checkpoint=None,
     elif model.identity.weights_sha != bs.model.weights_sha:
         raise ModelError(f"model mismatch: the file needs {bs.model.describe()}, "
                          f"not {model.identity.describe()}")
-    lm = _cpu_latent_model(model)
-    # Untrusted strings: zero-padded, and decoded in a child process where possible, because
+    # Untrusted strings: padded, checked, and decoded in a child process where possible, because
     # CompressAI's rANS decoder reads past the end of a forged string (see isolate.py).
-    net = model.net
-    z_string = isolate.pad_string(bs.z_string, net.entropy_bottleneck.channels * bs.z_shape[0] * bs.z_shape[1])
-    y_string = isolate.pad_string(bs.y_string, getattr(net, "M", 320) * bs.y_shape[0] * bs.y_shape[1])
-
     def run():
-        return to_uint8(lm.decompress([y_string], [z_string], bs.z_shape)[0, :, : bs.height, : bs.width])
+        x_hat = isolate.decompress_untrusted(model.net, bs.y_string, bs.z_string, bs.z_shape)
+        return to_uint8(x_hat[0, :, : bs.height, : bs.width])
 
     try:
         rgb = isolate.call(run, timeout=60.0 + 2e-5 * 4096 * bs.y_shape[0] * bs.y_shape[1])
     except isolate.IsolatedError as exc:
-        raise DecodeError(f"the entropy-coded data does not decode ({exc})") from None
+        raise DecodeError(f"the entropy-coded data does not decode: {exc}") from None
     if verify and recon_hash(rgb) != bs.recon_hash:
         raise DecodeError("decoded pixels differ from what the encoder computed (reconstruction hash "
                           "mismatch): this machine reproduces the model differently, or the file is damaged")

@@ -4,9 +4,12 @@ CompressAI's rANS decoder (C++) does not bounds-check its input: a forged or cor
 declares a large latent reads past the end of its buffer, which can segfault the interpreter
 (found by scripts/fuzz_bitstreams.py). Two defences, both used by ``codec.decode``:
 
-- ``pad_string``: zeros appended to each entropy-coded string. A valid string is read exactly to
-  its end, so the padding never changes a valid decode; a forged one reads zeros instead of
-  whatever memory follows (4 bytes per symbol covers the common runaway cases).
+- ``decompress_untrusted``: each entropy-coded string is padded (4 bytes per symbol covers the
+  common runaway cases, so a forged string reads padding instead of whatever memory follows) and
+  decoded twice, with zero and with 0xFF padding. A valid string is read exactly to its end, so
+  the padding never changes a valid decode; when the two decodes differ, the data runs past its
+  end and the file is refused before the synthesis transform runs (a forged file that declares a
+  huge image with a few bytes of data is refused after entropy decoding alone).
 - ``call``: on Linux the decode runs in a forked child process, with one torch thread (OpenMP's
   thread pool does not survive a fork). A crash, a hang past the time limit, or an allocation
   failure there becomes an ``IsolatedError`` with one line, and the parent process carries on.
@@ -30,17 +33,66 @@ class IsolatedError(RuntimeError):
     """The isolated computation failed: crashed, timed out, or raised; the message is one line."""
 
 
+class CorruptData(ValueError):
+    """Entropy-coded data that cannot be what an encoder wrote."""
+
+
 def available() -> bool:
     return sys.platform.startswith("linux") and os.environ.get("SGACODEC_ISOLATE", "1") != "0"
 
 
-def pad_string(data: bytes, n_symbols: int) -> bytes:
-    """``data`` followed by enough zeros that a runaway rANS decoder reads zeros, not memory."""
-    return bytes(data) + bytes(4 * max(int(n_symbols), 0) + 64)
+def pad_string(data: bytes, n_symbols: int, fill: int = 0) -> bytes:
+    """``data`` followed by enough ``fill`` bytes that a runaway rANS decoder reads them, not memory."""
+    return bytes(data) + bytes([fill]) * (4 * max(int(n_symbols), 0) + 64)
+
+
+def _decode_twice(decode, string: bytes, n_symbols: int, what: str):
+    """Entropy-decode with zero padding and with 0xFF padding: a valid string is read exactly to its
+    end, so the two agree; when they differ the data runs past the end (truncated or forged)."""
+    import torch
+
+    a = decode(pad_string(string, n_symbols, 0))
+    b = decode(pad_string(string, n_symbols, 0xFF))
+    if not torch.equal(a, b):
+        raise CorruptData(f"the {what} string ends before its data does (truncated or forged file)")
+    return a
+
+
+def decompress_untrusted(net, y_string: bytes, z_string: bytes, z_shape):
+    """The model's stock ``decompress([[y], [z]], z_shape)["x_hat"]`` for untrusted strings.
+
+    Both strings are padded; each is entropy-decoded twice (see ``_decode_twice``) so that data
+    that runs past its end is refused before the synthesis transform runs on it. For context
+    models (mbt2018, cheng2020-*), whose y decoding is interleaved with the network, only the z
+    string is decoded twice; their y string is padded and decoded once.
+    """
+    import torch
+    from compressai.models import MeanScaleHyperprior, ScaleHyperprior
+
+    eb, gc = net.entropy_bottleneck, net.gaussian_conditional
+    z_shape = tuple(z_shape)
+    n_z = eb.channels * z_shape[0] * z_shape[1]
+    n_y = getattr(net, "M", 320) * 16 * z_shape[0] * z_shape[1]
+    with torch.no_grad():
+        z_hat = _decode_twice(lambda s: eb.decompress([s], z_shape), z_string, n_z, "z")
+        method = type(net).decompress
+        if method not in (ScaleHyperprior.decompress, MeanScaleHyperprior.decompress):
+            strings = [[pad_string(y_string, n_y)], [pad_string(z_string, n_z)]]
+            return net.decompress(strings, z_shape)["x_hat"]
+        if method is MeanScaleHyperprior.decompress:  # the same steps as compressai's decompress()
+            scales_hat, means_hat = net.h_s(z_hat).chunk(2, 1)
+            indexes = gc.build_indexes(scales_hat)
+            y_hat = _decode_twice(lambda s: gc.decompress([s], indexes, means=means_hat), y_string, n_y, "y")
+        else:
+            indexes = gc.build_indexes(net.h_s(z_hat))
+            y_hat = _decode_twice(lambda s: gc.decompress([s], indexes, z_hat.dtype), y_string, n_y, "y")
+        return net.g_s(y_hat).clamp_(0, 1)
 
 
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
+    if isinstance(exc, CorruptData):
+        return text
     return f"{type(exc).__name__}: {text.splitlines()[0][:300]}" if text else type(exc).__name__
 
 
