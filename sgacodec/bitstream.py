@@ -19,7 +19,7 @@ VERSION = 1
 MODEL_KINDS = ("zoo", "embedded", "checkpoint")
 METRICS = ("mse", "ms-ssim")
 MAX_SIDE = 1 << 15  # 32768 pixels per side
-MAX_PIXELS = 1 << 28  # 268 M pixels
+MAX_PIXELS = 1 << 26  # 67 M pixels (8192 x 8192): the largest image the encoder accepts
 
 
 class BitstreamError(ValueError):
@@ -51,6 +51,13 @@ class Bitstream:
     y_string: bytes
 
 
+def check_size(height: int, width: int) -> None:
+    """Raise BitstreamError unless an image of this size can be coded (encoder and decoder agree)."""
+    if not (1 <= height <= MAX_SIDE and 1 <= width <= MAX_SIDE) or height * width > MAX_PIXELS:
+        raise BitstreamError(f"image size {width}x{height} is out of range (at most {MAX_SIDE} "
+                             f"pixels a side and {MAX_PIXELS} pixels)")
+
+
 def expected_shapes(height: int, width: int, multiple: int = 64) -> tuple[tuple, tuple]:
     """Latent shapes for an image padded to ``multiple``: z is 1/64 and y 1/16 of the padded size."""
     zh, zw = -(-height // multiple), -(-width // multiple)
@@ -58,6 +65,7 @@ def expected_shapes(height: int, width: int, multiple: int = 64) -> tuple[tuple,
 
 
 def pack(bs: Bitstream) -> bytes:
+    check_size(bs.height, bs.width)
     name = bs.model.name.encode()
     if len(name) > 255 or len(bs.model.weights_sha) != 8 or len(bs.recon_hash) != 8:
         raise ValueError("model name longer than 255 bytes, or hash of the wrong length")
@@ -125,8 +133,10 @@ def unpack(data: bytes) -> Bitstream:
         raise BitstreamError(f"unknown metric {metric}")
     weights_sha = r.take(8, "model hash")
     height, width = r.unpack(">II", "image size")
-    if not (1 <= height <= MAX_SIDE and 1 <= width <= MAX_SIDE) or height * width > MAX_PIXELS:
-        raise BitstreamError(f"declared image size {width}x{height} is out of range")
+    try:
+        check_size(height, width)
+    except BitstreamError as exc:
+        raise BitstreamError(f"declared {exc}") from None
     zh, zw, yh, yw = r.unpack(">HHHH", "latent shapes")
     z_shape, y_shape = expected_shapes(height, width)
     if (zh, zw) != z_shape or (yh, yw) != y_shape:

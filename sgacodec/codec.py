@@ -132,6 +132,8 @@ def encode(
     if model.identity.metric != "mse" and config.method != "none":
         raise ModelError("refinement optimises lambda * 255^2 * MSE + bpp; ms-ssim models are "
                          "supported with --method none only")
+    for image in images:  # refuse before refining what the decoder would refuse
+        bitstream.check_size(*image.shape[:2])
     device = torch.device(device)
     lm = refine_model or device_model(model, device)
     reports: list[EncodeReport | None] = [None] * len(images)

@@ -2,28 +2,57 @@
 
 Any mode Pillow opens becomes 8-bit RGB: EXIF orientation is applied; grayscale and palette
 images are expanded; 16-bit images are scaled to 8 bits; CMYK is converted; an alpha channel is
-dropped (the codec stores colour only; transparent pixels keep the colour they hold).
+dropped (the codec stores colour only; transparent pixels keep the colour they hold, and the
+caller is told through ``notes``). Images larger than the format's limits (8192 x 8192 pixels,
+32768 a side) are refused before their pixels are decoded (decompression bombs).
 """
 
 from __future__ import annotations
 
 import io
 import os
+import struct
 import tempfile
 import warnings
 from pathlib import Path
 
 import numpy as np
 
-MAX_IMAGE_PIXELS = 8192 * 8192  # refuse larger images (decompression bombs)
+from .bitstream import MAX_PIXELS, MAX_SIDE
+
+MAX_IMAGE_PIXELS = MAX_PIXELS  # 8192 * 8192: refuse larger images (decompression bombs)
+MAX_INPUT_BYTES = 1 << 30  # no image or sgacodec file sgacodec accepts is larger than 1 GiB
 
 
 class ImageError(ValueError):
     """An input that is not a usable image; the message is one line."""
 
 
-def read_image(source) -> np.ndarray:
-    """RGB uint8 array [H, W, 3] from a path, bytes, or binary file object."""
+def read_limited(source, name: str, limit: int = MAX_INPUT_BYTES) -> bytes:
+    """All bytes of a path or binary file object, refusing more than ``limit`` (a pipe or a device
+    such as /dev/zero must not fill the memory)."""
+    try:
+        if isinstance(source, (str, Path)):
+            with open(source, "rb") as f:
+                data = f.read(limit + 1)
+        else:
+            data = source.read(limit + 1)
+    except FileNotFoundError:
+        raise ImageError(f"{name}: no such file") from None
+    except IsADirectoryError:
+        raise ImageError(f"{name}: is a directory") from None
+    except OSError as exc:
+        raise ImageError(f"{name}: cannot read ({exc.strerror or exc})") from None
+    if len(data) > limit:
+        raise ImageError(f"{name}: larger than {limit >> 20} MiB; refused")
+    return data
+
+
+def read_image(source, notes: list | None = None) -> np.ndarray:
+    """RGB uint8 array [H, W, 3] from a path, bytes, or binary file object.
+
+    ``notes``, when given, receives one line per lossy conversion (alpha dropped, 16 bits to 8).
+    """
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     name = str(source) if isinstance(source, (str, Path)) else "input"
@@ -34,12 +63,14 @@ def read_image(source) -> np.ndarray:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(source) as img:
-                if img.width * img.height > MAX_IMAGE_PIXELS:
-                    raise ImageError(f"{name}: {img.width}x{img.height} is larger than the "
-                                     f"{MAX_IMAGE_PIXELS} pixels sgacodec accepts")
+                if img.width * img.height > MAX_IMAGE_PIXELS or max(img.size) > MAX_SIDE:
+                    raise ImageError(f"{name}: {img.width}x{img.height} is larger than sgacodec accepts "
+                                     f"({MAX_IMAGE_PIXELS} pixels, {MAX_SIDE} a side)")
+                if img.width < 1 or img.height < 1:
+                    raise ImageError(f"{name}: image has no pixels")
                 img.load()
                 img = ImageOps.exif_transpose(img)
-                return _to_rgb8(img)
+                return _to_rgb8(img, name, notes if notes is not None else [])
     except FileNotFoundError:
         raise ImageError(f"{name}: no such file") from None
     except IsADirectoryError:
@@ -48,26 +79,38 @@ def read_image(source) -> np.ndarray:
         raise ImageError(f"{name}: not an image Pillow can read") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ImageError(f"{name}: image too large (decompression bomb guard)") from None
-    except (OSError, SyntaxError, ValueError) as exc:
+    except (OSError, SyntaxError, ValueError, EOFError, struct.error, MemoryError) as exc:
         if isinstance(exc, ImageError):
             raise
-        raise ImageError(f"{name}: damaged or truncated image ({exc})") from None
+        reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise ImageError(f"{name}: damaged or truncated image ({reason})") from None
 
 
-def _to_rgb8(img) -> np.ndarray:
-    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+def _to_rgb8(img, name: str = "input", notes: list | None = None) -> np.ndarray:
+    notes = notes if notes is not None else []
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
         arr = np.asarray(img, dtype=np.float64)
         peak = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
+        if peak > 255:
+            notes.append(f"{name}: 16-bit image reduced to 8 bits")
         arr = np.clip(np.round(arr / peak * 255.0), 0, 255).astype(np.uint8)
-        return np.repeat(arr[..., None], 3, axis=2)
+        return np.ascontiguousarray(np.repeat(arr[..., None], 3, axis=2))
     if img.mode == "F":
-        arr = np.clip(np.round(np.asarray(img, dtype=np.float64)), 0, 255).astype(np.uint8)
-        return np.repeat(arr[..., None], 3, axis=2)
+        arr = np.clip(np.round(np.nan_to_num(np.asarray(img, dtype=np.float64))), 0, 255).astype(np.uint8)
+        return np.ascontiguousarray(np.repeat(arr[..., None], 3, axis=2))
     if img.mode == "P" and "transparency" in img.info:
         img = img.convert("RGBA")
-    arr = np.asarray(img.convert("RGB"), dtype=np.uint8)
-    if arr.ndim != 3 or arr.shape[0] < 1 or arr.shape[1] < 1:
-        raise ImageError("image has no pixels")
+    if "A" in img.mode or img.mode == "PA":
+        alpha = np.asarray(img.getchannel("A"))
+        if alpha.size and alpha.min() < 255:
+            notes.append(f"{name}: alpha channel dropped (sgacodec codes colour only; transparent "
+                         "pixels keep the colour they hold)")
+    try:
+        arr = np.asarray(img.convert("RGB"), dtype=np.uint8)
+    except ValueError:
+        raise ImageError(f"{name}: colour mode {img.mode} is not supported") from None
+    if arr.ndim != 3 or arr.shape[0] < 1 or arr.shape[1] < 1 or arr.shape[2] != 3:
+        raise ImageError(f"{name}: image has no pixels")
     return np.ascontiguousarray(arr)
 
 

@@ -1,0 +1,478 @@
+#!/usr/bin/env python3
+"""Fuzz the sgacodec decoder with mutated bitstreams and print the counts by outcome.
+
+    OMP_NUM_THREADS=1 python scripts/fuzz_bitstreams.py -n 10000 --cli 100 --cli-batch 300
+
+Seed files are encoded with a small model (``--checkpoint``, default: the test suite's tiny model,
+trained in ~10 s and cached in the temp folder). Each mutant is one of:
+
+- raw mutants (CRC left as it is): truncation, bit flips, byte overwrites, insertions, deletions,
+  wrong magic or version, junk appended, random bytes, empty file;
+- structure-aware mutants (CRC recomputed, so they get past the checksum): model kind, name,
+  metric, quality and weights hash; image size (same latent grid, other grid, huge); latent
+  shapes; reconstruction hash; declared string lengths; the z and y entropy-coded strings
+  (bit flips, truncation, extension, random, zeros, empty, swapped, taken from another file).
+
+Every mutant goes through the library decode path as the CLI runs it (unpack, model for the
+header, codec.decode). A sample also goes through the real CLI, one process per mutant (``--cli``)
+and one process for a batch of mutants (``--cli-batch``). Outcomes:
+
+    decoded-identical   decoded, pixels equal to the seed file's decode
+    refused             a sgacodec error with a one-line message (CLI: exit 1, one stderr line,
+                        no output file, no temporary file left)
+    wrong-output        decoded to other pixels (a silent wrong output)
+    traceback           any other exception (CLI: a traceback or several lines, or another exit)
+    hang                no answer within --timeout seconds
+    crash               the process died (signal)
+
+Exit status 1 when any mutant ends in wrong-output, traceback, hang or crash.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import dataclasses
+import os
+import random
+import signal
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+import zlib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from sgacodec import bitstream as B  # noqa: E402
+
+BAD = ("wrong-output", "traceback", "hang", "crash")
+ARCHS = ("bmshj2018-hyperprior", "mbt2018-mean", "mbt2018", "cheng2020-anchor", "cheng2020-attn")
+
+
+# --- mutants ------------------------------------------------------------------------------------
+
+def raw_pack(bs: B.Bitstream, **over) -> bytes:
+    """Like bitstream.pack, but any field may be forced to raw bytes or out-of-range values."""
+    name = over.get("name", bs.model.name.encode())
+    fields = [
+        over.get("magic", B.MAGIC),
+        struct.pack(">B", over.get("version", B.VERSION)),
+        struct.pack(">B", over.get("kind", B.MODEL_KINDS.index(bs.model.kind))),
+        struct.pack(">B", over.get("name_len", len(name) & 0xFF)),
+        name,
+        struct.pack(">BB", over.get("metric", B.METRICS.index(bs.model.metric)),
+                    over.get("quality", bs.model.quality)),
+        over.get("weights_sha", bs.model.weights_sha),
+        struct.pack(">II", over.get("height", bs.height), over.get("width", bs.width)),
+        struct.pack(">HHHH", *over.get("z_shape", bs.z_shape), *over.get("y_shape", bs.y_shape)),
+        over.get("recon_hash", bs.recon_hash),
+        struct.pack(">I", over.get("z_len", len(over.get("z_string", bs.z_string)))),
+        over.get("z_string", bs.z_string),
+        struct.pack(">I", over.get("y_len", len(over.get("y_string", bs.y_string)))),
+        over.get("y_string", bs.y_string),
+    ]
+    body = b"".join(fields)
+    return body + struct.pack(">I", over.get("crc", zlib.crc32(body)))
+
+
+def mutate_bytes(rng: random.Random, s: bytes) -> bytes:
+    """A random damage to an entropy-coded string."""
+    s = bytearray(s)
+    op = rng.randrange(9)
+    if op == 0 and s:
+        for _ in range(rng.randint(1, 4)):
+            s[rng.randrange(len(s))] ^= 1 << rng.randrange(8)
+    elif op == 1:
+        s = s[: rng.randrange(len(s) + 1)]
+    elif op == 2:
+        s += rng.randbytes(rng.choice((1, 4, 16, 1000)))
+    elif op == 3:
+        s = bytearray(rng.randbytes(rng.choice((1, 3, 8, 64, len(s) or 1, 4096))))
+    elif op == 4:
+        s = bytearray(len(s)) if rng.random() < 0.5 else bytearray(b"\xff" * len(s))
+    elif op == 5:
+        s = bytearray()
+    elif op == 6 and s:
+        i = rng.randrange(len(s))
+        s[i : i + rng.randint(1, 8)] = rng.randbytes(rng.randint(1, 8))
+    elif op == 7:
+        s = bytearray(b"\xff" * rng.choice((1, 8, 9, 100)))
+    else:
+        s = bytearray(b"\x00" * rng.choice((1, 7, 8, 9, 100)))
+    return bytes(s)
+
+
+def mutant(rng: random.Random, seeds: list[bytes]) -> tuple[str, int, bytes]:
+    """(mutator name, index of the seed, mutated bytes)."""
+    k = rng.randrange(len(seeds))
+    data = seeds[k]
+    bs = B.unpack(data)
+    family = rng.random()
+    if family < 0.35:  # raw damage, CRC not recomputed
+        op = rng.choice(("truncate", "flip", "flips", "overwrite", "insert", "delete", "magic",
+                         "version", "append", "random", "empty", "crc"))
+        d = bytearray(data)
+        if op == "truncate":
+            d = d[: rng.randrange(len(d))]
+        elif op == "flip":
+            d[rng.randrange(len(d))] ^= 1 << rng.randrange(8)
+        elif op == "flips":
+            for _ in range(rng.randint(2, 30)):
+                d[rng.randrange(len(d))] ^= 1 << rng.randrange(8)
+        elif op == "overwrite":
+            i = rng.randrange(len(d))
+            d[i : i + 4] = rng.randbytes(4)
+        elif op == "insert":
+            i = rng.randrange(len(d))
+            d[i:i] = rng.randbytes(rng.randint(1, 64))
+        elif op == "delete":
+            i = rng.randrange(len(d))
+            del d[i : i + rng.randint(1, 64)]
+        elif op == "magic":
+            d[:4] = rng.choice((b"PNG\x89", b"sgac", b"SGAD", rng.randbytes(4)))
+        elif op == "version":
+            d[4] = rng.choice((0, 2, 3, 255))
+        elif op == "append":
+            d += rng.randbytes(rng.randint(1, 100))
+        elif op == "random":
+            d = bytearray(rng.randbytes(rng.randint(1, 2000)))
+            if rng.random() < 0.5:
+                d[:5] = B.MAGIC + bytes([B.VERSION])
+        elif op == "empty":
+            d = bytearray()
+        else:
+            d[-4:] = rng.randbytes(4)
+        return "raw-" + op, k, bytes(d)
+
+    # structure-aware: recomputed CRC
+    op = rng.choice(("kind", "name", "name_len", "metric", "quality", "weights_sha", "size_same_grid",
+                     "size_other_grid", "size_huge", "shapes", "recon_hash", "z_len", "y_len",
+                     "z_string", "y_string", "both_strings", "swap_strings", "other_file_y",
+                     "other_file_z", "combo"))
+    over = {}
+    if op == "kind":
+        over["kind"] = rng.choice((0, 1, 2, 3, 255))
+    elif op == "name":
+        over["name"] = rng.choice((b"", b"x", b"\xff\xfe", "mbt2018-mean\u00e9".encode(), b"a" * 255,
+                                   *(a.encode() for a in ARCHS), rng.randbytes(rng.randint(1, 40))))
+    elif op == "name_len":
+        over["name_len"] = rng.randrange(256)
+    elif op == "metric":
+        over["metric"] = rng.choice((0, 1, 2, 255))
+    elif op == "quality":
+        over["quality"] = rng.choice((0, 1, 3, 8, 9, 255))
+    elif op == "weights_sha":
+        over["weights_sha"] = rng.choice((bytes(8), rng.randbytes(8)))
+    elif op == "size_same_grid":  # same latent shapes, other crop
+        z_shape, _ = B.expected_shapes(bs.height, bs.width)
+        over["height"] = rng.randint(max(1, 64 * z_shape[0] - 63), 64 * z_shape[0])
+        over["width"] = rng.randint(max(1, 64 * z_shape[1] - 63), 64 * z_shape[1])
+    elif op in ("size_other_grid", "size_huge"):
+        if op == "size_other_grid":
+            h, w = rng.randint(1, 700), rng.randint(1, 700)
+        else:
+            h, w = rng.choice(((1 << 15) + 1, 1 << 15, 1 << 16, 1 << 31, (1 << 32) - 1)), rng.randint(1, 1 << 15)
+            if rng.random() < 0.5:
+                h, w = w, h
+        over["height"], over["width"] = h, w
+        if rng.random() < 0.8:  # consistent shapes (when they fit the fields)
+            z_shape, y_shape = B.expected_shapes(h, w)
+            if max(y_shape) < 1 << 16:
+                over["z_shape"], over["y_shape"] = z_shape, y_shape
+    elif op == "shapes":
+        over["z_shape"] = (rng.randrange(1 << 16), rng.randrange(1 << 16)) if rng.random() < 0.3 else \
+            tuple(max(0, v + rng.randint(-2, 2)) for v in bs.z_shape)
+        over["y_shape"] = tuple(min(0xFFFF, 4 * v) for v in over["z_shape"]) if rng.random() < 0.5 else \
+            tuple(min(0xFFFF, max(0, v + rng.randint(-3, 3))) for v in bs.y_shape)
+    elif op == "recon_hash":
+        h = bytearray(bs.recon_hash)
+        h[rng.randrange(8)] ^= 1 << rng.randrange(8)
+        over["recon_hash"] = bytes(h)
+    elif op in ("z_len", "y_len"):
+        n = len(bs.z_string if op == "z_len" else bs.y_string)
+        over[op] = rng.choice((0, max(0, n - 1), n + 1, n + 1000, (1 << 32) - 1, 1 << 31, rng.randrange(1 << 32)))
+    elif op == "z_string":
+        over["z_string"] = mutate_bytes(rng, bs.z_string)
+    elif op == "y_string":
+        over["y_string"] = mutate_bytes(rng, bs.y_string)
+    elif op == "both_strings":
+        over["z_string"], over["y_string"] = mutate_bytes(rng, bs.z_string), mutate_bytes(rng, bs.y_string)
+    elif op == "swap_strings":
+        over["z_string"], over["y_string"] = bs.y_string, bs.z_string
+    elif op in ("other_file_y", "other_file_z"):
+        other = B.unpack(seeds[rng.randrange(len(seeds))])
+        key = "y_string" if op == "other_file_y" else "z_string"
+        over[key] = getattr(other, key)
+    else:  # combo: a consistent bigger size and damaged strings
+        h, w = rng.randint(64, 1024), rng.randint(64, 1024)
+        over["height"], over["width"] = h, w
+        over["z_shape"], over["y_shape"] = B.expected_shapes(h, w)
+        over["z_string"] = mutate_bytes(rng, bs.z_string)
+        over["y_string"] = mutate_bytes(rng, bs.y_string)
+    return "struct-" + op, k, raw_pack(bs, **over)
+
+
+# --- running one mutant -------------------------------------------------------------------------
+
+class Timeout(Exception):
+    pass
+
+
+def _alarm(signum, frame):
+    raise Timeout()
+
+
+def library_decoder(checkpoint):
+    """decode(data) -> RGB, the CLI's decode path: unpack, the header's model (cached), decode."""
+    from sgacodec.codec import decode
+    from sgacodec.models import load_for_bitstream
+
+    models = {}
+
+    def run(data):
+        header = B.unpack(data)
+        if header.model not in models:
+            models[header.model] = load_for_bitstream(header.model, checkpoint)
+        return decode(data, models[header.model])[0]
+
+    return run
+
+
+def expected_errors():
+    from sgacodec.codec import DecodeError
+    from sgacodec.imageio import ImageError
+    from sgacodec.models import ModelError
+
+    return (B.BitstreamError, DecodeError, ModelError, ImageError)
+
+
+def classify_library(decode, data, reference, timeout) -> tuple[str, str]:
+    """(outcome, detail) of decoding ``data`` in this process."""
+    import numpy as np
+
+    errors = expected_errors()
+    old = signal.signal(signal.SIGALRM, _alarm)
+    signal.alarm(int(timeout))
+    try:
+        rgb = decode(data)
+    except Timeout:
+        return "hang", f"no result in {timeout} s"
+    except errors as exc:
+        message = str(exc)
+        if not message or "\n" in message:
+            return "traceback", f"{type(exc).__name__} with a message of {message.count(chr(10)) + 1} lines"
+        return "refused", f"{type(exc).__name__}: {message}"
+    except Exception as exc:  # noqa: BLE001 - this is what the fuzzer looks for
+        return "traceback", f"{type(exc).__name__}: {exc}"
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+    if reference is not None and rgb.shape == reference.shape and np.array_equal(rgb, reference):
+        return "decoded-identical", ""
+    return "wrong-output", f"decoded to {rgb.shape} pixels that differ from the seed's"
+
+
+def _cli_command(*args):
+    return [sys.executable, str(ROOT / "bin" / "sgacodec"), *map(str, args)]
+
+
+def _env():
+    return dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
+
+
+def _leftovers(folder: Path) -> list[str]:
+    return [p.name for p in folder.iterdir() if p.name.endswith(".part")]
+
+
+def classify_cli(data, reference, checkpoint, workdir: Path, timeout) -> tuple[str, str]:
+    """(outcome, detail) of ``sgacodec decode mutant.bin -o out.png`` in a fresh process."""
+    import numpy as np
+    from PIL import Image
+
+    src, dst = workdir / "mutant.bin", workdir / "out" / "mutant.png"
+    dst.parent.mkdir(exist_ok=True)
+    for p in dst.parent.iterdir():
+        p.unlink()
+    src.write_bytes(data)
+    try:
+        res = subprocess.run(_cli_command("decode", src, "-o", dst, "--checkpoint", checkpoint),
+                             capture_output=True, timeout=timeout, env=_env())
+    except subprocess.TimeoutExpired:
+        return "hang", f"no exit in {timeout} s"
+    err = res.stderr.decode("utf-8", "replace").strip()
+    if res.returncode < 0:
+        return "crash", f"signal {-res.returncode}"
+    if _leftovers(dst.parent):
+        return "traceback", f"left a temporary file: {_leftovers(dst.parent)}"
+    if res.returncode == 0:
+        rgb = np.asarray(Image.open(dst).convert("RGB"))
+        if reference is not None and rgb.shape == reference.shape and np.array_equal(rgb, reference):
+            return "decoded-identical", ""
+        return "wrong-output", "the CLI wrote other pixels"
+    lines = err.splitlines()
+    if res.returncode == 1 and len(lines) == 1 and lines[0].startswith("sgacodec: error:") \
+            and "Traceback" not in err and not dst.exists():
+        return "refused", lines[0]
+    return "traceback", f"exit {res.returncode}, {len(lines)} stderr lines: {err[-300:]}"
+
+
+def check_cli_batch(items, references, checkpoint, workdir: Path, timeout) -> tuple[str, str]:
+    """One ``sgacodec decode m0.bin m1.bin ... -o dir/`` over many mutants: every bad file is
+    listed, every good one is written with the right pixels, the exit status is 1 if any failed."""
+    import numpy as np
+    from PIL import Image
+
+    folder, out = workdir / "batch", workdir / "batch-out"
+    folder.mkdir(exist_ok=True)
+    out.mkdir(exist_ok=True)
+    paths = []
+    for i, (_, k, data) in enumerate(items):
+        p = folder / f"m{i:05d}.bin"
+        p.write_bytes(data)
+        paths.append(p)
+    try:
+        res = subprocess.run(_cli_command("decode", *paths, "-o", out, "--checkpoint", checkpoint),
+                             capture_output=True, timeout=timeout, env=_env())
+    except subprocess.TimeoutExpired:
+        return "hang", f"batch of {len(items)}: no exit in {timeout} s"
+    if res.returncode < 0:
+        return "crash", f"batch: signal {-res.returncode}"
+    err = res.stderr.decode("utf-8", "replace")
+    if "Traceback" in err:
+        return "traceback", "batch: a traceback on stderr"
+    if _leftovers(out):
+        return "traceback", f"batch: temporary files left: {_leftovers(out)}"
+    failed = 0
+    for p, (_, k, _) in zip(paths, items):
+        written = out / (p.stem + ".png")
+        if written.exists():
+            rgb = np.asarray(Image.open(written).convert("RGB"))
+            if not np.array_equal(rgb, references[k]):
+                return "wrong-output", f"batch: {p.name} decoded to other pixels"
+        else:
+            failed += 1
+            if p.name not in err:
+                return "traceback", f"batch: {p.name} failed without being named on stderr"
+    if (res.returncode != 0) != (failed > 0) or res.returncode not in (0, 1):
+        return "traceback", f"batch: exit {res.returncode} with {failed} failures"
+    return "ok", f"batch of {len(items)} mutants in one process: {failed} refused, " \
+                 f"{len(items) - failed} decoded, exit {res.returncode}"
+
+
+# --- setup --------------------------------------------------------------------------------------
+
+def tiny_checkpoint() -> Path:
+    """The test suite's tiny model, trained once and cached in the temp folder."""
+    path = Path(tempfile.gettempdir()) / "sgacodec-fuzz-tiny.pth.tar"
+    if not path.exists():
+        import torch
+
+        from tests.conftest import TINY_LMBDA, train_tiny
+
+        tmp = path.with_suffix(".part")
+        torch.save({"state_dict": train_tiny().state_dict(), "lmbda": TINY_LMBDA}, tmp)
+        os.replace(tmp, path)
+    return path
+
+
+def make_seeds(model, sizes=((70, 100), (1, 1), (64, 128), (130, 65))) -> list[bytes]:
+    from sgacodec.codec import encode
+    from sgacodec.refine import RefineConfig
+    from tests.conftest import make_image
+
+    seeds = []
+    for i, size in enumerate(sizes):
+        method = "none" if i % 2 else "ste"
+        [report] = encode(model, [make_image(*size, seed=i)], RefineConfig(method=method, iterations=3))
+        seeds.append(report.data)
+    return seeds
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("-n", type=int, default=10000, help="mutants through the library path")
+    parser.add_argument("--cli", type=int, default=50, help="of which this many also through the CLI, one process each")
+    parser.add_argument("--cli-batch", type=int, default=200, help="mutants decoded by one CLI process")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--checkpoint", default=None, help="model to encode the seeds with (default: tiny)")
+    parser.add_argument("--timeout", type=float, default=120.0, help="seconds before a mutant counts as a hang")
+    parser.add_argument("--save", default=None, help="folder to keep the mutants with a bad outcome")
+    parser.add_argument("--verbose", action="store_true")
+    args = parser.parse_args(argv)
+
+    import numpy as np
+    import torch
+
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    from sgacodec.models import load_checkpoint
+
+    checkpoint = Path(args.checkpoint) if args.checkpoint else tiny_checkpoint()
+    model = load_checkpoint(checkpoint)
+    seeds = make_seeds(model)
+    decode = library_decoder(checkpoint)
+    references = [decode(s) for s in seeds]
+    rng = random.Random(args.seed)
+    counts = collections.Counter()
+    by_mutator = collections.defaultdict(collections.Counter)
+    bad = []
+    begin = time.monotonic()
+    cli_every = max(1, args.n // args.cli) if args.cli else 0
+    cli_counts = collections.Counter()
+    batch = []
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        for i in range(args.n):
+            name, k, data = mutant(rng, seeds)
+            outcome, detail = classify_library(decode, data, references[k], args.timeout)
+            counts[outcome] += 1
+            by_mutator[name][outcome] += 1
+            if outcome in BAD:
+                bad.append(("library", name, detail, data))
+            if args.verbose:
+                print(f"{i:6d} {name:26s} {outcome:18s} {detail[:100]}", flush=True)
+            if cli_every and i % cli_every == 0 and sum(cli_counts.values()) < args.cli:
+                outcome, detail = classify_cli(data, references[k], checkpoint, workdir, args.timeout)
+                cli_counts[outcome] += 1
+                if outcome in BAD:
+                    bad.append(("cli", name, detail, data))
+            if len(batch) < args.cli_batch:
+                batch.append((name, k, data))
+            if (i + 1) % 1000 == 0:
+                print(f"{i + 1} mutants, {time.monotonic() - begin:.0f} s: {dict(counts)}", file=sys.stderr,
+                      flush=True)
+        batch_result = ("skipped", "")
+        if batch:
+            batch_result = check_cli_batch(batch, references, checkpoint, workdir, args.timeout * 4)
+            if batch_result[0] in BAD:
+                bad.append(("cli-batch", "batch", batch_result[1], b""))
+    seconds = time.monotonic() - begin
+
+    outcomes = ("decoded-identical", "refused", *BAD)
+    print(f"sgacodec bitstream fuzz: {args.n} mutants of {len(seeds)} seed files, seed {args.seed}, "
+          f"{seconds:.0f} s")
+    print("library decode path:  " + ", ".join(f"{o} {counts[o]}" for o in outcomes))
+    if args.cli:
+        print(f"CLI, one process each ({sum(cli_counts.values())}):  "
+              + ", ".join(f"{o} {cli_counts[o]}" for o in outcomes))
+    print(f"CLI, one process for a batch: {batch_result[0]} ({batch_result[1]})")
+    print("by mutator (library path):")
+    for name in sorted(by_mutator):
+        c = by_mutator[name]
+        print(f"  {name:26s} " + ", ".join(f"{o} {c[o]}" for o in outcomes if c[o]))
+    if bad:
+        print(f"BAD OUTCOMES ({len(bad)}):")
+        for where, name, detail, data in bad[:50]:
+            print(f"  [{where}] {name}: {detail[:200]}")
+        if args.save:
+            Path(args.save).mkdir(parents=True, exist_ok=True)
+            for j, (where, name, _, data) in enumerate(bad):
+                (Path(args.save) / f"{j:04d}-{where}-{name}.bin").write_bytes(data)
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
