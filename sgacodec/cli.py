@@ -263,9 +263,11 @@ def encode(inputs, output, force, as_json, **o):
                 more = f" (+{len(group) - 1} more)" if len(group) > 1 else ""
                 task = progress.add_task(f"encode {inputs[group[0]]}{more}", total=total)
                 try:
-                    got = encode_images(model, [images[i] for i in group], config, device,
-                                        batch_size=len(group), refine_model=lm,
-                                        on_step=lambda s: progress.update(task, completed=s))
+                    got = _encode_splitting(
+                        lambda part: encode_images(model, [images[i] for i in part], config, device,
+                                                   batch_size=len(part), refine_model=lm,
+                                                   on_step=lambda s: progress.update(task, completed=s)),
+                        group)
                 except errors as exc:
                     for i in group:
                         _report_failure(failures, inputs, inputs[i], exc)
@@ -293,6 +295,20 @@ def encode(inputs, output, force, as_json, **o):
 
 AUTO_BATCH_MEGAPIXELS = 12.0  # GPU default: about 30 Kodak images per batch (docs/performance.md)
 AUTO_BATCH_WINDOW = 64  # inputs read ahead to find same-size images
+
+
+def _encode_splitting(encode_part, group: list[int]) -> list:
+    """encode_part(group), halving the batch while the device runs out of memory."""
+    import torch
+
+    try:
+        return encode_part(group)
+    except torch.cuda.OutOfMemoryError:
+        if len(group) == 1:
+            raise
+        torch.cuda.empty_cache()
+        half = len(group) // 2
+        return _encode_splitting(encode_part, group[:half]) + _encode_splitting(encode_part, group[half:])
 
 
 def _encode_batches(images: dict, batch_size: int, auto: bool) -> list[list[int]]:

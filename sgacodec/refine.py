@@ -21,6 +21,7 @@ change the optimisation path, never what a file decodes to. See docs/performance
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 import warnings
 from dataclasses import dataclass, field, replace
@@ -164,8 +165,10 @@ _compile_failed = False  # set once torch.compile has failed in this process: ea
 def compile_mode(config: RefineConfig, device: torch.device) -> str | None:
     """The torch.compile mode refinement will use on ``device`` (None: eager)."""
     mode = config.compile
-    if mode == "auto":
-        mode = "default" if device.type == "cuda" else "off"
+    if mode == "auto":  # SGACODEC_COMPILE overrides the automatic choice (e.g. off, reduce-overhead)
+        mode = os.environ.get("SGACODEC_COMPILE") or ("default" if device.type == "cuda" else "off")
+        if mode not in COMPILE_MODES or mode == "auto":
+            raise ValueError(f"SGACODEC_COMPILE: choose from {', '.join(COMPILE_MODES[1:])}")
     if mode == "off" or _compile_failed:
         return None
     return mode
@@ -259,7 +262,7 @@ def refine(
     with torch.no_grad(), precision_scope(device, config.precision):
         if y is None or z is None:
             y, z = lm.analysis(x)
-        y, z = y.detach().clone(memory_format=fmt), z.detach().clone(memory_format=fmt)
+        y, z = y.detach().clone(), z.detach().clone()  # latents stay contiguous (fused Adam)
         step_fns = _Step(compile_mode(config, device)
                          if config.method != "none" and config.iterations > 0 else None)
         base = true_rd(lm, x, size, y, z, lmbda)

@@ -123,3 +123,26 @@ def test_bf16_relaxed_pass_and_sparse_evaluation_stay_never_worse(tiny_model):
         again = true_rd(lm, image, (64, 64), result.y, result.z, TINY_LMBDA)
         assert again.loss.item() == pytest.approx(result.best.loss.item(), rel=1e-5)
         assert all(p.dtype == torch.float32 for p in tiny_model.net.parameters())
+
+
+def test_a_batch_that_runs_out_of_device_memory_is_split():
+    from sgacodec.cli import _encode_splitting
+
+    seen = []
+
+    def encode_part(part):
+        seen.append(list(part))
+        if len(part) > 2:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+        return [f"report {i}" for i in part]
+
+    assert _encode_splitting(encode_part, [0, 1, 2, 3, 4]) == [f"report {i}" for i in range(5)]
+    assert seen[0] == [0, 1, 2, 3, 4] and max(map(len, seen[1:])) <= 3
+
+
+def test_sgacodec_compile_environment_override(monkeypatch):
+    monkeypatch.setenv("SGACODEC_COMPILE", "off")
+    assert refine_module.compile_mode(RefineConfig(), torch.device("cuda")) is None
+    monkeypatch.setenv("SGACODEC_COMPILE", "bogus")
+    with pytest.raises(ValueError):
+        refine_module.compile_mode(RefineConfig(), torch.device("cpu"))
