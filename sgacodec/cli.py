@@ -16,6 +16,7 @@ import click
 from . import __version__
 
 METHOD_CHOICES = ("none", "ste", "uniform", "atanh", "linear", "cosine", "ssl")
+MAX_BITSTREAM_BYTES = 1 << 28  # 256 MiB: far above any file sgacodec writes
 MODEL_HELP = ("'default' (the embedded model), or a CompressAI zoo name: bmshj2018-hyperprior, "
               "mbt2018-mean, mbt2018, cheng2020-anchor, cheng2020-attn")
 
@@ -122,9 +123,13 @@ def _progress(console):
 
 
 def _read_input(path: str):
-    from .imageio import read_image
+    from .imageio import read_image, read_limited
 
-    return read_image(sys.stdin.buffer.read() if path == "-" else path)
+    notes = []
+    image = read_image(read_limited(sys.stdin.buffer, "stdin") if path == "-" else path, notes)
+    for note in notes:
+        click.echo(f"sgacodec: note: {note}", err=True)
+    return image
 
 
 def _output_paths(inputs, output, suffix):
@@ -149,47 +154,69 @@ def _output_paths(inputs, output, suffix):
 
 
 def _check_writable(inputs, outputs, force):
-    for src, dst in zip(inputs, outputs):
+    sources = [Path(p) for p in inputs if p != "-" and Path(p).exists()]
+    for dst in outputs:
         if dst == "-":
             continue
-        if src != "-" and Path(src).exists() and Path(dst).exists() and Path(src).samefile(dst):
-            raise UserError(f"{dst}: refusing to overwrite the input")
+        if Path(dst).exists() and any(Path(dst).samefile(src) for src in sources):
+            raise UserError(f"{dst}: refusing to overwrite an input")
+        if Path(dst).is_dir():
+            raise UserError(f"{dst} is a directory")
         if Path(dst).exists() and not force:
             raise UserError(f"{dst} exists; pass --force to overwrite")
 
 
-def _write(dst, data: bytes):
+def _write(dst, data: bytes, force: bool = True):
+    """Stdout, or a file written atomically (never a partial file); without ``force`` an output
+    that appeared since the start is not replaced."""
     from .imageio import atomic_write
 
     if dst == "-":
         sys.stdout.buffer.write(data)
         sys.stdout.buffer.flush()
     else:
-        atomic_write(dst, data)
+        try:
+            atomic_write(dst, data, overwrite=force)
+        except FileExistsError:
+            raise UserError(f"{dst} exists; pass --force to overwrite") from None
 
 
-def _user_errors():
+def _known_errors():
     from .bitstream import BitstreamError
     from .codec import DecodeError
     from .imageio import ImageError
     from .models import ModelError
 
-    return (BitstreamError, DecodeError, ImageError, ModelError, OSError)
+    return (BitstreamError, DecodeError, ImageError, ModelError, OSError, UserError)
+
+
+def _user_errors():
+    """What one input may fail with while the others carry on: the known errors, and (unless
+    SGACODEC_DEBUG is set) anything else, reported with its type."""
+    return _known_errors() if os.environ.get("SGACODEC_DEBUG") else _known_errors() + (Exception,)
 
 
 def _report_failure(failures, inputs, src, exc):
     """Note a failed input; with several inputs, say so now and carry on with the rest."""
-    message = str(exc) if str(src) in str(exc) else f"{src}: {exc}"
+    text = exc.message if isinstance(exc, click.ClickException) else str(exc).strip()
+    text = text.splitlines()[0] if text else ""
+    if not isinstance(exc, _known_errors()):
+        text = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    message = text if str(src) in text else f"{src}: {text}"
     failures.append(message)
     if len(inputs) > 1:
         click.echo(f"sgacodec: error: {message}", err=True)
 
 
 def _finish(failures, inputs):
+    """One input: its error. Several: every failure listed again at the end, exit status 1."""
     if len(failures) == 1 and len(inputs) == 1:
         raise UserError(failures[0])
     if failures:
-        raise UserError(f"{len(failures)} of {len(inputs)} input(s) failed (listed above)")
+        click.echo(f"sgacodec: error: {len(failures)} of {len(inputs)} inputs failed:", err=True)
+        for message in failures:
+            click.echo(f"  {message}", err=True)
+        raise click.exceptions.Exit(1)
 
 
 def _announce_cpu_estimate(console, device, config, n_images):
@@ -268,6 +295,15 @@ def encode(inputs, output, force, as_json, **o):
                                                    batch_size=len(part), refine_model=lm,
                                                    on_step=lambda s: progress.update(task, completed=s)),
                         group)
+                except _out_of_memory_errors() as exc:  # even one image at a time: the CPU instead
+                    try:
+                        got = _encode_on_cpu(console, exc, f"{inputs[group[0]]}{more}", lambda: encode_images(
+                            model, [images[i] for i in group], config, "cpu", batch_size=len(group),
+                            on_step=lambda s: progress.update(task, completed=s)))
+                    except errors as exc:
+                        for i in group:
+                            _report_failure(failures, inputs, inputs[i], exc)
+                        continue
                 except errors as exc:
                     for i in group:
                         _report_failure(failures, inputs, inputs[i], exc)
@@ -280,7 +316,7 @@ def encode(inputs, output, force, as_json, **o):
                     continue
                 src, dst, report = inputs[i], outputs[i], reports[i]
                 try:
-                    _write(dst, report.data)
+                    _write(dst, report.data, force)
                 except errors as exc:
                     _report_failure(failures, inputs, src, exc)
                     continue
@@ -291,6 +327,24 @@ def encode(inputs, output, force, as_json, **o):
                               f"(base {report.base_bpp:.4f} bpp, {report.base_psnr:.2f} dB), "
                               f"{report.iterations} it, {report.seconds:.1f} s")
     _finish(failures, inputs)
+
+
+def _out_of_memory_errors():
+    import torch
+
+    return (torch.cuda.OutOfMemoryError,)
+
+
+def _encode_on_cpu(console, exc, what, encode_on_cpu):
+    """After a GPU out-of-memory error: say so, free the GPU's cache, and refine on the CPU."""
+    import torch
+
+    first = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else "no detail"
+    console.print(f"[yellow]sgacodec: {what}: GPU out of memory ({first}); refining on the CPU "
+                  "instead (slower)[/yellow]", highlight=False)
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    return encode_on_cpu()
 
 
 AUTO_BATCH_MEGAPIXELS = 12.0  # GPU default: about 30 Kodak images per batch (docs/performance.md)
@@ -340,7 +394,7 @@ def decode(inputs, output, checkpoint, force, as_json):
     _check_writable(inputs, outputs, force)
     from .bitstream import unpack
     from .codec import decode as decode_bytes
-    from .imageio import encode_png
+    from .imageio import encode_png, read_limited
     from .models import load_for_bitstream
 
     console = _stderr()
@@ -348,12 +402,12 @@ def decode(inputs, output, checkpoint, force, as_json):
     models, failures = {}, []
     for src, dst in zip(inputs, outputs):
         try:
-            data = sys.stdin.buffer.read() if src == "-" else Path(src).read_bytes()
+            data = read_limited(sys.stdin.buffer if src == "-" else src, src, MAX_BITSTREAM_BYTES)
             header = unpack(data)
             if header.model not in models:
                 models[header.model] = load_for_bitstream(header.model, checkpoint)
             rgb, header = decode_bytes(data, models[header.model])
-            _write(dst, encode_png(rgb))
+            _write(dst, encode_png(rgb), force)
         except errors as exc:
             _report_failure(failures, inputs, src, exc)
             continue
@@ -643,18 +697,40 @@ def train_command(args=None):
     main(args=["train", *(args or sys.argv[1:])])
 
 
-def run():
-    """Console entry point: one clear line and a non-zero exit for anything unexpected."""
+def run(argv=None):
+    """Console entry point: one clear line and a non-zero exit for anything unexpected; exit 130
+    on Ctrl-C and 143 on SIGTERM, after the temporary output files are removed."""
+    import signal
+
+    def terminated(signum, frame):
+        raise SystemExit(128 + signum)  # unwinds like an exception: atomic writes clean up
+
     try:
-        main(standalone_mode=True)
-    except KeyboardInterrupt:
+        signal.signal(signal.SIGTERM, terminated)
+    except ValueError:  # not the main thread
+        pass
+    try:
+        code = main.main(args=argv, prog_name="sgacodec", standalone_mode=False)
+    except (KeyboardInterrupt, click.exceptions.Abort):
         click.echo("sgacodec: interrupted", err=True)
         sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
     except SystemExit:
         raise
+    except BrokenPipeError:  # stdout closed early (| head): nothing more to say on it
+        try:
+            sys.stdout = open(os.devnull, "w")
+        except OSError:
+            pass
+        click.echo("sgacodec: error: output pipe closed", err=True)
+        sys.exit(1)
     except Exception as exc:  # last resort: never a traceback for the user
         if os.environ.get("SGACODEC_DEBUG"):
             raise
-        click.echo(f"sgacodec: error: {type(exc).__name__}: {exc} (SGACODEC_DEBUG=1 shows the traceback)",
-                   err=True)
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        click.echo(f"sgacodec: error: {type(exc).__name__}: {text} (SGACODEC_DEBUG=1 shows the "
+                   "traceback)", err=True)
         sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)

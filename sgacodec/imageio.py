@@ -122,19 +122,44 @@ def encode_png(rgb: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def atomic_write(path, data: bytes) -> None:
-    """Write via a temporary file in the same folder, then rename: never a partial file."""
+def atomic_write(path, data: bytes, overwrite: bool = True) -> None:
+    """Write via a temporary file in the same folder, then rename: never a partial file, even when
+    interrupted (the temporary file is removed on any exception, Ctrl-C included). Without
+    ``overwrite``, an existing ``path`` is left alone and FileExistsError is raised."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent or ".")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
+        if overwrite:
+            os.replace(tmp, path)
+        else:
+            try:
+                os.link(tmp, path)  # atomic, and fails when path exists
+            except FileExistsError:
+                raise
+            except OSError:  # no hard links on this file system
+                if path.exists():
+                    raise FileExistsError(str(path)) from None
+                os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    finally:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
-        raise
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

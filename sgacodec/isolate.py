@@ -117,6 +117,7 @@ def call(fn: Callable[[], np.ndarray], timeout: float) -> np.ndarray:
         try:
             os.close(read_fd)
             signal.signal(signal.SIGINT, signal.SIG_DFL)
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
             import torch
 
             torch.set_num_threads(1)
