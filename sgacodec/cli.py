@@ -340,8 +340,8 @@ def _encode_on_cpu(console, exc, what, encode_on_cpu):
     import torch
 
     first = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else "no detail"
-    console.print(f"[yellow]sgacodec: {what}: GPU out of memory ({first}); refining on the CPU "
-                  "instead (slower)[/yellow]", highlight=False)
+    click.echo(f"sgacodec: note: {what}: GPU out of memory ({first}); refining on the CPU instead "
+               "(slower)", err=True)
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
     return encode_on_cpu()

@@ -4,12 +4,13 @@ CompressAI's rANS decoder (C++) does not bounds-check its input: a forged or cor
 declares a large latent reads past the end of its buffer, which can segfault the interpreter
 (found by scripts/fuzz_bitstreams.py). Two defences, both used by ``codec.decode``:
 
-- ``decompress_untrusted``: each entropy-coded string is padded (4 bytes per symbol covers the
-  common runaway cases, so a forged string reads padding instead of whatever memory follows) and
-  decoded twice, with zero and with 0xFF padding. A valid string is read exactly to its end, so
-  the padding never changes a valid decode; when the two decodes differ, the data runs past its
-  end and the file is refused before the synthesis transform runs (a forged file that declares a
-  huge image with a few bytes of data is refused after entropy decoding alone).
+- ``decompress_untrusted``: each entropy-coded string is padded (see ``pad_string``), so that a
+  forged string reads padding instead of whatever memory follows, and decoded twice, with 0x00
+  and with 0x55 padding (no 0xF nibble, which would keep the bypass coder reading). A valid
+  string is read exactly to its end, so the padding never changes a valid decode; when the two
+  decodes differ, the data runs past its end and the file is refused before the synthesis
+  transform runs (a forged file that declares a huge image with a few bytes of data is refused
+  after entropy decoding alone).
 - ``call``: on Linux the decode runs in a forked child process, with one torch thread (OpenMP's
   thread pool does not survive a fork). A crash, a hang past the time limit, or an allocation
   failure there becomes an ``IsolatedError`` with one line, and the parent process carries on.
@@ -42,17 +43,22 @@ def available() -> bool:
 
 
 def pad_string(data: bytes, n_symbols: int, fill: int = 0) -> bytes:
-    """``data`` followed by enough ``fill`` bytes that a runaway rANS decoder reads them, not memory."""
-    return bytes(data) + bytes([fill]) * (4 * max(int(n_symbols), 0) + 64)
+    """``data`` followed by enough ``fill`` bytes that a runaway rANS decoder reads them, not memory.
+
+    Past the data, a symbol reads at most two 32-bit words (one renormalisation for the symbol,
+    one for its few bypass nibbles when ``fill`` has no 0xF nibble); bypass runs driven by the
+    data itself read at most 15 nibbles per data nibble.
+    """
+    return bytes(data) + bytes([fill]) * (8 * max(int(n_symbols), 0) + 16 * len(data) + 1024)
 
 
 def _decode_twice(decode, string: bytes, n_symbols: int, what: str):
-    """Entropy-decode with zero padding and with 0xFF padding: a valid string is read exactly to its
+    """Entropy-decode with zero padding and with 0x55 padding: a valid string is read exactly to its
     end, so the two agree; when they differ the data runs past the end (truncated or forged)."""
     import torch
 
     a = decode(pad_string(string, n_symbols, 0))
-    b = decode(pad_string(string, n_symbols, 0xFF))
+    b = decode(pad_string(string, n_symbols, 0x55))
     if not torch.equal(a, b):
         raise CorruptData(f"the {what} string ends before its data does (truncated or forged file)")
     return a

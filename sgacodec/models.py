@@ -119,7 +119,8 @@ def read_state_dict(path: Path):
         if isinstance(state, dict) and "state_dict" in state:
             meta = {k: v for k, v in state.items() if isinstance(v, (int, float, str))}
             state = state["state_dict"]
-    if not isinstance(state, dict) or not all(isinstance(k, str) for k in state):
+    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                              for k, v in state.items()):
         raise ModelError(f"checkpoint {path} holds no state dict")
     state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
     return state, meta
@@ -130,7 +131,10 @@ def load_checkpoint(path, architecture: str | None = None, lmbda: float | None =
     state, meta = read_state_dict(path)
     net, architecture = net_from_state_dict(state, architecture)
     if lmbda is None and "lmbda" in meta:
-        lmbda = float(meta["lmbda"])
+        try:
+            lmbda = float(meta["lmbda"])
+        except (TypeError, ValueError):
+            raise ModelError(f"checkpoint {path}: lmbda {str(meta['lmbda'])[:40]!r} is not a number") from None
     metric = meta.get("metric", "mse")
     identity = ModelId("checkpoint", architecture, metric if metric in ("mse", "ms-ssim") else "mse",
                        0, sha256_file(path)[:8])
