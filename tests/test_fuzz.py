@@ -1,0 +1,62 @@
+"""A few hundred mutated bitstreams in CI (scripts/fuzz_bitstreams.py runs 10,000)."""
+
+import collections
+import importlib.util
+import random
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def fuzz():
+    spec = importlib.util.spec_from_file_location("fuzz_bitstreams", ROOT / "scripts" / "fuzz_bitstreams.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def corpus(fuzz, tiny_model, tiny_checkpoint):
+    seeds = fuzz.make_seeds(tiny_model)
+    decode = fuzz.library_decoder(tiny_checkpoint)
+    references = [decode(s) for s in seeds]
+    return seeds, decode, references
+
+
+def test_mutants_through_the_library_decode_path(fuzz, corpus):
+    seeds, decode, references = corpus
+    rng = random.Random(2024)
+    counts, bad = collections.Counter(), []
+    for _ in range(300):
+        name, k, data = fuzz.mutant(rng, seeds)
+        outcome, detail = fuzz.classify_library(decode, data, references[k], timeout=60)
+        counts[outcome] += 1
+        if outcome in fuzz.BAD:
+            bad.append(f"{name}: {outcome}: {detail}")
+    assert not bad, bad
+    assert counts["refused"] > 200 and counts["decoded-identical"] > 0, counts
+
+
+def test_mutants_through_one_cli_process(fuzz, corpus, tiny_checkpoint, tmp_path):
+    """40 random mutants, three forged ones (a huge size, a forged y string, a wrong hash) and a
+    good file, in one ``sgacodec decode`` process: every bad file is named on stderr, no traceback,
+    the good ones are written with the right pixels, exit status 1."""
+    import dataclasses
+
+    from sgacodec import bitstream as B
+
+    seeds, _, references = corpus
+    rng = random.Random(7)
+    bs = B.unpack(seeds[0])
+    z_shape, y_shape = B.expected_shapes(2048, 2048)
+    forged = [fuzz.raw_pack(bs, height=2048, width=2048, z_shape=z_shape, y_shape=y_shape),
+              B.pack(dataclasses.replace(bs, y_string=bs.y_string[:-4] + b"\x13\x37\x00\x01")),
+              fuzz.raw_pack(bs, recon_hash=bytes(8))]
+    items = [fuzz.mutant(rng, seeds) for _ in range(40)] + [("forged", 0, d) for d in forged] \
+        + [("seed", 0, seeds[0])]
+    outcome, detail = fuzz.check_cli_batch(items, references, tiny_checkpoint, tmp_path, timeout=300)
+    assert outcome == "ok", detail
+    assert "exit 1" in detail
