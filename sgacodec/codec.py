@@ -190,7 +190,7 @@ def decode(data: bytes, model: LoadedModel | None = None, checkpoint=None,
         return to_uint8(x_hat[0, :, : bs.height, : bs.width])
 
     try:
-        rgb = isolate.call(run, timeout=60.0 + 2e-5 * 4096 * bs.y_shape[0] * bs.y_shape[1])
+        rgb = isolate.call(run, timeout=60.0 + 2e-5 * 256 * bs.y_shape[0] * bs.y_shape[1])
     except isolate.IsolatedError as exc:
         raise DecodeError(f"the entropy-coded data does not decode: {exc}") from None
     if verify and recon_hash(rgb) != bs.recon_hash:
