@@ -276,6 +276,23 @@ def classify_library(decode, data, reference, timeout) -> tuple[str, str]:
     return "wrong-output", f"decoded to {rgb.shape} pixels that differ from the seed's"
 
 
+REASONS = (  # what refused a mutant, by the first words of its message
+    ("the container (magic, version, CRC, sizes, lengths)", ("BitstreamError",)),
+    ("the model the header names", ("ModelError",)),
+    ("entropy-coded data running past its end", ("ends before its data",)),
+    ("the decoder crashing, contained in the child process", ("decoder crashed",)),
+    ("the decoder's time limit", ("longer than",)),
+    ("the reconstruction hash", ("reconstruction hash mismatch",)),
+)
+
+
+def reason(detail: str) -> str:
+    for name, needles in REASONS:
+        if any(n in detail for n in needles):
+            return name
+    return "other: " + detail.split(":")[0]
+
+
 def _cli_command(*args):
     return [sys.executable, str(ROOT / "bin" / "sgacodec"), *map(str, args)]
 
@@ -422,6 +439,7 @@ def main(argv=None) -> int:
     begin = time.monotonic()
     cli_every = max(1, args.n // args.cli) if args.cli else 0
     cli_counts = collections.Counter()
+    reasons = collections.Counter()
     batch = []
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
@@ -430,6 +448,8 @@ def main(argv=None) -> int:
             outcome, detail = classify_library(decode, data, references[k], args.timeout)
             counts[outcome] += 1
             by_mutator[name][outcome] += 1
+            if outcome == "refused":
+                reasons[reason(detail)] += 1
             if outcome in BAD:
                 bad.append(("library", name, detail, data))
             if args.verbose:
@@ -459,6 +479,9 @@ def main(argv=None) -> int:
         print(f"CLI, one process each ({sum(cli_counts.values())}):  "
               + ", ".join(f"{o} {cli_counts[o]}" for o in outcomes))
     print(f"CLI, one process for a batch: {batch_result[0]} ({batch_result[1]})")
+    print("refused by (library path):")
+    for name, count in reasons.most_common():
+        print(f"  {count:6d}  {name}")
     print("by mutator (library path):")
     for name in sorted(by_mutator):
         c = by_mutator[name]
