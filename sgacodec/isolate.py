@@ -122,6 +122,9 @@ def call(fn: Callable[[], np.ndarray], timeout: float) -> np.ndarray:
         code = 1
         try:
             os.close(read_fd)
+            import faulthandler
+
+            faulthandler.disable()  # a crash here is reported by the parent in one line
             signal.signal(signal.SIGINT, signal.SIG_DFL)
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             import torch
