@@ -119,7 +119,12 @@ def flops_per_iteration(lm: LatentModel, x, size, lmbda, config: RefineConfig) -
     """Model FLOPs for one image: relaxed forward + backward, and one true-loss forward."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    y, z = (t.detach().clone().requires_grad_(True) for t in lm.analysis(x[:1]))
+    for p in lm.net.parameters():  # refinement computes no weight gradients
+        p.requires_grad_(False)
+    with torch.no_grad():
+        y, z = (t.detach().clone() for t in lm.analysis(x[:1]))
+    y.requires_grad_(True)
+    z.requires_grad_(True)
     with FlopCounterMode(display=False) as counter:
         relaxed_rd(lm, x[:1], size, y, z, lmbda, config, 0.5).loss.sum().backward()
     relaxed = counter.get_total_flops()
