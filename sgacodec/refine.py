@@ -216,6 +216,8 @@ class _Step:
         try:
             self.relaxed(*args).backward()
             self.checked["relaxed"] = True
+        except torch.cuda.OutOfMemoryError:
+            raise  # not a compiler problem: the caller splits the batch
         except Exception as exc:  # noqa: BLE001 - any compiler error: fall back, stay correct
             self._fail(exc)
             optimiser.zero_grad(set_to_none=True)
@@ -227,6 +229,8 @@ class _Step:
                 out = self.true(*args)
                 self.checked["true"] = True
                 return RDTerms(*out)
+            except torch.cuda.OutOfMemoryError:
+                raise
             except Exception as exc:  # noqa: BLE001
                 self._fail(exc)
         return RDTerms(*self.true(*args))
