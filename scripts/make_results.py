@@ -37,11 +37,11 @@ def model_table() -> list[dict]:
     """[{'option': [...], 'lmbda': float, 'default': bool}] sorted by lambda."""
     cps = checkpoints()
     if cps:
-        import torch
+        from sgacodec.models import read_state_dict
 
         out = []
-        for i, c in enumerate(cps):
-            meta = torch.load(c, map_location="cpu", weights_only=True)
+        for c in cps:
+            _, meta = read_state_dict(Path(c))
             out.append({"option": ["--checkpoint", c], "lmbda": float(meta["lmbda"]), "default": False})
         out.sort(key=lambda m: m["lmbda"])
         out[len(out) // 2]["default"] = True
@@ -77,6 +77,10 @@ def semi_lambdas(profile: str) -> list[float]:
 
 def f(v, spec=".2f"):
     return ev.fmt(v, spec)
+
+
+def pct(v, spec="+.2f"):
+    return "-" if v is None or math.isnan(v) else format(v, spec) + "%"
 
 
 def common_images(records, groups) -> set:
@@ -122,6 +126,13 @@ def page(profile: str) -> str:
     models = model_table()
     reduced = profile != "full"
     FIG.mkdir(parents=True, exist_ok=True)
+    names = {}  # one display name per model: the embedded name where some record has it
+    for r in records:
+        if r["label"] not in CLASSICAL and (r["model_sha"] not in names or r["model"].startswith("embedded")):
+            names[r["model_sha"]] = r["model"]
+    for r in records:
+        if r["label"] not in CLASSICAL:
+            r["model"] = names[r["model_sha"]]
     learned = [r for r in records if r["label"] not in CLASSICAL]
     shas = {}
     for r in learned:
@@ -192,7 +203,7 @@ def page(profile: str) -> str:
             t = [r["seconds"] for r in sel if r["seconds"] is not None]
             ptab.append([name, len(pts), " / ".join(f"{p[0]:.3f}" for p in pts),
                          " / ".join(f"{p[1]:.2f}" for p in pts),
-                         f(b[0], "+.1f") + ("%" if not math.isnan(b[0]) else ""), f(b[1], "+.2f"),
+                         pct(b[0], "+.1f"), f(b[1], "+.2f"),
                          f(sum(t) / len(t), ".1f") if t else "-"])
         w(md_table(["curve", "points", "mean bpp per point", "mean PSNR per point", "BD-rate vs none",
                     "BD-PSNR vs none (dB)", "s / image"], ptab))
@@ -205,7 +216,7 @@ def page(profile: str) -> str:
             w("SSL (SGA+) against atanh (SGA) at each iteration count:")
             w("")
             w(md_table(["test", "anchor", "BD-rate", "BD-PSNR (dB)"],
-                       [[b["test"], b["anchor"], f(b["bd_rate"], "+.2f") + "%", f(b["bd_psnr"], "+.3f")]
+                       [[b["test"], b["anchor"], pct(b["bd_rate"]), f(b["bd_psnr"], "+.3f")]
                         for b in bd_rows]))
             w("")
     else:
@@ -227,7 +238,7 @@ def page(profile: str) -> str:
         for r in sorted(rws, key=lambda r: (r["label"] != "none", r["loss"] or 0)):
             rel = (r["loss"] / none["loss"] - 1) * 100 if none and r["loss"] else math.nan
             out.append([title_rows(r), f(r["bpp"], ".4f"), f(r["psnr"], ".2f"), f(r["ms_ssim"], ".4f"),
-                        f(r["loss"], ".4f"), f(rel, "+.2f") + ("%" if not math.isnan(rel) else ""),
+                        f(r["loss"], ".4f"), pct(rel),
                         f(r["seconds"], ".1f")])
         return out, imgs, sel
 
@@ -239,7 +250,7 @@ def page(profile: str) -> str:
     if not reduced:
         w("BD-rates of these methods over all models are in the table of section 1's style below.")
     allm = [r for r in learned if is_x1(r) and tau_of(r) == 1.0 and at_default(r, default_sha)]
-    tab, imgs, sel2 = loss_table(allm, lambda r: r["curve"])
+    tab, imgs, sel2 = loss_table(allm, lambda r: r["curve"]) if allm else ([], set(), [])
     if tab:
         w(f"Model: {default_name} at its own lambda; {len(imgs)} image(s). Lower loss is better; the "
           "loss is measured on the real file.")
@@ -249,7 +260,7 @@ def page(profile: str) -> str:
         if not reduced:
             allc = ev.curves_from_rows(rows_for([r for r in learned if is_x1(r) and tau_of(r) == 1.0]))
             w(md_table(["curve", "BD-rate vs none", "BD-PSNR vs none (dB)"],
-                       [[b["test"], f(b["bd_rate"], "+.1f") + "%", f(b["bd_psnr"], "+.2f")]
+                       [[b["test"], pct(b["bd_rate"], "+.1f"), f(b["bd_psnr"], "+.2f")]
                         for b in ev.bd_table(allc, "none")]))
             w("")
         hist = [r for r in sel2 if r["label"] != "none"]
@@ -272,8 +283,8 @@ def page(profile: str) -> str:
     tau_it = (max(iters) if not reduced else min(iters)) if iters else 0
     taus = [r for r in learned if is_x1(r) and at_default(r, default_sha)
             and (r["label"] == "none" or r["label"] in ("atanh", "ssl") and r["iterations"] == tau_it)]
-    tab, imgs, _ = loss_table(taus, lambda r: r["curve"] + ("" if r["label"] == "none" else
-                                                         f" (tau_max {r['tau_max'] if r['tau_max'] is not None else 1:g})"))
+    tab, imgs, _ = loss_table(taus, lambda r: r["curve"] + ("" if r["label"] == "none" or tau_of(r) != 1.0
+                                                         else " tau1"))
     if len(tab) > 1:
         w(f"Model: {default_name}; {len(imgs)} image(s).")
         w("")
@@ -312,7 +323,7 @@ def page(profile: str) -> str:
                      f(r["loss"], ".4f")] for r in sorted(srows, key=lambda r: r["lmbda"])]))
         w("")
         sname = next(iter(sc))
-        brs = [[f"{sname}", k, f(v[0], "+.1f") + "%", f(v[1], "+.2f"),
+        brs = [[f"{sname}", k, pct(v[0], "+.1f"), f(v[1], "+.2f"),
                 f(ev.overlap(bc[k], sc[sname]), ".0%")]
                for k in bc for v in [ev.bd(bc[k], sc[sname])]]
         w(md_table(["test", "anchor", "BD-rate", "BD-PSNR (dB)", "overlap (PSNR range)"], brs))
@@ -331,16 +342,23 @@ def page(profile: str) -> str:
     v = main_bd.get(long, (math.nan, math.nan))[0] if long else math.nan
     w(f"- SSL at the longest run over all models here ({max(main_iters) if main_iters else '-'} "
       "iterations) against none: "
-      f"BD-rate {f(v, '+.1f')}% (target: at most -10%, aim -15%, at 2000 iterations on full Kodak). "
+      f"BD-rate {pct(v, '+.1f')} (target: at most -10%, aim -15%, at 2000 iterations on full Kodak). "
       + ("Measured with reduced settings, so this is **not** a verdict on the target."
          if reduced else ("Target met." if v <= -10 else "Target **not** met.")))
     for i in main_iters:
         b = ev.bd_table(curves, pairs=[(f"ssl {i}it", f"atanh {i}it")])
         if b:
             r = b[0]["bd_rate"]
-            verdict = "SSL better" if r < 0 else "SSL not better" if r >= 0 else "undetermined"
-            w(f"- SSL against atanh at {i} iterations: BD-rate {f(r, '+.2f')}% ({verdict}"
+            verdict = "SSL better" if r < 0 else "SSL not better" if r >= 0 else "undetermined: too few points"
+            w(f"- SSL against atanh at {i} iterations: BD-rate {pct(r)} ({verdict}"
               + (", reduced settings" if reduced else "") + ").")
+    single = {(r["label"], r["iterations"]): r for r in rows_for(
+        [r for r in sel2 if r["label"] in ("atanh", "ssl")])} if sel2 else {}
+    for i in iters:
+        if ("ssl", i) in single and ("atanh", i) in single:
+            a_, s_ = single[("atanh", i)]["loss"], single[("ssl", i)]["loss"]
+            w(f"- {default_name} alone, {i} iterations: mean true R-D loss SSL {s_:.4f} vs atanh {a_:.4f} "
+              f"({(s_ / a_ - 1) * 100:+.2f}%; lower is better" + (", reduced settings" if reduced else "") + ").")
     w("")
     w("Owed to a GPU session: `scripts/make_results.sh` with the full profile (24 full-size Kodak "
       "images; 500 and 2000 iterations; all methods on all shipped models; tau_max and "
