@@ -132,6 +132,7 @@ def atomic_write(path, data: bytes, overwrite: bool = True) -> None:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
+            os.fchmod(f.fileno(), 0o666 & ~_umask())  # mkstemp makes 0600; give what open() would
             os.fsync(f.fileno())
         if overwrite:
             os.replace(tmp, path)
@@ -150,6 +151,12 @@ def atomic_write(path, data: bytes, overwrite: bool = True) -> None:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -39,6 +39,19 @@ def test_encode_333x217_then_decode_matches_the_report(tmp_path, png_333x217, ti
     assert record["bpp"] == pytest.approx(8 * out.stat().st_size / (333 * 217))
 
 
+def test_outputs_get_ordinary_file_permissions(tmp_path, png_333x217, tiny_checkpoint):
+    import stat
+
+    out = tmp_path / "perm.bin"
+    old = os.umask(0o022)
+    try:
+        assert cli("encode", png_333x217, "-o", out, "--checkpoint", tiny_checkpoint,
+                   "--method", "none").exit_code == 0
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o644
+
+
 def test_refine_compares_methods_and_logs(tmp_path, png_333x217, tiny_checkpoint):
     log = tmp_path / "trajectory.csv"
     res = cli("refine", png_333x217, "--checkpoint", tiny_checkpoint, "--method", "ssl",
