@@ -107,6 +107,7 @@ def test_train_resume_validate_update_export(folders, tmp_path):
     assert tensors["g_a.0.weight"].dtype == torch.float16
     assert tensors["gaussian_conditional.scale_table"].dtype == torch.float32
     assert tensors["entropy_bottleneck.quantiles"].dtype == torch.float32
+    assert tensors["gaussian_conditional._quantized_cdf"].numel() == 0  # rebuilt at load
     with safe_open(str(out), framework="pt") as f:
         meta = f.metadata()
     assert meta["lmbda"] == "0.01" and meta["step"] == "5" and meta["note"] == "test"
