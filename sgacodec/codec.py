@@ -71,7 +71,7 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 
 def to_tensor(rgb: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).float().div(255.0)[None]
+    return torch.from_numpy(np.array(rgb, dtype=np.uint8)).permute(2, 0, 1).float().div(255.0)[None]
 
 
 def to_uint8(x: torch.Tensor) -> np.ndarray:
