@@ -162,6 +162,13 @@ def page(profile: str) -> str:
     else:
         w(f"Full protocol: {len(images)} Kodak images at full size, {' and '.join(map(str, iters))} iterations.")
     w("")
+    if any(r.get("provenance") for r in records):
+        w("Note: to save time, some records of the default model (the tau_max and 300-iteration runs) "
+          "were computed from an export of the same training checkpoint before the manifest was "
+          "written; its weights are the shipped ones (identical per-iteration trajectories were "
+          "checked), only its file name made the bitstream header 6 bytes longer, which was "
+          "subtracted. The records say so in their `provenance` field.")
+        w("")
     w("Regenerate everything on this page (resumable; records in `docs/results/`):")
     w("")
     w("```\n" + ("PROFILE=reduced " if reduced else "") + "scripts/make_results.sh\n```")
@@ -173,6 +180,12 @@ def page(profile: str) -> str:
       "range); negative BD-rate means fewer bits at equal PSNR. A curve's rate points are the shipped "
       f"models ({', '.join('lambda ' + format(m['lmbda'], 'g') for m in models)}), each refined at its "
       "own lambda, so every curve has as many points as there are models.")
+    w("")
+
+    w("The same tool evaluates any image set; for example (records make it resumable):")
+    w("")
+    w("```\nsgacodec refine photos/ --quality 1 --quality 2 --quality 3 --method none --method atanh "
+      "--method ssl \\\n    --iterations 500 --classical jpeg,webp,avif --records photos.jsonl --plot figures/\n```")
     w("")
 
     # ---- 1. main
