@@ -93,6 +93,8 @@ def main(argv=None):
     ap.add_argument("--json", type=Path, default=None, help="write all figures here")
     ap.add_argument("--update-manifest", action="store_true",
                     help="write the Kodak figures (and sha256) into sgacodec/weights/manifest.json")
+    ap.add_argument("--quality", type=int, nargs="*", default=None,
+                    help="embedded models: only these qualities are measured (others: manifest figures)")
     ap.add_argument("--compare-fp32", type=Path, default=None, metavar="CKPT",
                     help="export CKPT as fp16 and as fp32 and compare their Kodak figures")
     args = ap.parse_args(argv)
@@ -127,8 +129,19 @@ def main(argv=None):
             manifest = embedded_manifest()
             if not manifest["models"]:
                 raise SystemExit("no embedded models; pass checkpoint files")
-            models = [(m["name"], m["quality"], load_embedded(m["quality"])) for m in manifest["models"]]
+            models = [(m["name"], m["quality"], m) for m in manifest["models"]]
         for name, quality, model in models:
+            if isinstance(model, dict):  # a manifest entry
+                if args.quality is not None and quality not in args.quality:
+                    if not model.get("kodak"):
+                        raise SystemExit(f"{name} has no Kodak figures in the manifest yet")
+                    res = {**model["kodak"], "name": name, "quality": quality, "lmbda": model["lmbda"],
+                           "from_manifest": True}
+                    results.append(res)
+                    print(f"{name}: lambda {res['lmbda']} {res['bpp']:.4f} bpp {res['psnr']:.2f} dB "
+                          "(from the manifest)", flush=True)
+                    continue
+                model = load_embedded(quality)
             res = evaluate(model, images)
             res.update(name=name, quality=quality, lmbda=model.lmbda)
             results.append(res)
@@ -154,6 +167,8 @@ def main(argv=None):
             by_name = {r["name"]: r for r in results}
             for m in manifest["models"]:
                 r = by_name[m["name"]]
+                if r.get("from_manifest"):
+                    continue
                 m["sha256"] = sha256_file(MANIFEST.parent / m["file"]).hex()
                 m["kodak"] = {"bpp": round(r["bpp"], 4), "psnr": round(r["psnr"], 2),
                               "images": r["images"], "refinement": "none",
