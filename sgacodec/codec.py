@@ -102,7 +102,7 @@ def code_latents(model: LoadedModel, y: torch.Tensor, z: torch.Tensor, size) -> 
     lm = _cpu_latent_model(model)
     height, width = size
     y, z = y.detach().float().cpu(), z.detach().float().cpu()
-    with torch.no_grad():
+    with torch.no_grad(), isolate.single_thread():  # as the decoder runs: see isolate.single_thread
         y_strings, z_strings = lm.compress_latents(y, z)
         x_hat = lm.decompress(y_strings, z_strings, z.shape[-2:])
     out = []

@@ -19,6 +19,7 @@ declares a large latent reads past the end of its buffer, which can segfault the
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import signal
@@ -109,11 +110,27 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[n:]
 
 
+@contextlib.contextmanager
+def single_thread():
+    """Run torch on one CPU thread inside the block: the entropy-coding side (h_s, index building,
+    the reference reconstruction) runs like this on the encoder and the decoder alike, so the
+    thread count can never make the two compute different scales."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def call(fn: Callable[[], np.ndarray], timeout: float) -> np.ndarray:
     """``fn()`` (a uint8 array), computed in a forked child where available."""
     if not available():
         try:
-            return np.ascontiguousarray(fn(), dtype=np.uint8)
+            with single_thread():
+                return np.ascontiguousarray(fn(), dtype=np.uint8)
         except (RuntimeError, ValueError, IndexError, OverflowError, MemoryError, TypeError) as exc:
             raise IsolatedError(_first_line(exc)) from None
     read_fd, write_fd = os.pipe()

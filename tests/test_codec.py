@@ -95,3 +95,25 @@ def test_time_budget_stops_early(tiny_model):
     image = make_image(64, 64)
     [report] = encode(tiny_model, [image], RefineConfig(iterations=100000, time_budget=0.5))
     assert 0 < report.iterations < 100000
+
+
+def test_coding_side_runs_single_threaded_whatever_the_caller_set(tiny_model, monkeypatch):
+    """The encoder's reference decode and the decoder use one thread, so they cannot disagree."""
+    seen = []
+    real = LatentModel.compress_latents
+
+    def spy(self, y, z):
+        seen.append(torch.get_num_threads())
+        return real(self, y, z)
+
+    monkeypatch.setattr(LatentModel, "compress_latents", spy)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        [report] = encode(tiny_model, [make_image(64, 64)], RefineConfig(method="none"))
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    assert seen == [1]
+    monkeypatch.setenv("SGACODEC_ISOLATE", "0")  # the in-process decode path
+    assert np.array_equal(decode(report.data, tiny_model)[0], report.recon)
