@@ -219,13 +219,26 @@ def _finish(failures, inputs):
         raise click.exceptions.Exit(1)
 
 
-def _announce_cpu_estimate(console, device, config, n_images):
+def _announce_cpu_estimate(console, device, config, n_images, lm=None, first_input=None, lmbda=None):
+    """Before refining on a CPU: how long it will roughly take (timed on the first image) and how
+    to shorten it."""
     if device.type != "cpu" or config.method == "none" or config.iterations == 0:
         return
-    console.print(f"[yellow]Refining on the CPU: {config.iterations} iterations per image "
-                  f"({n_images} image(s)); the first iterations time it and the progress bar shows "
-                  "the ETA. Shorten with --iterations N or --time-budget SECONDS; a GPU "
-                  "(--device cuda) is far faster.[/yellow]")
+    estimate = ""
+    if lm is not None and lmbda is not None and first_input not in (None, "-"):
+        from .codec import estimate_iteration_seconds
+
+        try:
+            per_iteration = estimate_iteration_seconds(lm, _read_input(first_input), config, lmbda)
+        except Exception:  # noqa: BLE001 - only an estimate; the real run reports real errors
+            per_iteration = None
+        if per_iteration is not None:
+            total = per_iteration * config.iterations * n_images
+            estimate = (f", roughly {total / 60:.0f} min in all" if total >= 90 else
+                        f", roughly {total:.0f} s in all") + f" ({per_iteration:.2f} s per iteration)"
+    console.print(f"Refining on the CPU: {config.iterations} iterations per image, {n_images} "
+                  f"image(s){estimate}. Shorten with --iterations N or --time-budget SECONDS; a GPU "
+                  "(--device cuda) is far faster.", style="yellow", soft_wrap=True, highlight=False)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -268,7 +281,8 @@ def encode(inputs, output, force, as_json, **o):
     except errors as exc:
         raise UserError(str(exc)) from None
     lm = device_model(model, device)
-    _announce_cpu_estimate(console, device, config, len(inputs))
+    _announce_cpu_estimate(console, device, config, len(inputs), lm, inputs[0],
+                           config.lmbda if config.lmbda is not None else model.lmbda)
     failures = []
     # Same-size images are refined together, --batch-size at a time; left at its default on a GPU,
     # batches fill up to AUTO_BATCH_MEGAPIXELS. Inputs are read a window at a time (bounded memory)
@@ -325,7 +339,8 @@ def encode(inputs, output, force, as_json, **o):
                     click.echo(json.dumps(record))
                 console.print(f"{src} -> {dst}: {report.bpp:.4f} bpp, {report.psnr:.2f} dB "
                               f"(base {report.base_bpp:.4f} bpp, {report.base_psnr:.2f} dB), "
-                              f"{report.iterations} it, {report.seconds:.1f} s")
+                              f"{report.iterations} it, {report.seconds:.1f} s",
+                              soft_wrap=True, highlight=False)
     _finish(failures, inputs)
 
 
@@ -725,6 +740,12 @@ def run(argv=None):
         except OSError:
             pass
         click.echo("sgacodec: error: output pipe closed", err=True)
+        sys.exit(1)
+    except ModuleNotFoundError as exc:
+        if os.environ.get("SGACODEC_DEBUG"):
+            raise
+        click.echo(f"sgacodec: error: {exc} in this Python ({sys.executable}); run ./scripts/setup "
+                   "and use .venv/bin/sgacodec, or pip install sgacodec", err=True)
         sys.exit(1)
     except Exception as exc:  # last resort: never a traceback for the user
         if os.environ.get("SGACODEC_DEBUG"):
