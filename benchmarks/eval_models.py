@@ -84,6 +84,18 @@ def bd_rate(points: list[tuple[float, float]], anchor=None, method: str = "akima
     return float(value), overlap
 
 
+def bd_psnr(points: list[tuple[float, float]], method: str = "akima") -> float:
+    """BD-PSNR (dB at equal rate) of points against the published curve."""
+    import bjontegaard as bd
+
+    ra, da = zip(*[PUBLISHED[q][1:] for q in sorted(PUBLISHED)])
+    rt, dt = zip(*sorted(points))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return float(bd.bd_psnr(list(ra), list(da), list(rt), list(dt), method=method,
+                                require_matching_points=False, min_overlap=0))
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("checkpoints", nargs="*", help="model files; default: the embedded models")
@@ -162,6 +174,7 @@ def main(argv=None):
                 value, overlap = bd_rate(points, method=method)
                 print(f"BD-rate vs published mbt2018-mean ({method}): {value:+.1f}% "
                       f"(PSNR overlap {overlap:.0f}% of our range)")
+                print(f"BD-PSNR vs published mbt2018-mean ({method}): {bd_psnr(points, method):+.2f} dB")
         if args.update_manifest and not args.checkpoints:
             manifest = json.loads(MANIFEST.read_text())
             by_name = {r["name"]: r for r in results}
@@ -176,8 +189,9 @@ def main(argv=None):
             if len(results) >= 2:
                 value, overlap = bd_rate([(r["bpp"], r["psnr"]) for r in results])
                 manifest["kodak_bd_rate_vs_published_mbt2018_mean"] = {
-                    "percent": round(value, 1), "method": "akima (bjontegaard package)",
-                    "psnr_overlap_percent": round(overlap)}
+                    "percent": None if np.isnan(value) else round(value, 1),
+                    "method": "akima (bjontegaard package)", "psnr_overlap_percent": round(overlap),
+                    "bd_psnr_db": round(bd_psnr([(r["bpp"], r["psnr"]) for r in results]), 2)}
             MANIFEST.write_text(json.dumps(manifest, indent=2) + "\n")
             print(f"updated {MANIFEST}")
     if args.json:
