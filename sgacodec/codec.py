@@ -97,19 +97,21 @@ def code_latents(model: LoadedModel, y: torch.Tensor, z: torch.Tensor, size) -> 
     """Entropy-code latents on the CPU in float32; returns (file bytes, decoded pixels) per image.
 
     The pixels come from the stock decoder run on the very strings written, so they are exactly
-    what ``decode`` will produce.
+    what ``decode`` will produce. Each image is coded and decoded on its own, on one thread, as the
+    decoder runs: a convolution over a batch of two can round differently from one over a single
+    image, which would desynchronise h_s's scales or change the reconstruction.
     """
     lm = _cpu_latent_model(model)
     height, width = size
     y, z = y.detach().float().cpu(), z.detach().float().cpu()
-    with torch.no_grad(), isolate.single_thread():  # as the decoder runs: see isolate.single_thread
-        y_strings, z_strings = lm.compress_latents(y, z)
-        x_hat = lm.decompress(y_strings, z_strings, z.shape[-2:])
     out = []
     for i in range(y.size(0)):
-        rgb = to_uint8(x_hat[i, :, :height, :width])
+        with torch.no_grad(), isolate.single_thread():  # see isolate.single_thread
+            y_strings, z_strings = lm.compress_latents(y[i : i + 1], z[i : i + 1])
+            x_hat = lm.decompress(y_strings, z_strings, z.shape[-2:])
+        rgb = to_uint8(x_hat[0, :, :height, :width])
         bs = bitstream.Bitstream(model.identity, height, width, tuple(z.shape[-2:]),
-                                 tuple(y.shape[-2:]), recon_hash(rgb), z_strings[i], y_strings[i])
+                                 tuple(y.shape[-2:]), recon_hash(rgb), z_strings[0], y_strings[0])
         out.append((bitstream.pack(bs), rgb))
     return out
 

@@ -82,3 +82,27 @@ def png_333x217(tmp_path):
     path = tmp_path / "img.png"
     Image.fromarray(make_image(217, 333, seed=7)).save(path)
     return path
+
+
+@pytest.fixture(autouse=True)
+def every_encode_round_trips(monkeypatch, request):
+    """Every file any test encodes is decoded (stock decoder, hash check) and compared with the
+    pixels the encoder reported: the suite-wide form of 'every file sgacodec writes decodes'."""
+    if "no_round_trip_check" in request.keywords:
+        yield
+        return
+    from sgacodec import codec
+
+    real = codec.code_latents
+    checked = []
+
+    def checking(model, y, z, size):
+        coded = real(model, y, z, size)
+        for data, rgb in coded:
+            decoded, _ = codec.decode(data, model)
+            assert np.array_equal(decoded, rgb), "an encoded file does not decode to the reported pixels"
+            checked.append(len(data))
+        return coded
+
+    monkeypatch.setattr(codec, "code_latents", checking)
+    yield checked

@@ -81,6 +81,15 @@ def test_batched_refinement_equals_one_at_a_time(tiny_model):
     alone = [encode(tiny_model, [im], config)[0] for im in images]
     for a, b in zip(together, alone):
         assert a.loss == pytest.approx(b.loss, rel=1e-3)
+        # regression: files from a batch decode alone to the reported pixels (they once did not:
+        # h_s and g_s over a batch of two round differently from a batch of one)
+        assert np.array_equal(decode(a.data, tiny_model)[0], a.recon)
+
+
+def test_the_suite_wide_round_trip_check_is_active(every_encode_round_trips, tiny_model):
+    encode(tiny_model, [make_image(64, 64, seed=s) for s in (1, 2)], RefineConfig(method="ste", iterations=2),
+           batch_size=2)
+    assert len(every_encode_round_trips) == 4  # refined and base file of each image, all decoded
 
 
 def test_other_lambda_moves_along_the_rd_curve(tiny_model):
