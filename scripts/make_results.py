@@ -23,6 +23,7 @@ DOC = ROOT / "docs" / "results.md"
 FIG = ROOT / "docs" / "figures"
 DATA = ROOT / "docs" / "results"
 CLASSICAL = set(ev.CLASSICAL_CODECS)
+ev.STYLE["sweep"] = ("tab:orange", "D")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -111,10 +112,14 @@ def md_table(header, rows) -> str:
     return "\n".join(out)
 
 
-def cmd(profile, stage) -> str:
-    p = DATA / f"{profile}.stage{stage}.cmd"
-    text = p.read_text().strip() if p.exists() else "(not run yet)"
-    return f"```\n{text}\n```"
+def cmd(profile, *stages) -> str:
+    """The commands of these stages (the first one made this section; the others add rows)."""
+    out = []
+    for stage in stages:
+        p = DATA / f"{profile}.stage{stage}.cmd"
+        if p.exists():
+            out.append(p.read_text().strip())
+    return "```\n" + ("\n".join(out) or "(not run yet)") + "\n```"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -162,6 +167,18 @@ def page(profile: str) -> str:
     else:
         w(f"Full protocol: {len(images)} Kodak images at full size, {' and '.join(map(str, iters))} iterations.")
     w("")
+    if reduced:
+        w("What these numbers are not:")
+        w("")
+        w("- Not Kodak as the paper uses it: small center crops have a larger share of side "
+          "information and header bytes, and 3 images make every mean noisy.")
+        w("- Not the paper's base models: the interim models were trained for minutes on a CPU; "
+          "WebP and AVIF beat them at these rates. Gains are relative to these base models.")
+        w("- Not 500 / 2000 iterations: methods converge at different speeds (atanh at tau_max = 1 "
+          "barely moves in 100 steps), so rankings at 100 / 300 steps need not hold later.")
+        w("- Curves have one point per shipped model (3), which Akima interpolation accepts but "
+          "which makes BD values sensitive to each point.")
+        w("")
     if any(r.get("provenance") for r in records):
         w("Note: to save time, some records of the default model (the tau_max and 300-iteration runs) "
           "were computed from an export of the same training checkpoint before the manifest was "
@@ -203,7 +220,7 @@ def page(profile: str) -> str:
     curves = ev.curves_from_rows(rows)
     w("## 1. Refinement against the base model, and classical codecs")
     w("")
-    w(cmd(profile, 1))
+    w(cmd(profile, 1, 5))
     w("")
     if rows:
         ev.plot_rd(rows, FIG / "rd.png", title=("REDUCED: " if reduced else "") + "Kodak, real bytes")
@@ -221,7 +238,10 @@ def page(profile: str) -> str:
         w(md_table(["curve", "points", "mean bpp per point", "mean PSNR per point", "BD-rate vs none",
                     "BD-PSNR vs none (dB)", "s / image"], ptab))
         w("")
-        w(f"Images: {len(keep)}. Time is wall-clock per image and setting on the machine that ran it.")
+        w(f"Images: {len(keep)}. Time is wall-clock per image and setting on the machine that ran it"
+          + (" (a shared 2-core CPU, one thread)." if reduced else ".")
+          + " A '-' BD-rate means the two curves share no PSNR range (BD-rate averages over the "
+          "common PSNR range, BD-PSNR over the common log-rate range).")
         w("")
         pairs = [(f"ssl {i}it", f"atanh {i}it") for i in iters if f"ssl {i}it" in curves]
         bd_rows = ev.bd_table(curves, pairs=pairs)
@@ -258,7 +278,7 @@ def page(profile: str) -> str:
     header = ["setting", "bpp", "PSNR", "MS-SSIM", "true R-D loss", "loss vs none", "s / image"]
     w("## 2. All rounding methods")
     w("")
-    w(cmd(profile, 2))
+    w(cmd(profile, 2, 1, 5))
     w("")
     if not reduced:
         w("BD-rates of these methods over all models are in the table of section 1's style below.")
@@ -310,7 +330,7 @@ def page(profile: str) -> str:
     # ---- 4. semi-multi-rate
     w("## 4. Semi-multi-rate: one model at other lambdas")
     w("")
-    w(cmd(profile, 4))
+    w(cmd(profile, 4, 1))
     w("")
     semi_it = max(iters) if not reduced else (min(iters) if iters else 0)
     semi = [r for r in learned if at_default(r, default_sha) and r["label"] == "ssl"
@@ -320,7 +340,7 @@ def page(profile: str) -> str:
         imgs = common_images(semi + base, [semi, base])
         srows = rows_for([r for r in semi if r["image"] in imgs])
         for r in srows:
-            r["curve"] = f"ssl {semi_it}it, {default_name} only, lambda sweep"
+            r["curve"] = f"sweep of lambda, {default_name} only (ssl {semi_it}it)"
         brows = rows_for([r for r in base if r["image"] in imgs])
         for r in brows:
             r["curve"] = r["curve"] + " (all models)"

@@ -60,9 +60,9 @@ if [ -z "${PAGE_ONLY:-}" ]; then
       4)  # semi-multi-rate: the default model at other inference lambdas
         if [ "$PROFILE" = full ]; then IT=$LONG; else IT=$SHORT; fi
         run "${IMAGES[@]}" "${CROP[@]}" "${DEFAULT[@]}" --method ssl --iterations $IT "${SEMI[@]}" ;;
-      5)  # longer refinement (reduced profile: the default model only)
+      5)  # longer refinement (the reduced profile: 300 iterations; the full one has 2000 in stage 1)
         if [ "$PROFILE" != full ]; then
-          run "${IMAGES[@]}" "${CROP[@]}" "${DEFAULT[@]}" --method none --method atanh --method ssl \
+          run "${IMAGES[@]}" "${CROP[@]}" "${MODELS[@]}" --method none --method atanh --method ssl \
             --iterations $LONG
         fi ;;
     esac
