@@ -55,7 +55,8 @@ def model_table() -> list[dict]:
         sys.exit("no embedded models in sgacodec/weights; set CHECKPOINTS")
     default = manifest.get("default_quality", models[len(models) // 2]["quality"])
     return [{"option": ["--quality", str(m["quality"])], "lmbda": float(m["lmbda"]),
-             "default": m["quality"] == default, "quality": m["quality"], "name": m.get("name")}
+             "default": m["quality"] == default, "quality": m["quality"], "name": m.get("name"),
+             "sha": m["sha256"][:16]}
             for m in models]
 
 
@@ -129,6 +130,12 @@ def cmd(profile, *stages) -> str:
 def page(profile: str) -> str:
     records = ev.load_records(DATA / f"{profile}.jsonl")
     models = model_table()
+    shipped = {m["sha"] for m in models if m.get("sha")}
+    if shipped:  # records of models since retrained stay in the file but not on the page
+        stale = {r["model_sha"] for r in records if r["model_sha"] and r["model_sha"] not in shipped}
+        records = [r for r in records if (r["model_sha"] or r.get("anchor_model")) in shipped]
+    else:
+        stale = set()
     reduced = profile != "full"
     FIG.mkdir(parents=True, exist_ok=True)
     names = {}  # one display name per model: the embedded name where some record has it
@@ -178,6 +185,10 @@ def page(profile: str) -> str:
           "barely moves in 100 steps), so rankings at 100 / 300 steps need not hold later.")
         w("- Curves have one point per shipped model (3), which Akima interpolation accepts but "
           "which makes BD values sensitive to each point.")
+        w("")
+    if stale:
+        w(f"Records of {len(stale)} model version(s) no longer shipped (retrained since) are kept in "
+          "the records file but left out of this page.")
         w("")
     if any(r.get("provenance") for r in records):
         w("Note: to save time, some records of the default model (the tau_max and 300-iteration runs) "
