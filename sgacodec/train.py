@@ -39,6 +39,7 @@ class TrainConfig:
     val_every: int = 1000
     save_every: float = 300.0  # seconds between intermediate checkpoints
     quantile_steps: int = 3000  # aux-only steps fitting the quantiles before update()
+    report_every: int = 10  # steps between host read-backs of the loss (progress, finiteness check)
     amp: str = "off"  # "bf16": autocast the four transforms only (entropy models stay float32)
 
 
@@ -58,8 +59,8 @@ def load_pool(folder, min_side: int = 0) -> list[np.ndarray]:
     return [im for im in pool if min(im.shape[:2]) >= min_side]
 
 
-def random_crops(pool: list[np.ndarray], batch: int, crop: int, rng: np.random.Generator) -> torch.Tensor:
-    """A batch [B, 3, crop, crop] in [0, 1] of random crops with random horizontal/vertical flips."""
+def random_crops_uint8(pool: list[np.ndarray], batch: int, crop: int, rng: np.random.Generator) -> torch.Tensor:
+    """A uint8 batch [B, 3, crop, crop] of random crops with random horizontal/vertical flips."""
     out = np.empty((batch, crop, crop, 3), dtype=np.uint8)
     for i in range(batch):
         im = pool[rng.integers(len(pool))]
@@ -71,7 +72,12 @@ def random_crops(pool: list[np.ndarray], batch: int, crop: int, rng: np.random.G
         if rng.random() < 0.5:
             patch = patch[::-1]
         out[i] = patch
-    return torch.from_numpy(out).permute(0, 3, 1, 2).float().div_(255.0)
+    return torch.from_numpy(out).permute(0, 3, 1, 2)
+
+
+def random_crops(pool: list[np.ndarray], batch: int, crop: int, rng: np.random.Generator) -> torch.Tensor:
+    """``random_crops_uint8`` scaled to float32 in [0, 1]."""
+    return random_crops_uint8(pool, batch, crop, rng).float().div_(255.0)
 
 
 def build(config: TrainConfig):
@@ -199,6 +205,8 @@ def train(
     device = torch.device(device)
     torch.manual_seed(config.seed)
     net = build(config).to(device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed crop size: pick the fastest conv algorithms once
     opt, aux_opt = optimisers(net, config)
     step = 0
     checkpoint = Path(checkpoint)
@@ -228,13 +236,16 @@ def train(
             break
         for group in opt.param_groups:
             group["lr"] = learning_rate(step, config)
-        x = random_crops(pool, config.batch_size, config.crop, rng).to(device, non_blocking=True)
+        # crops travel as uint8 (a quarter of the bytes) and become float on the device
+        x = random_crops_uint8(pool, config.batch_size, config.crop, rng).to(device).float().div_(255.0)
         opt.zero_grad(set_to_none=True)
         aux_opt.zero_grad(set_to_none=True)
         out = forward(net, x, config.amp)
         losses = criterion(out, x)
-        if not math.isfinite(float(losses["loss"].detach())):
-            # stop before the update: the checkpoint on disk is the last good state
+        # The loss is read back to the host only every report_every steps, so the GPU is not
+        # stalled each step; a non-finite loss stops training before the next checkpoint is saved.
+        report = (step + 1) % config.report_every == 0 or step + 1 == config.steps
+        if report and not math.isfinite(float(losses["loss"].detach())):
             raise FloatingPointError(f"loss is not finite at step {step}; lower --lr and resume "
                                      "from the last checkpoint")
         losses["loss"].backward()
@@ -244,7 +255,7 @@ def train(
         aux_loss.backward()
         aux_opt.step()
         step += 1
-        if on_progress is not None:
+        if on_progress is not None and report:
             mse = float(losses["mse_loss"].detach())
             on_progress(step, {"loss": float(losses["loss"].detach()),
                                "bpp": float(losses["bpp_loss"].detach()),
@@ -253,9 +264,12 @@ def train(
             last_val = validate(net, val, config.lmbda, device)
             log(f"step {step}: val bpp {last_val['bpp']:.4f} psnr {last_val['psnr']:.2f} "
                 f"loss {last_val['loss']:.4f}")
-        if step < config.steps and time.monotonic() - last_save > config.save_every:
+        if report and step < config.steps and time.monotonic() - last_save > config.save_every:
             save_checkpoint(checkpoint, net, opt, aux_opt, step, config, {"done": False})
             last_save = time.monotonic()
+    if not all(bool(torch.isfinite(p).all()) for p in net.parameters()):
+        raise FloatingPointError(f"weights are not finite at step {step}; lower --lr and resume "
+                                 "from the last checkpoint")
     done = step >= config.steps
     extra = {"done": done}
     if done:

@@ -70,7 +70,7 @@ def test_train_resume_validate_update_export(folders, tmp_path):
     progress = []
     # a first chunk that stops at its time limit (0 s: exactly one step is never guaranteed, so
     # run a short config to completion on one call and a longer one resumed on a second)
-    first = train(TrainConfig(steps=3, **TINY), data, ckpt, val, time_limit=None,
+    first = train(TrainConfig(steps=3, report_every=1, **TINY), data, ckpt, val, time_limit=None,
                   on_progress=lambda s, st: progress.append((s, st)), log=logs.append)
     assert first["step"] == 3 and first["done"]
     assert first["val"] is not None and np.isfinite(first["val"]["psnr"]) and first["val"]["bpp"] > 0
@@ -84,7 +84,7 @@ def test_train_resume_validate_update_export(folders, tmp_path):
 
     # resume with more steps: continues from the saved step, not from zero
     progress.clear()
-    second = train(TrainConfig(steps=5, **TINY), data, ckpt, val, log=logs.append,
+    second = train(TrainConfig(steps=5, report_every=1, **TINY), data, ckpt, val, log=logs.append,
                    on_progress=lambda s, st: progress.append((s, st)))
     assert [s for s, _ in progress] == [4, 5]
     assert any("resumed" in line and "step 3" in line for line in logs)
