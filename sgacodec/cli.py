@@ -82,8 +82,8 @@ def refine_options(f, multiple_methods=False):
                      help="Evaluate the true (hard) loss and keep the best every k steps."),
         click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."),
         click.option("--batch-size", type=click.IntRange(min=1), default=1, show_default=True,
-                     help="Same-size images refined together (encode on a GPU, when not given: "
-                          "as many as fit in 12 megapixels)."),
+                     help="Same-size images refined together (on a GPU, when not given: as many "
+                          "as fit in 12 megapixels, halved while the GPU runs out of memory)."),
     ]):
         f = option(f)
     return f
@@ -285,8 +285,8 @@ def encode(inputs, output, force, as_json, **o):
                            config.lmbda if config.lmbda is not None else model.lmbda)
     failures = []
     # Same-size images are refined together, --batch-size at a time; left at its default on a GPU,
-    # batches fill up to AUTO_BATCH_MEGAPIXELS. Inputs are read a window at a time (bounded memory)
-    # and each file is written, reported and recorded in input order.
+    # batches fill up to codec.AUTO_BATCH_MEGAPIXELS. Inputs are read a window at a time (bounded
+    # memory) and each file is written, reported and recorded in input order.
     auto = click.get_current_context().get_parameter_source("batch_size") == \
         click.core.ParameterSource.DEFAULT and device.type == "cuda"
     window = AUTO_BATCH_WINDOW if auto else max(1, o["batch_size"]) * 4
@@ -362,35 +362,24 @@ def _encode_on_cpu(console, exc, what, encode_on_cpu):
     return encode_on_cpu()
 
 
-AUTO_BATCH_MEGAPIXELS = 12.0  # GPU default: about 30 Kodak images per batch (docs/performance.md)
 AUTO_BATCH_WINDOW = 64  # inputs read ahead to find same-size images
 
 
 def _encode_splitting(encode_part, group: list[int]) -> list:
     """encode_part(group), halving the batch while the device runs out of memory."""
-    import torch
+    from .codec import halving_on_oom
 
-    try:
-        return encode_part(group)
-    except torch.cuda.OutOfMemoryError:
-        if len(group) == 1:
-            raise
-        torch.cuda.empty_cache()
-        half = len(group) // 2
-        return _encode_splitting(encode_part, group[:half]) + _encode_splitting(encode_part, group[half:])
+    return halving_on_oom(encode_part, group)
 
 
 def _encode_batches(images: dict, batch_size: int, auto: bool) -> list[list[int]]:
     """Input indices grouped by image size in input order: batch_size per group, or (auto) as many
-    as fit in AUTO_BATCH_MEGAPIXELS."""
-    groups: dict[tuple, list[int]] = {}
-    for i, img in images.items():
-        groups.setdefault(img.shape[:2], []).append(i)
-    out = []
-    for (h, w), idx in groups.items():
-        n = max(1, int(AUTO_BATCH_MEGAPIXELS * 1e6 // (h * w))) if auto else max(1, batch_size)
-        out += [idx[k : k + n] for k in range(0, len(idx), n)]
-    return sorted(out)
+    as fit in codec.AUTO_BATCH_MEGAPIXELS."""
+    from .codec import batches_by_size
+
+    keys = list(images)
+    groups = batches_by_size(list(images.values()), None if auto else max(1, batch_size))
+    return sorted([keys[j] for j in g] for g in groups)
 
 
 @main.command()
@@ -504,6 +493,9 @@ def refine(inputs, as_json, log_file, output_dir, force, lmbda_scales, records_f
         _announce_cpu_estimate(console, device, ev.refine_config(refined[0], base),
                                len(paths) * len(refined) * len(models))
     grid = len(settings) > len({s.label for s in settings})
+    auto = click.get_current_context().get_parameter_source("batch_size") == \
+        click.core.ParameterSource.DEFAULT
+    batch_size = None if auto else o["batch_size"]  # None: evaluate() picks (1 on a CPU)
     progress = _progress(console)
 
     @contextlib.contextmanager
@@ -533,7 +525,8 @@ def refine(inputs, as_json, log_file, output_dir, force, lmbda_scales, records_f
         with progress:
             for model in models:
                 part = ev.evaluate(model, paths, settings, base, device, records_file, crop, codecs,
-                                   on_task=on_task, on_record=on_record, errors=errors)
+                                   on_task=on_task, on_record=on_record, errors=errors,
+                                   batch_size=batch_size)
                 result.records += part.records
                 result.computed += part.computed
                 result.resumed += part.resumed

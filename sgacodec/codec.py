@@ -13,7 +13,10 @@ decoder will, so a file encoded on a GPU decodes to the same pixels on a CPU.
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -99,21 +102,41 @@ def code_latents(model: LoadedModel, y: torch.Tensor, z: torch.Tensor, size) -> 
     The pixels come from the stock decoder run on the very strings written, so they are exactly
     what ``decode`` will produce. Each image is coded and decoded on its own, on one thread, as the
     decoder runs: a convolution over a batch of two can round differently from one over a single
-    image, which would desynchronise h_s's scales or change the reconstruction.
+    image, which would desynchronise h_s's scales or change the reconstruction. Several images are
+    coded in parallel, one per worker thread (torch releases the GIL): torch's intra-op thread
+    count is process-wide, so it is set to one once around the whole pool (see
+    isolate.single_thread), not per image, where the workers' restores would race.
     """
     lm = _cpu_latent_model(model)
     height, width = size
     y, z = y.detach().float().cpu(), z.detach().float().cpu()
-    out = []
-    for i in range(y.size(0)):
-        with torch.no_grad(), isolate.single_thread():  # see isolate.single_thread
+
+    def code(i):
+        with torch.no_grad():  # grad mode is per thread
             y_strings, z_strings = lm.compress_latents(y[i : i + 1], z[i : i + 1])
             x_hat = lm.decompress(y_strings, z_strings, z.shape[-2:])
         rgb = to_uint8(x_hat[0, :, :height, :width])
         bs = bitstream.Bitstream(model.identity, height, width, tuple(z.shape[-2:]),
                                  tuple(y.shape[-2:]), recon_hash(rgb), z_strings[0], y_strings[0])
-        out.append((bitstream.pack(bs), rgb))
-    return out
+        return bitstream.pack(bs), rgb
+
+    with isolate.single_thread():
+        if y.size(0) == 1 or CODING_THREADS == 1:
+            return [code(i) for i in range(y.size(0))]
+        return list(_coding_pool().map(code, range(y.size(0))))
+
+
+CODING_THREADS = min(os.cpu_count() or 1, 16)  # images code_latents codes in parallel
+
+
+@functools.cache
+def _coding_pool() -> ThreadPoolExecutor:
+    """code_latents' worker threads, kept for the process's life: a thread that exits frees MKL's
+    per-thread buffers under a lock, and a fork meanwhile (isolate.call decodes in a forked child)
+    leaves the child spinning on that lock. Workers start inside isolate.single_thread, and a
+    thread takes torch's process-wide thread count at its first torch call (the initializer), so
+    each worker computes on one thread, like the decoder."""
+    return ThreadPoolExecutor(CODING_THREADS, "sgacodec-coding", initializer=torch.get_num_threads)
 
 
 def encode(
@@ -168,12 +191,33 @@ def device_model(model: LoadedModel, device: torch.device) -> LatentModel:
     return LatentModel(net)
 
 
-def batches_by_size(images: list[np.ndarray], batch_size: int) -> list[list[int]]:
-    """Indices grouped by image size, in input order, at most ``batch_size`` per group."""
+AUTO_BATCH_MEGAPIXELS = 12.0  # GPU default: about 30 Kodak images per batch (docs/performance.md)
+
+
+def batches_by_size(images: list[np.ndarray], batch_size: int | None) -> list[list[int]]:
+    """Indices grouped by image size, in input order, at most ``batch_size`` per group (None: as
+    many as fit in AUTO_BATCH_MEGAPIXELS, the default on a GPU)."""
     groups: dict[tuple, list[int]] = {}
     for i, img in enumerate(images):
         groups.setdefault(img.shape[:2], []).append(i)
-    return [g[k : k + batch_size] for g in groups.values() for k in range(0, len(g), batch_size)]
+    out = []
+    for (h, w), g in groups.items():
+        n = batch_size or max(1, int(AUTO_BATCH_MEGAPIXELS * 1e6 // (h * w)))
+        out += [g[k : k + n] for k in range(0, len(g), n)]
+    return out
+
+
+def halving_on_oom(run: Callable[[list], list], items: list) -> list:
+    """``run(items)`` (a list per item), halving the batch while the device runs out of memory."""
+    try:
+        return run(items)
+    except torch.cuda.OutOfMemoryError:
+        if len(items) == 1:
+            raise
+    # out of the except block: the failed attempt's tensors are released before the retry
+    torch.cuda.empty_cache()
+    half = len(items) // 2
+    return halving_on_oom(run, items[:half]) + halving_on_oom(run, items[half:])
 
 
 def decode(data: bytes, model: LoadedModel | None = None, checkpoint=None,

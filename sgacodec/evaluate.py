@@ -354,27 +354,38 @@ def model_label(model) -> str:
     return f"{ident.kind} {ident.name}{q}"
 
 
+EVAL_WINDOW = 256  # inputs held in memory at a time; same-size images among them refine together
+
+
 def evaluate(model, inputs: list[str], settings: list[Setting], base_config: dict | None = None,
              device="cpu", records_path=None, crop: int | None = None, classical: Iterable[str] = (),
              classical_anchor: str | None = None, read: Callable | None = None,
              on_task: Callable | None = None, on_record: Callable | None = None,
-             errors: tuple = (OSError, ValueError)) -> EvalResult:
+             errors: tuple = (OSError, ValueError), batch_size: int | None = None) -> EvalResult:
     """Run every (image, setting) not yet in ``records_path``; returns this grid's records.
 
+    Setting by setting, the images without a record yet are refined together, same-size images
+    ``batch_size`` at a time (None: one on a CPU; on CUDA as many as fit in
+    codec.AUTO_BATCH_MEGAPIXELS); a batch that runs out of GPU memory is halved, and a time budget
+    applies to a batch. Each batch's records are written as soon as it finishes. Inputs are read
+    EVAL_WINDOW at a time.
     ``on_task(description, total)`` returns a context manager yielding an ``on_step(i)`` callback
-    (progress bars); ``on_record(record, report)`` sees each record (``report`` is the
-    EncodeReport, or None for a resumed or classical record). Classical codecs run per image at
-    the bit rates of the ``classical_anchor`` label's records of that image (default: 'none' if in
-    the grid, else the first label).
+    (progress bars; one task per batch); ``on_record(record, report)`` sees each record
+    (``report`` is the EncodeReport, or None for a resumed or classical record). Classical codecs
+    run per image, after the learned records of its window, at the bit rates of the
+    ``classical_anchor`` label's records of that image (default: 'none' if in the grid, else the
+    first label).
     """
     import contextlib
 
     from . import metrics
-    from .codec import device_model, encode as encode_images
+    from .codec import batches_by_size, device_model, encode as encode_images, halving_on_oom
 
     read = read or _read
     classical = list(classical)
     device = _device(device)
+    if batch_size is None and device.type != "cuda":
+        batch_size = 1
     base_config = dict(base_config or {})
     sha = model.identity.weights_sha.hex()
     done = {r["key"]: r for r in load_records(records_path)} if records_path else {}
@@ -384,81 +395,103 @@ def evaluate(model, inputs: list[str], settings: list[Setting], base_config: dic
     result = EvalResult()
     lm = None
     on_task = on_task or (lambda desc, total: contextlib.nullcontext(None))
+    images: dict = {}  # src -> cropped pixels (None: unreadable), for the current window
+    learned: dict = {src: [] for src in inputs}  # its learned records, done now or resumed
+
+    def image(src):
+        if src not in images:
+            try:
+                images[src] = center_crop(read(src), crop)
+            except errors as exc:
+                images[src] = None
+                result.failures.append(str(exc) if str(src) in str(exc) else f"{src}: {exc}")
+        return images[src]
+
+    def refine_batch(s, lmbda, config, part):
+        """Refine ``part``, (src, key) of same-size images, as one batch; write and report the records."""
+        more = f" (+{len(part) - 1} more)" if len(part) > 1 else ""
+        with on_task(f"{s.tag()} {part[0][0]}{more}", max(s.iterations, 1)) as on_step:
+            reports = encode_images(model, [images[src] for src, _ in part], config.with_(lmbda=lmbda),
+                                    device, batch_size=len(part), refine_model=lm, on_step=on_step,
+                                    keep_history=True)
+        recs = []
+        for (src, key), report in zip(part, reports):
+            rec = {"key": key, "image": src, "crop": crop or 0, "model": model_label(model),
+                   "model_sha": sha, "label": s.label, "tag": s.tag(), "tau_max": s.tau_max,
+                   "lmbda_scale": None if s.lmbda is not None else s.lmbda_scale,
+                   **report.record(), "ms_ssim": metrics.ms_ssim(images[src], report.recon),
+                   "history": compact_history(report.history) if s.label != "none" else None}
+            rec.update(method=s.label, iterations=s.iterations, steps_run=report.iterations)
+            if writer:
+                writer.write(rec)
+            recs.append(rec)
+        for (src, _), rec, report in zip(part, recs, reports):
+            result.computed += 1
+            learned[src].append(rec)
+            result.records.append(rec)
+            if on_record:
+                on_record(rec, report)
+        return reports
+
     try:
-        for src in inputs:
-            planned = []
+        for begin in range(0, len(inputs), EVAL_WINDOW):
+            window = inputs[begin : begin + EVAL_WINDOW]
+            images.clear()
             for s in settings:
                 lmbda = s.resolved_lmbda(model.lmbda)
                 config = refine_config(s, base_config)
-                planned.append((s, lmbda, config, record_key(src, crop, sha, s, lmbda, config)))
-            image, failed = None, False
-            image_records = []
-            for s, lmbda, config, key in planned:
-                if key in done:
-                    rec = done[key]
-                    result.resumed += 1
-                    image_records.append(rec)
+                todo = []  # (src, key) of the readable images without this setting's record
+                for src in window:
+                    key = record_key(src, crop, sha, s, lmbda, config)
+                    if key in done:
+                        learned[src].append(done[key])
+                        result.resumed += 1
+                        result.records.append(done[key])
+                        if on_record:
+                            on_record(done[key], None)
+                    elif image(src) is not None:
+                        todo.append((src, key))
+                for batch in batches_by_size([images[src] for src, _ in todo], batch_size):
+                    if lm is None:
+                        lm = device_model(model, device)
+                    halving_on_oom(lambda part: refine_batch(s, lmbda, config, part),
+                                   [todo[i] for i in batch])
+            for src in window:
+                if src in images and images[src] is None:
+                    continue  # unreadable, reported once
+                for codec, point, target, key in _classical_plan(src, crop, classical, learned[src],
+                                                                 anchor, sha):
+                    if key in done:
+                        rec = done[key]
+                        result.resumed += 1
+                    else:
+                        rgb = image(src)
+                        if rgb is None:
+                            break
+                        rec = _classical_record(key, src, crop, rgb, codec, point, target, sha)
+                        if writer:
+                            writer.write(rec)
+                        result.computed += 1
                     result.records.append(rec)
                     if on_record:
                         on_record(rec, None)
-                    continue
-                if image is None:
-                    try:
-                        image = center_crop(read(src), crop)
-                    except errors as exc:
-                        result.failures.append(str(exc) if str(src) in str(exc) else f"{src}: {exc}")
-                        failed = True
-                        break
-                if lm is None:
-                    lm = device_model(model, device)
-                with on_task(f"{s.tag()} {src}", max(s.iterations, 1)) as on_step:
-                    [report] = encode_images(model, [image], config.with_(lmbda=lmbda), device,
-                                             refine_model=lm, on_step=on_step, keep_history=True)
-                rec = {"key": key, "image": src, "crop": crop or 0, "model": model_label(model),
-                       "model_sha": sha, "label": s.label, "tag": s.tag(), "tau_max": s.tau_max,
-                       "lmbda_scale": None if s.lmbda is not None else s.lmbda_scale,
-                       **report.record(), "ms_ssim": metrics.ms_ssim(image, report.recon),
-                       "history": compact_history(report.history) if s.label != "none" else None}
-                rec.update(method=s.label, iterations=s.iterations, steps_run=report.iterations)
-                if writer:
-                    writer.write(rec)
-                result.computed += 1
-                image_records.append(rec)
-                result.records.append(rec)
-                if on_record:
-                    on_record(rec, report)
-            if failed:
-                continue
-            for codec, point, target, key in _classical_plan(src, crop, classical, image_records, anchor, sha):
-                if key in done:
-                    rec = done[key]
-                    result.resumed += 1
-                else:
-                    if image is None:
-                        try:
-                            image = center_crop(read(src), crop)
-                        except errors as exc:
-                            result.failures.append(str(exc) if str(src) in str(exc) else f"{src}: {exc}")
-                            break
-                    t0 = time.perf_counter()
-                    measured = classical_at_rate(image, codec, target)
-                    h, w = image.shape[:2]
-                    rec = {"key": key, "image": src, "crop": crop or 0, "model": codec, "model_sha": "",
-                           "label": codec, "method": codec, "tag": f"{codec}-p{point}", "point": point,
-                           "anchor_model": sha,
-                           "target_bpp": target, "height": h, "width": w, "lmbda": None,
-                           "lmbda_scale": None, "tau_max": None, "iterations": 0,
-                           "seconds": time.perf_counter() - t0, "history": None, **measured}
-                    if writer:
-                        writer.write(rec)
-                    result.computed += 1
-                result.records.append(rec)
-                if on_record:
-                    on_record(rec, None)
     finally:
         if writer:
             writer.close()
     return result
+
+
+def _classical_record(key, src, crop, rgb, codec, point, target, model_sha) -> dict:
+    """The record of one classical coding of ``rgb`` at the ``target`` bit rate."""
+    t0 = time.perf_counter()
+    measured = classical_at_rate(rgb, codec, target)
+    h, w = rgb.shape[:2]
+    return {"key": key, "image": src, "crop": crop or 0, "model": codec, "model_sha": "",
+            "label": codec, "method": codec, "tag": f"{codec}-p{point}", "point": point,
+            "anchor_model": model_sha,
+            "target_bpp": target, "height": h, "width": w, "lmbda": None,
+            "lmbda_scale": None, "tau_max": None, "iterations": 0,
+            "seconds": time.perf_counter() - t0, "history": None, **measured}
 
 
 def _classical_plan(src, crop, codecs, image_records, anchor, model_sha):
