@@ -15,6 +15,7 @@ warnings.filterwarnings("ignore", message="Failed to load image Python extension
 
 _API = {
     "encode": "codec", "decode": "codec", "EncodeReport": "codec", "DecodeError": "codec",
+    "ReconstructionMismatch": "codec",
     "load_model": "models", "load_checkpoint": "models", "load_zoo": "models",
     "load_embedded": "models", "ModelError": "models", "LoadedModel": "models",
     "RefineConfig": "refine", "refine": "refine", "read_image": "imageio",

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import warnings
 from pathlib import Path
 
 import click
@@ -390,14 +391,22 @@ def _encode_batches(images: dict, batch_size: int, auto: bool) -> list[list[int]
               help="The checkpoint the files were encoded with (needed for checkpoint-coded files).")
 @click.option("--force", is_flag=True, help="Overwrite existing outputs.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON record per file on stdout.")
-def decode(inputs, output, checkpoint, force, as_json):
-    """Decode sgacodec files to PNG with the model's stock CompressAI decoder."""
+@click.option("--strict", is_flag=True,
+              help="Refuse a file whose decoded pixels differ from the encoder's (another machine's "
+                   "float arithmetic; by default: a warning, and the image is written).")
+def decode(inputs, output, checkpoint, force, as_json, strict):
+    """Decode sgacodec files to PNG with the model's stock CompressAI decoder.
+
+    Each image is checked against the encoder's own decode (a hash stored in the file). A
+    different machine may compute the decoder's float32 arithmetic slightly differently and move a
+    few pixels by one level: that gives a warning and the image is still written (--strict: an
+    error, nothing written)."""
     if output == "-" and as_json:
         raise UserError("--json and -o - both write to stdout; choose one")
     outputs = _output_paths(inputs, output, ".png")
     _check_writable(inputs, outputs, force)
     from .bitstream import unpack
-    from .codec import decode as decode_bytes
+    from .codec import ReconstructionMismatch, decode as decode_bytes
     from .imageio import encode_png, read_limited
     from .models import load_for_bitstream
 
@@ -410,14 +419,20 @@ def decode(inputs, output, checkpoint, force, as_json):
             header = unpack(data)
             if header.model not in models:
                 models[header.model] = load_for_bitstream(header.model, checkpoint)
-            rgb, header = decode_bytes(data, models[header.model])
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", ReconstructionMismatch)
+                rgb, header = decode_bytes(data, models[header.model], strict=strict)
+            exact = not any(issubclass(w.category, ReconstructionMismatch) for w in caught)
             _write(dst, encode_png(rgb), force)
+            if not exact:
+                click.echo(f"sgacodec: warning: {src}: {caught[0].message}; written anyway "
+                           "(--strict refuses)", err=True)
         except errors as exc:
             _report_failure(failures, inputs, src, exc)
             continue
         if as_json:
             click.echo(json.dumps({"input": src, "output": dst, "height": header.height,
-                                   "width": header.width, "bytes": len(data)}))
+                                   "width": header.width, "bytes": len(data), "exact": exact}))
     _finish(failures, inputs)
 
 

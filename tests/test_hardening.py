@@ -1,12 +1,14 @@
 """Hardening (issue 6): forged bitstreams, decode verification, untrusted checkpoints, no data lost."""
 
 import copy
+import json
 import os
 import pickle
 import signal
 import subprocess
 import sys
 import time
+import warnings
 import zlib
 from pathlib import Path
 
@@ -150,35 +152,54 @@ def perturbed(model, where):
 
 
 @pytest.mark.parametrize("where", ["g_s", "h_s"])
-def test_a_decoder_that_reproduces_the_model_differently_fails_loudly(tiny_model, coded, where):
+def test_a_decoder_that_reproduces_the_model_differently_is_caught(tiny_model, coded, where):
+    from sgacodec.codec import ReconstructionMismatch
+
     with pytest.raises(DecodeError, match="does not decode|reconstruction hash mismatch"):
-        decode(coded.data, perturbed(tiny_model, where))
-    try:  # without the check, this is what would have been written
-        rgb, _ = decode(coded.data, perturbed(tiny_model, where), verify=False)
-    except DecodeError:  # other scales read the y string past its end: refused even so
-        assert where == "h_s"
-        return
+        decode(coded.data, perturbed(tiny_model, where), strict=True)
+    with warnings.catch_warnings(record=True) as caught:  # by default: a warning, and the pixels
+        warnings.simplefilter("always")
+        try:
+            rgb, _ = decode(coded.data, perturbed(tiny_model, where))
+        except DecodeError:  # other scales read the y string past its end: refused even so
+            assert where == "h_s"
+            return
+    assert [w.category for w in caught] == [ReconstructionMismatch]
     assert not np.array_equal(rgb, coded.recon)
 
 
-def test_the_cli_writes_no_image_when_the_hash_does_not_match(tmp_path, tiny_model, tiny_checkpoint,
-                                                              coded, monkeypatch):
+def test_the_cli_warns_on_a_hash_mismatch_and_strict_refuses(tmp_path, tiny_model, tiny_checkpoint,
+                                                             coded, monkeypatch):
     import sgacodec.models
 
     src = tmp_path / "img.bin"
     src.write_bytes(coded.data)
     monkeypatch.setattr(sgacodec.models, "load_for_bitstream", lambda *a: perturbed(tiny_model, "g_s"))
-    res = invoke("decode", src, "-o", tmp_path / "out.png", "--checkpoint", tiny_checkpoint)
+    res = invoke("decode", src, "-o", tmp_path / "strict.png", "--checkpoint", tiny_checkpoint, "--strict")
     assert res.exit_code == 1 and "reconstruction hash mismatch" in res.output
     assert len(res.output.strip().splitlines()) == 1
-    assert not (tmp_path / "out.png").exists() and not list(tmp_path.glob(".*.part"))
+    assert not (tmp_path / "strict.png").exists() and not list(tmp_path.glob(".*.part"))
+
+    res = invoke("decode", src, "-o", tmp_path / "out.png", "--checkpoint", tiny_checkpoint, "--json")
+    assert res.exit_code == 0, res.output
+    warning = [line for line in res.output.splitlines() if line.startswith("sgacodec: warning:")]
+    assert len(warning) == 1 and "written anyway" in warning[0]
+    record = json.loads([line for line in res.output.splitlines() if line.startswith("{")][0])
+    assert record["exact"] is False and (tmp_path / "out.png").exists()
 
 
-def test_a_flipped_hash_is_refused(tiny_model, coded):
+def test_a_flipped_hash_warns_or_is_refused(tiny_model, coded):
+    from sgacodec.codec import ReconstructionMismatch
+
     bs = B.unpack(coded.data)
     data = forged(coded.data, recon_hash=bytes(b ^ 1 for b in bs.recon_hash))
     with pytest.raises(DecodeError, match="reconstruction hash mismatch"):
-        decode(data, tiny_model)
+        decode(data, tiny_model, strict=True)
+    with pytest.warns(ReconstructionMismatch):
+        rgb, _ = decode(data, tiny_model)
+    assert np.array_equal(rgb, coded.recon)
+    rgb, _ = decode(coded.data, tiny_model, strict=True)  # the genuine file passes
+    assert np.array_equal(rgb, coded.recon)
 
 
 # --- untrusted checkpoints ----------------------------------------------------------------------
