@@ -226,7 +226,10 @@ def _alarm(signum, frame):
 
 
 def library_decoder(checkpoint):
-    """decode(data) -> RGB, the CLI's decode path: unpack, the header's model (cached), decode."""
+    """decode(data) -> RGB, the CLI's decode path: unpack, the header's model (cached), decode.
+
+    Strict: a reconstruction-hash mismatch is an error here (by default it is a warning, for
+    files decoded on another machine), so a mutant that decodes to other pixels is refused."""
     from sgacodec.codec import decode
     from sgacodec.models import load_for_bitstream
 
@@ -236,7 +239,7 @@ def library_decoder(checkpoint):
         header = B.unpack(data)
         if header.model not in models:
             models[header.model] = load_for_bitstream(header.model, checkpoint)
-        return decode(data, models[header.model])[0]
+        return decode(data, models[header.model], strict=True)[0]
 
     return run
 
@@ -315,7 +318,7 @@ def classify_cli(data, reference, checkpoint, workdir: Path, timeout) -> tuple[s
         p.unlink()
     src.write_bytes(data)
     try:
-        res = subprocess.run(_cli_command("decode", src, "-o", dst, "--checkpoint", checkpoint),
+        res = subprocess.run(_cli_command("decode", src, "-o", dst, "--checkpoint", checkpoint, "--strict"),
                              capture_output=True, timeout=timeout, env=_env())
     except subprocess.TimeoutExpired:
         return "hang", f"no exit in {timeout} s"
@@ -351,7 +354,7 @@ def check_cli_batch(items, references, checkpoint, workdir: Path, timeout) -> tu
         p.write_bytes(data)
         paths.append(p)
     try:
-        res = subprocess.run(_cli_command("decode", *paths, "-o", out, "--checkpoint", checkpoint),
+        res = subprocess.run(_cli_command("decode", *paths, "-o", out, "--checkpoint", checkpoint, "--strict"),
                              capture_output=True, timeout=timeout, env=_env())
     except subprocess.TimeoutExpired:
         return "hang", f"batch of {len(items)}: no exit in {timeout} s"
