@@ -37,6 +37,6 @@ def ms_ssim(a: np.ndarray, b: np.ndarray) -> float | None:
     import torch
     from pytorch_msssim import ms_ssim as _ms_ssim
 
-    ta = torch.from_numpy(a).permute(2, 0, 1)[None].double()
-    tb = torch.from_numpy(b).permute(2, 0, 1)[None].double()
+    # torch.tensor copies: the arrays may be read-only views (decoded PNGs, cached reads)
+    ta, tb = (torch.tensor(v, dtype=torch.float64).permute(2, 0, 1)[None] for v in (a, b))
     return float(_ms_ssim(ta, tb, data_range=255.0))
