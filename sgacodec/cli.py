@@ -79,8 +79,9 @@ def refine_options(f, multiple_methods=False):
                      + (" Repeatable." if multi else "")),
         click.option("--seed", type=int, default=0, show_default=True, help="Random seed."),
         click.option("--time-budget", type=float, default=None, help="Stop refining a batch after SECONDS."),
-        click.option("--eval-every", type=click.IntRange(min=1), default=1, show_default=True,
-                     help="Evaluate the true (hard) loss and keep the best every k steps."),
+        click.option("--eval-every", type=click.IntRange(min=1), default=None,
+                     help="Evaluate the true (hard) loss and keep the best every k steps "
+                          "[default: 10 on a GPU, 1 on a CPU]."),
         click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."),
         click.option("--batch-size", type=click.IntRange(min=1), default=1, show_default=True,
                      help="Same-size images refined together (on a GPU, when not given: as many "
@@ -90,6 +91,15 @@ def refine_options(f, multiple_methods=False):
     return f
 
 
+GPU_EVAL_EVERY = 10  # --eval-every's GPU default: same R-D, 1.37x faster on an H100 (docs/performance.md)
+
+
+def _eval_every(o, device) -> int:
+    """--eval-every as given, else 10 on a GPU (where the true-loss pass costs a third of the time
+    and every 10 steps gave the same result) and 1 on a CPU."""
+    return o["eval_every"] or (GPU_EVAL_EVERY if device.type == "cuda" else 1)
+
+
 def _config(method, o):
     from .refine import RefineConfig
 
@@ -97,7 +107,7 @@ def _config(method, o):
         return RefineConfig(method=method, iterations=o["iterations"], lr=o["lr"], a=o["ssl_a"],
                             three_class=o["three_class"], factor=o["factor"], power=o["power"],
                             tau_max=o["tau_max"], temp_rate=o["temp_rate"], lmbda=o["lmbda"],
-                            seed=o["seed"], time_budget=o["time_budget"], eval_every=o["eval_every"])
+                            seed=o["seed"], time_budget=o["time_budget"], eval_every=o["eval_every"] or 1)
     except ValueError as exc:
         raise UserError(str(exc)) from None
 
@@ -281,6 +291,7 @@ def encode(inputs, output, force, as_json, **o):
         device = resolve_device(o["device"])
     except errors as exc:
         raise UserError(str(exc)) from None
+    config = config.with_(eval_every=_eval_every(o, device))
     lm = device_model(model, device)
     _announce_cpu_estimate(console, device, config, len(inputs), lm, inputs[0],
                            config.lmbda if config.lmbda is not None else model.lmbda)
@@ -488,7 +499,7 @@ def refine(inputs, as_json, log_file, output_dir, force, lmbda_scales, records_f
         codecs = ev.parse_classical(classical)
         base = {"lr": o["lr"], "a": o["ssl_a"], "factor": o["factor"], "power": o["power"],
                 "temp_rate": o["temp_rate"], "seed": o["seed"], "time_budget": o["time_budget"],
-                "eval_every": o["eval_every"]}
+                "eval_every": o["eval_every"] or 1}
         for s in settings:
             ev.refine_config(s, base)
     except (ev.EvaluationError, ValueError) as exc:
@@ -501,6 +512,7 @@ def refine(inputs, as_json, log_file, output_dir, force, lmbda_scales, records_f
         device = resolve_device(o["device"])
     except errors as exc:
         raise UserError(str(exc)) from None
+    base["eval_every"] = _eval_every(o, device)
     if output_dir:
         Path(output_dir).mkdir(parents=True, exist_ok=True)
     refined = [s for s in settings if s.label != "none"]

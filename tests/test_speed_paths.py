@@ -170,3 +170,11 @@ def test_cuda_fast_paths_match_the_cpu_and_decode_exactly(tiny_model, compile_mo
         rgb, _ = decode(g.data, tiny_model)
         assert np.array_equal(rgb, g.recon)
     assert all(p.device.type == "cpu" and p.is_contiguous() for p in tiny_model.net.parameters())
+
+
+def test_eval_every_defaults_to_10_on_a_gpu_and_1_on_a_cpu():
+    from sgacodec.cli import _eval_every
+
+    assert _eval_every({"eval_every": None}, torch.device("cuda")) == 10
+    assert _eval_every({"eval_every": None}, torch.device("cpu")) == 1
+    assert _eval_every({"eval_every": 3}, torch.device("cuda")) == 3
