@@ -3,15 +3,21 @@
 
     make_results.py models | default-model         refine options naming the models
     make_results.py semi-lambdas --profile P       --lmbda options of the semi-multi-rate study
-    make_results.py page --profile P               docs/results.md + docs/figures/*.png
+    make_results.py page [--profile P]             docs/results.md + docs/figures/*.png
+
+The page shows every profile whose records exist, whatever --profile says: the full-size Kodak
+records (docs/results/full.jsonl) first, then the reduced CPU profile (docs/results/reduced.jsonl).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
+import re
 import sys
+from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -24,6 +30,9 @@ FIG = ROOT / "docs" / "figures"
 DATA = ROOT / "docs" / "results"
 CLASSICAL = set(ev.CLASSICAL_CODECS)
 ev.STYLE["sweep"] = ("tab:orange", "D")
+# The full protocol's main grid (scripts/make_results.sh stage 1 on a GPU): (method, iterations).
+FULL_GRID = (("none", 0), ("ssl", 500), ("ssl", 2000), ("atanh", 500), ("atanh", 2000))
+OTHER_METHODS = ["ste", "uniform", "linear", "cosine", "linear3", "ssl3"]  # its stage 2
 
 
 # ---------------------------------------------------------------------------------------------
@@ -85,6 +94,11 @@ def pct(v, spec="+.2f"):
     return "-" if v is None or math.isnan(v) else format(v, spec) + "%"
 
 
+def rel(v, ref) -> float:
+    """v against ref, in percent (NaN where either is missing)."""
+    return (v / ref - 1) * 100 if v is not None and ref else math.nan
+
+
 def common_images(records, groups) -> set:
     """Images present in every group of records (so means compare like with like)."""
     sets = [{r["image"] for r in g} for g in groups if g]
@@ -103,6 +117,11 @@ def tau_of(r):
     return r.get("tau_max") if r.get("tau_max") is not None else 1.0
 
 
+def owner(r):
+    """The model of a record: its own, or for a classical codec the model whose rates it matched."""
+    return r["model_sha"] or r.get("anchor_model")
+
+
 def rows_for(records):
     return sorted(ev.aggregate(records), key=lambda r: (r["curve"], r["bpp"] or 0))
 
@@ -114,30 +133,23 @@ def md_table(header, rows) -> str:
 
 
 def cmd(profile, *stages) -> str:
-    """The commands of these stages (the first one made this section; the others add rows)."""
-    out = []
-    for stage in stages:
-        p = DATA / f"{profile}.stage{stage}.cmd"
-        if p.exists():
-            out.append(p.read_text().strip())
+    """The commands of these stages (the first one made this section; the others add rows); with no
+    stages, those of every stage of the profile, in name order."""
+    paths = [DATA / f"{profile}.stage{s}.cmd" for s in stages] or sorted(DATA.glob(f"{profile}.stage*.cmd"))
+    out = [p.read_text().strip() for p in paths if p.exists()]
     return "```\n" + ("\n".join(out) or "(not run yet)") + "\n```"
 
 
-# ---------------------------------------------------------------------------------------------
-# The page
-
-
-def page(profile: str) -> str:
+def load(profile):
+    """(records, stale): the profile's records of the shipped models, with one display name per
+    model, and how many model versions were left out (records of models since retrained stay in
+    the file but not on the page)."""
     records = ev.load_records(DATA / f"{profile}.jsonl")
-    models = model_table()
-    shipped = {m["sha"] for m in models if m.get("sha")}
-    if shipped:  # records of models since retrained stay in the file but not on the page
+    shipped = {m["sha"] for m in model_table() if m.get("sha")}
+    stale = set()
+    if shipped:
         stale = {r["model_sha"] for r in records if r["model_sha"] and r["model_sha"] not in shipped}
-        records = [r for r in records if (r["model_sha"] or r.get("anchor_model")) in shipped]
-    else:
-        stale = set()
-    reduced = profile != "full"
-    FIG.mkdir(parents=True, exist_ok=True)
+        records = [r for r in records if owner(r) in shipped]
     names = {}  # one display name per model: the embedded name where some record has it
     for r in records:
         if r["label"] not in CLASSICAL and (r["model_sha"] not in names or r["model"].startswith("embedded")):
@@ -145,6 +157,328 @@ def page(profile: str) -> str:
     for r in records:
         if r["label"] not in CLASSICAL:
             r["model"] = names[r["model_sha"]]
+    return records, len(stale)
+
+
+LOSS_HEADER = ["setting", "bpp", "bpp vs none", "PSNR", "PSNR vs none (dB)", "MS-SSIM", "true R-D loss",
+               "loss vs none", "s / image"]
+
+
+def loss_table(sel_records, title=lambda r: r["curve"]):
+    """Rows of LOSS_HEADER for one model's settings (means over the images all of them have;
+    'none' first, then by true R-D loss, classical codecs last), those images, the records used."""
+    groups = {}
+    for r in sel_records:
+        groups.setdefault(ev.setting_of(r), []).append(r)
+    imgs = common_images(sel_records, list(groups.values()))
+    sel = [r for r in sel_records if r["image"] in imgs]
+    rws = rows_for(sel)
+    none = next((r for r in rws if r["label"] == "none"), None) or {"bpp": None, "psnr": None, "loss": None}
+    out = []
+    for r in sorted(rws, key=lambda r: (r["label"] != "none", r["label"] in CLASSICAL, r["loss"] or 0)):
+        dpsnr = r["psnr"] - none["psnr"] if None not in (r["psnr"], none["psnr"]) else None
+        out.append([title(r), f(r["bpp"], ".4f"), pct(rel(r["bpp"], none["bpp"])), f(r["psnr"], ".2f"),
+                    f(dpsnr, "+.2f"), f(r["ms_ssim"], ".4f"), f(r["loss"], ".4f"),
+                    pct(rel(r["loss"], none["loss"])), f(r["seconds"], ".1f")])
+    return out, imgs, sel
+
+
+# ---------------------------------------------------------------------------------------------
+# The page
+
+
+def page(profile: str | None = None) -> str:
+    """docs/results.md. Every profile with records is on it, whichever ``profile`` is given (the
+    shell script passes its own): the full-size section, then the reduced one."""
+    models = model_table()
+    FIG.mkdir(parents=True, exist_ok=True)
+    L = []
+    w = L.append
+    w("# R-D results of the shipped models")
+    w("")
+    w("Two sets of measurements, each with the commands that produced it: the full-size Kodak "
+      "images on a GPU (the issue's protocol; its section lists what of it is still missing), then a "
+      "reduced CPU profile (a few center crops, fewer iterations) that runs every study of the "
+      "protocol at a small scale.")
+    w("")
+    w("All rates are real bitstream bytes (bpp = 8 x file bytes / pixels, the file the stock "
+      "CompressAI decoder reads), PSNR and MS-SSIM are measured on the decoded 8-bit image, and the "
+      "R-D loss is lambda x 255^2 x MSE + bpp at the model's training lambda. Means are over images. "
+      "BD-rate and BD-PSNR use the `bjontegaard` package (Akima interpolation, over the overlapping "
+      "range; with only two points per curve it interpolates linearly); negative BD-rate means fewer "
+      "bits at equal PSNR. A curve's rate points are the shipped models "
+      f"({', '.join('lambda ' + format(m['lmbda'], 'g') for m in models)}), each refined at its own "
+      "lambda. Records of model versions no longer shipped stay in the records files but are left out.")
+    w("")
+    w("Regenerate (resumable; records in `docs/results/`, one JSON line per image and setting):")
+    w("")
+    w("```\nPAGE_ONLY=1 scripts/make_results.sh        # this page and docs/figures/, from the records\n"
+      "PROFILE=reduced scripts/make_results.sh    # the reduced records (CPU)\n"
+      "KODAK=.kodak scripts/make_results.sh       # the full protocol (GPU); continues full.jsonl,\n"
+      "                                           # whose records name the images .kodak/kodimNN.png\n```")
+    w("")
+    w("The same tool evaluates any image set; for example (records make it resumable):")
+    w("")
+    w("```\nsgacodec refine photos/ --quality 1 --quality 2 --quality 3 --method none --method atanh "
+      "--method ssl \\\n    --iterations 500 --classical jpeg,webp,avif --records photos.jsonl --plot figures/\n```")
+    w("")
+    full_section(w)
+    profile_section(w, "reduced")
+    return "\n".join(L)
+
+
+def full_section(w):
+    """The full-size Kodak records (docs/results/full.jsonl), which may be partial: one table per
+    model and setting, BD figures over the models every refined setting has, the classical codecs,
+    the figures, what is missing from the protocol, and what that leaves of the issue's targets."""
+    records, stale = load("full")
+    learned = [r for r in records if r["label"] not in CLASSICAL]
+    main = [r for r in records if r["label"] in CLASSICAL
+            or (is_x1(r) and tau_of(r) == 1.0 and (r["label"], r["iterations"]) in FULL_GRID)]
+    lams = {r["model_sha"]: r["lmbda"] for r in learned if is_x1(r)}
+    shas = [m["sha"] for m in model_table() if m.get("sha")] or sorted(lams, key=lams.get)
+    names = {r["model_sha"]: r["model"] for r in learned}
+
+    def name(sha):
+        return names.get(sha, sha[:8])
+
+    images = sorted({r["image"] for r in records})
+    n = len(images)
+    have = {}  # (model, method, iterations) -> images
+    for r in main:
+        have.setdefault((r["model_sha"], r["label"], r["iterations"]), set()).add(r["image"])
+    missing = []
+    for sha in shas:
+        cells = [f"{label}{f' {it}' if it else ''}" + (f" ({len(got)} of {n} images)" if got else "")
+                 for label, it in FULL_GRID for got in [have.get((sha, label, it), set())] if len(got) < n]
+        if cells:
+            missing.append(f"{name(sha)}: no {', '.join(cells)}")
+    studies = {  # the protocol's other stages: is there any record of them?
+        f"the other rounding methods ({', '.join(OTHER_METHODS)})": lambda r: r["label"] in OTHER_METHODS,
+        "the tau_max study": lambda r: r["label"] not in CLASSICAL and tau_of(r) != 1.0,
+        "the semi-multi-rate study (other inference lambdas)": lambda r: r["label"] not in CLASSICAL and not is_x1(r),
+        "the classical codecs": lambda r: r["label"] in CLASSICAL}
+    absent = [k for k, test in studies.items() if not any(map(test, records))]
+    partial = " (partial)" if missing or absent or not records else ""
+    w("## Full-size Kodak on an H100" + partial)
+    w("")
+    if not records:
+        w("_No records yet_ (`docs/results/full.jsonl`).")
+        w("")
+        return
+    # settings with every image only (an interrupted one is listed as missing, not averaged)
+    count = Counter(ev.setting_of(r) for r in main)
+    main = [r for r in main if count[ev.setting_of(r)] == n]
+    sizes = {}
+    for r in records:
+        sizes.setdefault(f"{r['width']}x{r['height']}", set()).add(r["image"])
+    evals = sorted({str(v) for r in learned if r["label"] != "none"
+                    for v in [json.loads(r["key"]).get("eval_every")]})
+    w(f"{n} Kodak images at full size ({', '.join(f'{len(v)} of {k}' for k, v in sorted(sizes.items()))}), "
+      "the shipped models, refined on one NVIDIA H100 80GB HBM3 at each model's own lambda with the "
+      f"true loss evaluated every {' / '.join(evals) or '-'} steps (the best evaluated iterate is "
+      "coded); the classical codecs were computed afterwards on a CPU at the rates of the 'none' "
+      "records." + (" The GPU session's time ran out before the protocol was complete." if partial else ""))
+    w("")
+    if missing or absent:
+        w("**Missing from the full protocol** (`scripts/make_results.sh` stages 1 to 4 on a GPU), so "
+          "not on this page:")
+        w("")
+        for m in missing:
+            w(f"- {m}")
+        for a in absent:
+            w(f"- {a}: not run")
+        w("")
+    if stale:
+        w(f"Records of {stale} model version(s) no longer shipped are left out.")
+        w("")
+
+    # ---- per model
+    w("### Per model, at its own lambda")
+    w("")
+    w("The commands, run in this order from the repository root (`.kodak/` holds the Kodak images); "
+      "a comment under a command says where it stopped:")
+    w("")
+    w(cmd("full"))
+    w("")
+    tab = []
+    for sha in shas:
+        rows, imgs, _ = loss_table([r for r in main if owner(r) == sha])
+        tab += [[name(sha), len(imgs)] + row for row in rows]
+    w(md_table(["model", "images"] + LOSS_HEADER, tab))
+    w("")
+    tot = {}
+    for r in main:
+        if r["label"] not in CLASSICAL and r["label"] != "none":
+            k = f"{name(r['model_sha'])} {ev.curve_of(r)}"
+            tot[k] = tot.get(k, 0.0) + r["seconds"]
+    w("Lower loss is better. 'vs none' compares with the same model's 'none' row. The classical "
+      "codecs are coded at each image's 'none' rate (quality by bisection), so they have no R-D loss "
+      "at a lambda, and their time is that of the bisection on a CPU. A refined image's time is its "
+      "batch's wall time divided by the batch's size (same-size images refine together: the "
+      "landscape and the portrait images), so it includes each call's first-batch warm-up and "
+      "depends on the batch: it is not a controlled speed comparison (docs/performance.md is). "
+      f"Summed over the {n} images: " + "; ".join(f"{k} {v:.1f} s" for k, v in sorted(tot.items())) + ".")
+    w("")
+
+    # ---- curves and BD
+    refined = [(label, it) for label, it in FULL_GRID if label != "none"]
+    sets = [s for c in refined for s in [{r["model_sha"] for r in main if (r["label"], r["iterations"]) == c}] if s]
+    bd_shas = [s for s in shas if sets and all(s in x for x in sets)]
+    w("### Curves and BD figures")
+    w("")
+    w(cmd("full"))
+    w("")
+    rows_all = rows_for(main)
+    ev.plot_rd(rows_all, FIG / "full_rd.png", title=f"Full-size Kodak ({n} images), real bytes{partial}")
+    bd_rows = []
+    if bd_shas:
+        rows = rows_for([r for r in main if owner(r) in bd_shas])
+        curves = ev.curves_from_rows(rows)
+        its = sorted({it for _, it in refined})
+        pairs = ([(f"{label} {it}it", "none") for label, it in refined]
+                 + [(f"ssl {it}it", f"atanh {it}it") for it in its]
+                 + [(ev.curve_of({"label": c}), "none") for c in ev.CLASSICAL_CODECS])
+        bd_rows = ev.bd_table(curves, pairs=pairs)
+        npts = min(len(v) for v in curves.values())
+        w(f"Over the models that have every refined setting here: {', '.join(name(s) for s in bd_shas)}; "
+          f"each curve has {npts} rate point(s)"
+          + (" (the other models lack refined records)." if len(bd_shas) < len(shas) else ".")
+          + (" **With two points, each curve is one straight segment (log rate against PSNR) between two "
+             "operating points, and a BD figure averages the gap between two such segments over the part "
+             "of the range both cover: weak evidence, indicative only.**" if npts <= 2 else ""))
+        w("")
+        w(md_table(["test", "anchor", "points (test / anchor)", "common PSNR range", "BD-rate",
+                    "BD-PSNR (dB)"],
+                   [[b["test"], b["anchor"], f"{b['points'][0]} / {b['points'][1]}", f"{b['overlap']:.0%}",
+                     pct(b["bd_rate"]), f(b["bd_psnr"], "+.3f")] for b in bd_rows]))
+        w("")
+        w("'common PSNR range': the share of the two curves' joint PSNR range that both cover. A '-' "
+          "means no common range.")
+        w("")
+    else:
+        w("_No refined setting covers two models: no BD figure._")
+        w("")
+    w("All the settings above, every model and rate point ('none' and the classical codecs also at "
+      "the models without refined records):")
+    w("")
+    w("![R-D curves, full-size Kodak](figures/full_rd.png)")
+    w("")
+    figs = []
+    for sha in shas:
+        recs = [r for r in main if r["model_sha"] == sha and r.get("history")]
+        p = FIG / f"full_loss_{re.sub(r'[^A-Za-z0-9]+', '_', name(sha)).strip('_')}.png"
+        if ev.plot_loss(recs, p, title=f"{name(sha)}: true R-D loss per iteration (mean of {n} images)"):
+            figs.append((name(sha), p.name))
+    if figs:
+        w("True (hard-rounded) R-D loss per iteration, mean over the images, at the model's lambda "
+          "(the paper's Figure 2; one point every evaluation; the 500-iteration runs follow the first "
+          "500 steps of the 2000-iteration ones, so only the longest run of each method is drawn):")
+        w("")
+        for nm, p in figs:
+            w(f"![loss per iteration, {nm}](figures/{p})")
+        w("")
+
+    # ---- targets
+    per = {(r["model_sha"], r["curve"]): r for sha in shas for r in rows_for([r for r in main if r["model_sha"] == sha])}
+    by_image = {(r["model_sha"], ev.curve_of(r), r["image"]): r for r in main if r["label"] not in CLASSICAL}
+
+    def change(test, anchor):
+        """Per model: the mean true loss of test against anchor, and on how many images it is lower."""
+        out = []
+        for s in shas:
+            if (s, test) in per and (s, anchor) in per:
+                lower = sum(by_image[(s, test, i)]["loss"] < by_image[(s, anchor, i)]["loss"] for i in images)
+                out.append((name(s), rel(per[(s, test)]["loss"], per[(s, anchor)]["loss"]), lower))
+        return out
+
+    def best_by(curve, step):
+        """Per model: the mean over images of the lowest true loss the histories reached by ``step``."""
+        out = {}
+        for s in shas:
+            hs = [r["history"] for r in main if r["model_sha"] == s and ev.curve_of(r) == curve and r.get("history")]
+            if hs:
+                out[s] = sum(min(v for t, v in zip(h["step"], h["loss"]) if t <= step) for h in hs) / len(hs)
+        return out
+
+    def drift(short, long):
+        """The largest relative gap between a short run's history and the start of the long run's."""
+        gaps = [abs(a / b - 1) for (s, c, i), r in by_image.items() if c == short and r.get("history")
+                for a, b in zip(r["history"]["loss"], by_image[(s, long, i)]["history"]["loss"])
+                if (s, long, i) in by_image]
+        return max(gaps) if gaps else math.nan
+
+    def said(ch):
+        return "; ".join(f"{nm} {pct(v)} (lower on {k} of {n} images)" for nm, v, k in ch)
+
+    bdd = {(b["test"], b["anchor"]): b for b in bd_rows}
+    lacking = [name(s) for s in shas if s not in bd_shas]
+    w("### What this shows about the issue's targets")
+    w("")
+    b = bdd.get(("ssl 2000it", "none"))
+    w("- **SSL at 2000 iterations against none on Kodak: at most -10% BD-rate on real bytes.** "
+      + (f"Measured: BD-rate {pct(b['bd_rate'], '+.1f')}, BD-PSNR {f(b['bd_psnr'], '+.2f')} dB over "
+         f"{b['points'][0]} rate points ({', '.join(name(s) for s in bd_shas)}); mean true R-D loss at "
+         f"each model's lambda: {said(change('ssl 2000it', 'none'))}. "
+         + ("On these points the figure is inside the target" if b["bd_rate"] <= -10 else
+            "On these points the figure misses the target")
+         + ", but that is not a verdict: "
+         + ("a two-point BD-rate is a linear interpolation over a short overlap and is weak evidence"
+            if b["points"][0] <= 2 else "the curve is short")
+         + (f", and {', '.join(lacking)} has no SSL record, so the protocol's curve over all the shipped "
+            "models is not measured." if lacking else ".")
+         if b else "No SSL 2000 records on two models or more: cannot be shown."))
+    w("- **SSL better than atanh at both 500 and 2000 iterations.**")
+    shown = []
+    for it in sorted({it for _, it in refined}):
+        b = bdd.get((f"ssl {it}it", f"atanh {it}it"))
+        if b:
+            ch = change(f"ssl {it}it", f"atanh {it}it")
+            ahead = b["bd_rate"] < 0 and all(v < 0 for _, v, _ in ch)
+            behind = b["bd_rate"] > 0 and all(v > 0 for _, v, _ in ch)
+            shown.append(ahead)
+            w(f"  - {it} iterations: BD-rate of SSL against atanh {pct(b['bd_rate'])}, BD-PSNR "
+              f"{f(b['bd_psnr'], '+.3f')} dB ({b['points'][0]} points); mean true R-D loss of SSL against "
+              f"atanh: {said(ch)}. "
+              + ("SSL is ahead on every measure here" if ahead else "SSL is behind on every measure here"
+                 if behind else "The measures disagree")
+              + (f"; {', '.join(lacking)} not measured." if lacking else "."))
+        else:
+            gone = [f"{m} {it}" for m in ("ssl", "atanh") if not any(r["label"] == m and r["iterations"] == it
+                                                                       for r in main)]
+            shown.append(None)
+            w(f"  - {it} iterations: cannot be shown, there are no complete {' or '.join(gone) or 'paired'} "
+              "records on two models.")
+            longest = max(i for _, i in refined)
+            a, s = best_by(f"atanh {longest}it", it), best_by(f"ssl {longest}it", it)
+            if it < longest and a and s:
+                w(f"    Indirect only, not the protocol's measurement: in the histories of the {longest}-"
+                  f"iteration runs (the true loss evaluated during refinement: hard-rounded latents, rate "
+                  f"from the entropy model rather than the file), the best loss reached by step {it}, SSL "
+                  "against atanh, is " + "; ".join(f"{name(x)} {pct(rel(s[x], a[x]))}" for x in shas
+                                                    if x in a and x in s)
+                  + f". The temperature schedule does not depend on a run's length, so a {it}-iteration run "
+                  f"follows the first {it} steps of a longer one up to GPU nondeterminism: the ssl {it} "
+                  f"histories differ from the first {it} steps of the ssl {longest} ones by at most "
+                  f"{pct(drift(f'ssl {it}it', f'ssl {longest}it') * 100, '.2f')} per evaluation.")
+    w("  - Both counts: " + ("not established: a comparison is missing." if None in shown else
+                             "SSL ahead at both here." if all(shown) else "SSL not ahead at both here."))
+    w("")
+
+
+def profile_section(w, profile: str):
+    """A profile run by every stage of scripts/make_results.sh (today the reduced one): the main
+    R-D comparison, all rounding methods, tau_max, semi-multi-rate, and the targets."""
+    records, stale = load(profile)
+    models = model_table()
+    reduced = profile != "full"
+    w("## Reduced CPU profile" if reduced else "## Full protocol")
+    w("")
+    if not records:
+        w(f"_No records of the shipped models yet_ (`docs/results/{profile}.jsonl`; "
+          + ("`PROFILE=reduced scripts/make_results.sh` makes them)." if reduced else "see above)."))
+        w("")
+        return
     learned = [r for r in records if r["label"] not in CLASSICAL]
     shas = {}
     for r in learned:
@@ -158,19 +492,15 @@ def page(profile: str) -> str:
     iters = sorted({r["iterations"] for r in learned if r["label"] != "none"})
     images = sorted({r["image"] for r in records})
     crop = sorted({r["crop"] for r in records})
-    L = []
-    w = L.append
-    w("# R-D results of the shipped models")
-    w("")
     if reduced:
         w("> **REDUCED SETTINGS (CPU).** These numbers come from a CPU-only session: "
           f"{len(images)} Kodak image(s) ({', '.join(Path(i).name for i in images)}), center-cropped to "
           f"{crop[0]}x{crop[0]} pixels, refined for {' / '.join(map(str, iters))} iterations instead of "
           "500 / 2000, " + ("on checkpoints given with CHECKPOINTS" if checkpoints() else
-                            "on the interim CPU-trained embedded models") + ". They show that the evaluation "
-          "pipeline works and give a first, noisy look; they are **not** the paper's protocol and do "
-          "not establish (or refute) its claims. The full protocol (24 full-size Kodak images, "
-          "500 and 2000 iterations, all methods on all models) is `scripts/make_results.sh` on a GPU.")
+                            "on the shipped embedded models") + ". They show that the evaluation "
+          "pipeline works and give a first, noisy look at every study; they are **not** the paper's "
+          "protocol and do not establish (or refute) its claims. The section above has the full-size "
+          "measurements made so far.")
     else:
         w(f"Full protocol: {len(images)} Kodak images at full size, {' and '.join(map(str, iters))} iterations.")
     w("")
@@ -179,15 +509,15 @@ def page(profile: str) -> str:
         w("")
         w("- Not Kodak as the paper uses it: small center crops have a larger share of side "
           "information and header bytes, and 3 images make every mean noisy.")
-        w("- Not the paper's base models: the interim models were trained for minutes on a CPU; "
-          "WebP and AVIF beat them at these rates. Gains are relative to these base models.")
+        w("- Not the paper's base models: the shipped models are much weaker than the published "
+          "ones (docs/models.md). Gains are relative to these base models.")
         w("- Not 500 / 2000 iterations: methods converge at different speeds (atanh at tau_max = 1 "
           "barely moves in 100 steps), so rankings at 100 / 300 steps need not hold later.")
         w("- Curves have one point per shipped model (3), which Akima interpolation accepts but "
           "which makes BD values sensitive to each point.")
         w("")
     if stale:
-        w(f"Records of {len(stale)} model version(s) no longer shipped (retrained since) are kept in "
+        w(f"Records of {stale} model version(s) no longer shipped (retrained since) are kept in "
           "the records file but left out of this page.")
         w("")
     if any(r.get("provenance") for r in records):
@@ -197,23 +527,7 @@ def page(profile: str) -> str:
           "checked), only its file name made the bitstream header 6 bytes longer, which was "
           "subtracted. The records say so in their `provenance` field.")
         w("")
-    w("Regenerate everything on this page (resumable; records in `docs/results/`):")
-    w("")
-    w("```\n" + ("PROFILE=reduced " if reduced else "") + "scripts/make_results.sh\n```")
-    w("")
-    w("All rates are real bitstream bytes (bpp = 8 x file bytes / pixels, the file the stock "
-      "CompressAI decoder reads), PSNR and MS-SSIM are measured on the decoded 8-bit image, and the "
-      "R-D loss is lambda x 255^2 x MSE + bpp at the model's training lambda. Means are over images. "
-      "BD-rate and BD-PSNR use the `bjontegaard` package (Akima interpolation, over the overlapping "
-      "range); negative BD-rate means fewer bits at equal PSNR. A curve's rate points are the shipped "
-      f"models ({', '.join('lambda ' + format(m['lmbda'], 'g') for m in models)}), each refined at its "
-      "own lambda, so every curve has as many points as there are models.")
-    w("")
-
-    w("The same tool evaluates any image set; for example (records make it resumable):")
-    w("")
-    w("```\nsgacodec refine photos/ --quality 1 --quality 2 --quality 3 --method none --method atanh "
-      "--method ssl \\\n    --iterations 500 --classical jpeg,webp,avif --records photos.jsonl --plot figures/\n```")
+    w("Regenerate these records: `" + ("PROFILE=reduced " if reduced else "") + "scripts/make_results.sh`.")
     w("")
 
     # ---- 1. main
@@ -229,7 +543,7 @@ def page(profile: str) -> str:
     need = min(len(npts.get("none", [])), 2) or 2
     rows = [r for r in rows if len(npts[r["curve"]]) >= need]  # curves over all models only
     curves = ev.curves_from_rows(rows)
-    w("## 1. Refinement against the base model, and classical codecs")
+    w("### 1. Refinement against the base model, and classical codecs")
     w("")
     w(cmd(profile, 1, 5))
     w("")
@@ -270,24 +584,8 @@ def page(profile: str) -> str:
                if "none" in curves and name != "none"}
 
     # ---- 2. single-model comparisons (other methods, longer runs): R-D loss at the model's lambda
-    def loss_table(sel_records, title_rows):
-        groups = {}
-        for r in sel_records:
-            groups.setdefault(ev.setting_of(r), []).append(r)
-        imgs = common_images(sel_records, list(groups.values()))
-        sel = [r for r in sel_records if r["image"] in imgs]
-        rws = rows_for(sel)
-        none = next((r for r in rws if r["label"] == "none"), None)
-        out = []
-        for r in sorted(rws, key=lambda r: (r["label"] != "none", r["loss"] or 0)):
-            rel = (r["loss"] / none["loss"] - 1) * 100 if none and r["loss"] else math.nan
-            out.append([title_rows(r), f(r["bpp"], ".4f"), f(r["psnr"], ".2f"), f(r["ms_ssim"], ".4f"),
-                        f(r["loss"], ".4f"), pct(rel),
-                        f(r["seconds"], ".1f")])
-        return out, imgs, sel
-
-    header = ["setting", "bpp", "PSNR", "MS-SSIM", "true R-D loss", "loss vs none", "s / image"]
-    w("## 2. All rounding methods")
+    header = LOSS_HEADER
+    w("### 2. All rounding methods")
     w("")
     w(cmd(profile, 2, 1, 5))
     w("")
@@ -320,7 +618,7 @@ def page(profile: str) -> str:
         w("")
 
     # ---- 3. tau_max
-    w("## 3. Sensitivity to tau_max")
+    w("### 3. Sensitivity to tau_max")
     w("")
     w(cmd(profile, 3))
     w("")
@@ -339,7 +637,7 @@ def page(profile: str) -> str:
         w("")
 
     # ---- 4. semi-multi-rate
-    w("## 4. Semi-multi-rate: one model at other lambdas")
+    w("### 4. Semi-multi-rate: one model at other lambdas")
     w("")
     w(cmd(profile, 4, 1))
     w("")
@@ -379,7 +677,7 @@ def page(profile: str) -> str:
         w("")
 
     # ---- targets
-    w("## Targets of issue 5")
+    w("### Targets of issue 5" + (" (reduced settings)" if reduced else ""))
     w("")
     main_iters = sorted({r["iterations"] for r in rows if r["label"] == "ssl"})
     long = f"ssl {max(main_iters)}it" if main_iters else None
@@ -404,17 +702,13 @@ def page(profile: str) -> str:
             w(f"- {default_name} alone, {i} iterations: mean true R-D loss SSL {s_:.4f} vs atanh {a_:.4f} "
               f"({(s_ / a_ - 1) * 100:+.2f}%; lower is better" + (", reduced settings" if reduced else "") + ").")
     w("")
-    w("Owed to a GPU session: `scripts/make_results.sh` with the full profile (24 full-size Kodak "
-      "images; 500 and 2000 iterations; all methods on all shipped models; tau_max and "
-      "semi-multi-rate studies at 2000 iterations)." if reduced else "")
-    w("")
-    return "\n".join(L)
+
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("what", choices=["models", "default-model", "semi-lambdas", "page"])
-    ap.add_argument("--profile", default="full")
+    ap.add_argument("--profile", default="full", help="for semi-lambdas; page shows every profile")
     a = ap.parse_args()
     if a.what == "models":
         print(" ".join(" ".join(m["option"]) for m in model_table()))
