@@ -256,7 +256,8 @@ def full_section(w):
     studies = {  # the protocol's other stages: is there any record of them?
         f"the other rounding methods ({', '.join(OTHER_METHODS)})": lambda r: r["label"] in OTHER_METHODS,
         "the tau_max study": lambda r: r["label"] not in CLASSICAL and tau_of(r) != 1.0,
-        "the semi-multi-rate study (other inference lambdas)": lambda r: r["label"] not in CLASSICAL and not is_x1(r),
+        "the semi-multi-rate study (other inference lambdas)":
+            lambda r: r["label"] not in CLASSICAL and not is_x1(r),
         "the classical codecs": lambda r: r["label"] in CLASSICAL}
     absent = [k for k, test in studies.items() if not any(map(test, records))]
     partial = " (partial)" if missing or absent or not records else ""
@@ -296,8 +297,8 @@ def full_section(w):
     # ---- per model
     w("### Per model, at its own lambda")
     w("")
-    w("The commands, run in this order from the repository root (`.kodak/` holds the Kodak images); "
-      "a comment under a command says where it stopped:")
+    w("The commands that wrote the records, run from the repository root (`.kodak/` holds the Kodak "
+      "images); a comment under a command says where it stopped:")
     w("")
     w(cmd("full"))
     w("")
@@ -323,7 +324,8 @@ def full_section(w):
 
     # ---- curves and BD
     refined = [(label, it) for label, it in FULL_GRID if label != "none"]
-    sets = [s for c in refined for s in [{r["model_sha"] for r in main if (r["label"], r["iterations"]) == c}] if s]
+    sets = [{r["model_sha"] for r in main if (r["label"], r["iterations"]) == c} for c in refined]
+    sets = [x for x in sets if x]  # the models of each refined setting that has any
     bd_shas = [s for s in shas if sets and all(s in x for x in sets)]
     w("### Curves and BD figures")
     w("")
@@ -380,7 +382,7 @@ def full_section(w):
         w("")
 
     # ---- targets
-    per = {(r["model_sha"], r["curve"]): r for sha in shas for r in rows_for([r for r in main if r["model_sha"] == sha])}
+    per = {(r["model_sha"], r["curve"]): r for r in rows_for([r for r in main if r["label"] not in CLASSICAL])}
     by_image = {(r["model_sha"], ev.curve_of(r), r["image"]): r for r in main if r["label"] not in CLASSICAL}
 
     def change(test, anchor):
@@ -396,7 +398,7 @@ def full_section(w):
         """Per model: the mean over images of the lowest true loss the histories reached by ``step``."""
         out = {}
         for s in shas:
-            hs = [r["history"] for r in main if r["model_sha"] == s and ev.curve_of(r) == curve and r.get("history")]
+            hs = [r["history"] for (m, c, _), r in by_image.items() if (m, c) == (s, curve) and r.get("history")]
             if hs:
                 out[s] = sum(min(v for t, v in zip(h["step"], h["loss"]) if t <= step) for h in hs) / len(hs)
         return out
