@@ -2,12 +2,15 @@
 # Regenerates docs/results.md and docs/figures/ (issue 5: R-D evaluation of the shipped models).
 #
 #   scripts/make_results.sh                    # full protocol: 24 Kodak images, 500 and 2000 it (GPU)
+#   KODAK=.kodak scripts/make_results.sh       # the same, continuing docs/results/full.jsonl (its
+#                                              # records name the images .kodak/kodimNN.png)
 #   PROFILE=reduced scripts/make_results.sh    # CPU-sized: 3 Kodak crops of 192x192, 100 / 300 it
 #
 # Every stage is one `sgacodec refine` call appending to docs/results/$PROFILE.jsonl; rerunning
-# continues where a stopped run was (records already there are skipped). STAGES="1 3" runs some
-# stages only; PAGE_ONLY=1 just rewrites the page from the records. Each stage's command is kept in
-# docs/results/$PROFILE.stageN.cmd and quoted on the page next to the numbers it produced.
+# continues where a stopped run was (records already there are skipped: a record's key holds the
+# image path as given). STAGES="1 3" runs some stages only; PAGE_ONLY=1 just rewrites the page from
+# the records. The page shows both profiles' records whatever PROFILE is. Each stage's command is
+# kept in docs/results/$PROFILE.stageN.cmd and quoted on the page next to the numbers it produced.
 # Environment: PYTHON (default .venv/bin/python, else python3), KODAK (the Kodak folder),
 # DEVICE (auto), CHECKPOINTS="a.pth b.pth c.pth" to evaluate checkpoints instead of the
 # embedded models (lowest lambda first).
