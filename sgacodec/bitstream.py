@@ -1,4 +1,4 @@
-"""The sgacodec file format (version 1), all integers big-endian.
+"""The sgacodec file format (version 2), all integers big-endian.
 
     magic "SGAC" | version u8 | model kind u8 | model name: u8 length + UTF-8 | metric u8
     | quality u8 | weights sha256, first 8 bytes | height u32 | width u32
@@ -6,6 +6,10 @@
     | z string: u32 length + bytes | y string: u32 length + bytes | CRC-32 of all before, u32
 
 Every declared size is checked against limits and the file length before anything is allocated.
+
+The version also fixes the arithmetic both sides use for the hyper-synthesis h_s (which gives the
+entropy coder's scale indexes and means) and the synthesis g_s: float64 in version 2, float32 in
+version 1 (still decoded; see codec.coding_net).
 """
 
 from __future__ import annotations
@@ -15,7 +19,8 @@ import zlib
 from dataclasses import dataclass
 
 MAGIC = b"SGAC"
-VERSION = 1
+VERSION = 2  # what this build writes
+READABLE_VERSIONS = (1, 2)
 MODEL_KINDS = ("zoo", "embedded", "checkpoint")
 METRICS = ("mse", "ms-ssim")
 MAX_SIDE = 1 << 15  # 32768 pixels per side
@@ -49,6 +54,7 @@ class Bitstream:
     recon_hash: bytes  # 8 bytes: sha256 prefix of the decoded RGB pixels
     z_string: bytes
     y_string: bytes
+    version: int = VERSION
 
 
 def check_size(height: int, width: int) -> None:
@@ -66,13 +72,15 @@ def expected_shapes(height: int, width: int, multiple: int = 64) -> tuple[tuple,
 
 def pack(bs: Bitstream) -> bytes:
     check_size(bs.height, bs.width)
+    if bs.version not in READABLE_VERSIONS:
+        raise ValueError(f"cannot write file version {bs.version}")
     name = bs.model.name.encode()
     if len(name) > 255 or len(bs.model.weights_sha) != 8 or len(bs.recon_hash) != 8:
         raise ValueError("model name longer than 255 bytes, or hash of the wrong length")
     body = b"".join(
         (
             MAGIC,
-            struct.pack(">BBB", VERSION, MODEL_KINDS.index(bs.model.kind), len(name)),
+            struct.pack(">BBB", bs.version, MODEL_KINDS.index(bs.model.kind), len(name)),
             name,
             struct.pack(">BB", METRICS.index(bs.model.metric), bs.model.quality),
             bs.model.weights_sha,
@@ -112,8 +120,9 @@ def unpack(data: bytes) -> Bitstream:
     if len(data) < len(MAGIC) + 1:
         raise BitstreamError("truncated file: no version")
     version = data[len(MAGIC)]
-    if version != VERSION:
-        raise BitstreamError(f"unsupported sgacodec file version {version} (this build reads {VERSION})")
+    if version not in READABLE_VERSIONS:
+        raise BitstreamError(f"unsupported sgacodec file version {version} (this build reads "
+                             f"{', '.join(map(str, READABLE_VERSIONS))})")
     if len(data) < 8:
         raise BitstreamError("truncated file: header")
     body, (crc,) = data[:-4], struct.unpack(">I", data[-4:])
@@ -149,4 +158,4 @@ def unpack(data: bytes) -> Bitstream:
     if r.pos != len(body):
         raise BitstreamError("trailing bytes after the y string")
     model = ModelId(MODEL_KINDS[kind], name, METRICS[metric], quality, weights_sha)
-    return Bitstream(model, height, width, z_shape, y_shape, recon_hash, z_string, y_string)
+    return Bitstream(model, height, width, z_shape, y_shape, recon_hash, z_string, y_string, version)

@@ -408,10 +408,10 @@ def _encode_batches(images: dict, batch_size: int, auto: bool) -> list[list[int]
 def decode(inputs, output, checkpoint, force, as_json, strict):
     """Decode sgacodec files to PNG with the model's stock CompressAI decoder.
 
-    Each image is checked against the encoder's own decode (a hash stored in the file). A
-    different machine may compute the decoder's float32 arithmetic slightly differently and move a
-    few pixels by one level: that gives a warning and the image is still written (--strict: an
-    error, nothing written)."""
+    Each image is checked against the encoder's own decode (a hash stored in the file). The
+    decoder computes in float64 so that other machines give the same pixels; should one still
+    differ, that gives a warning and the image is still written (--strict: an error, nothing
+    written)."""
     if output == "-" and as_json:
         raise UserError("--json and -o - both write to stdout; choose one")
     outputs = _output_paths(inputs, output, ".png")

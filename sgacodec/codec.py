@@ -6,11 +6,10 @@
     rgb, header = decode(report.data, model)
 
 Refinement runs on any device; entropy coding (h_s on the hard z, index building, rANS) and the
-reconstruction the encoder reports run on the CPU copy of the model in float32, exactly as the
-decoder will, so a file encoded on a GPU machine decodes on any CPU. Another machine's CPU (other
-PyTorch build, other instruction set) may round the synthesis transform's float32 arithmetic
-differently, which moves a few pixels by one level: decode then warns (ReconstructionMismatch) and
-still returns the image, or refuses with strict=True.
+reconstruction the encoder reports run on the CPU with the coding network (``coding_net``: h_s
+and g_s in float64), exactly as the decoder will, so a file encoded on one machine decodes on
+another to the same pixels. Should another machine's arithmetic still differ, decode warns
+(ReconstructionMismatch) and returns the image, or refuses with strict=True.
 """
 
 from __future__ import annotations
@@ -20,6 +19,7 @@ import functools
 import hashlib
 import os
 import warnings
+import weakref
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable
@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from . import bitstream, isolate, metrics
-from .hyperprior import LatentModel
+from .hyperprior import LatentModel, float64_coding_net
 from .models import LoadedModel, ModelError, load_for_bitstream
 from .refine import RefineConfig, refine
 
@@ -39,7 +39,7 @@ class ReconstructionMismatch(UserWarning):
 
 
 MISMATCH_TEXT = ("decoded pixels differ from what the encoder computed (reconstruction hash mismatch): "
-                 "this machine computes the model's float32 arithmetic differently from the encoder's "
+                 "this machine computes the model's arithmetic differently from the encoder's "
                  "(other PyTorch build or CPU; usually a few pixels by one level)")
 
 
@@ -105,12 +105,29 @@ def recon_hash(rgb: np.ndarray) -> bytes:
     return hashlib.sha256(np.ascontiguousarray(rgb).tobytes()).digest()[:8]
 
 
-def _cpu_latent_model(model: LoadedModel) -> LatentModel:
-    return LatentModel(model.net)
+_CODING_NETS: "weakref.WeakKeyDictionary[torch.nn.Module, torch.nn.Module]" = weakref.WeakKeyDictionary()
 
 
-def code_latents(model: LoadedModel, y: torch.Tensor, z: torch.Tensor, size) -> list[tuple[bytes, np.ndarray]]:
-    """Entropy-code latents on the CPU in float32; returns (file bytes, decoded pixels) per image.
+def coding_net(model: LoadedModel, version: int = bitstream.VERSION) -> torch.nn.Module:
+    """The CPU network that codes and decodes files of this format version.
+
+    Version 2: a copy of the model with h_s and g_s in float64 (hyperprior.float64_coding_net),
+    made once per model. In float32 (version 1: the model itself) another CPU's rounding moved
+    scale indexes and the decoder desynchronised: 16 of 24 Kodak files failed to decode and the
+    other 8 decoded to other pixels when oneDNN was held to AVX2 on an AVX-512 machine; version 2
+    decoded all 24 to the same pixels (docs/format.md).
+    """
+    if version < 2:
+        return model.net
+    net = _CODING_NETS.get(model.net)
+    if net is None:
+        net = _CODING_NETS[model.net] = float64_coding_net(model.net)
+    return net
+
+
+def code_latents(model: LoadedModel, y: torch.Tensor, z: torch.Tensor, size,
+                 version: int = bitstream.VERSION) -> list[tuple[bytes, np.ndarray]]:
+    """Entropy-code latents on the CPU; returns (file bytes, decoded pixels) per image.
 
     The pixels come from the stock decoder run on the very strings written, so they are exactly
     what ``decode`` will produce. Each image is coded and decoded on its own, on one thread, as the
@@ -120,7 +137,7 @@ def code_latents(model: LoadedModel, y: torch.Tensor, z: torch.Tensor, size) -> 
     count is process-wide, so it is set to one once around the whole pool (see
     isolate.single_thread), not per image, where the workers' restores would race.
     """
-    lm = _cpu_latent_model(model)
+    lm = LatentModel(coding_net(model, version))
     height, width = size
     y, z = y.detach().float().cpu(), z.detach().float().cpu()
 
@@ -130,7 +147,8 @@ def code_latents(model: LoadedModel, y: torch.Tensor, z: torch.Tensor, size) -> 
             x_hat = lm.decompress(y_strings, z_strings, z.shape[-2:])
         rgb = to_uint8(x_hat[0, :, :height, :width])
         bs = bitstream.Bitstream(model.identity, height, width, tuple(z.shape[-2:]),
-                                 tuple(y.shape[-2:]), recon_hash(rgb), z_strings[0], y_strings[0])
+                                 tuple(y.shape[-2:]), recon_hash(rgb), z_strings[0], y_strings[0],
+                                 version)
         return bitstream.pack(bs), rgb
 
     with isolate.single_thread():
@@ -249,8 +267,10 @@ def decode(data: bytes, model: LoadedModel | None = None, checkpoint=None,
                          f"not {model.identity.describe()}")
     # Untrusted strings: padded, checked, and decoded in a child process where possible, because
     # CompressAI's rANS decoder reads past the end of a forged string (see isolate.py).
+    net = coding_net(model, bs.version)
+
     def run():
-        x_hat = isolate.decompress_untrusted(model.net, bs.y_string, bs.z_string, bs.z_shape)
+        x_hat = isolate.decompress_untrusted(net, bs.y_string, bs.z_string, bs.z_shape)
         return to_uint8(x_hat[0, :, : bs.height, : bs.width])
 
     try:

@@ -13,6 +13,7 @@ then coded with CompressAI's own sequential coder, so what is written is always 
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import torch
@@ -106,7 +107,7 @@ class LatentModel:
     def synthesis(self, y_hat: torch.Tensor) -> torch.Tensor:
         return self.net.g_s(y_hat)
 
-    # --- entropy coding: CPU, float32, CompressAI's own coders -------------------------------
+    # --- entropy coding: CPU, CompressAI's own coders (on codec.coding_net's copy) -----------
 
     @torch.no_grad()
     def compress_latents(self, y: torch.Tensor, z: torch.Tensor) -> tuple[list, list]:
@@ -136,3 +137,36 @@ class LatentModel:
     def decompress(self, y_strings: list, z_strings: list, z_shape) -> torch.Tensor:
         """The stock CompressAI decoder: model.decompress([y_strings, z_strings], shape)."""
         return self.net.decompress([y_strings, z_strings], tuple(z_shape))["x_hat"]
+
+
+# --- the coding network: what both sides of a file compute -----------------------------------
+
+class InFloat64(torch.nn.Module):
+    """``module`` computed in float64, its output returned in the input's dtype.
+
+    Two CPUs (other instruction set, other oneDNN kernel) sum a float32 convolution in different
+    orders and differ by ~1e-7 relative; an h_s scale that lands on a scale-table boundary then
+    picks another index and the decoder desynchronises, and a g_s output near k + 1/2 rounds to
+    another pixel value. In float64 the differences are ~1e-16, too small to reach a boundary in
+    practice (docs/format.md gives the measurement).
+    """
+
+    def __init__(self, module: torch.nn.Module):
+        super().__init__()
+        self.module = copy.deepcopy(module).double()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.module(x.double()).to(x.dtype)
+
+
+def float64_coding_net(net: torch.nn.Module) -> torch.nn.Module:
+    """A copy of ``net`` whose h_s and g_s compute in float64 (file format version 2).
+
+    The entropy models and CompressAI's compress()/decompress() are unchanged. For the context
+    models (mbt2018, cheng2020-*) CompressAI's autoregressive coder runs the context convolution
+    and entropy_parameters itself, in float32.
+    """
+    coding = copy.deepcopy(net)
+    coding.h_s = InFloat64(net.h_s)
+    coding.g_s = InFloat64(net.g_s)
+    return coding

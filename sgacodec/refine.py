@@ -14,7 +14,7 @@ Speed options (``RefineConfig``), all off or neutral on the CPU, so CPU results 
 any compile failure falls back to eager with one warning), ``precision`` picks fp32, TF32
 (PyTorch's default for convolutions on CUDA) or bf16 autocast of the relaxed pass's transforms
 only (entropy models and the true loss stay float32), ``channels_last`` puts the device copy of
-the network in NHWC (CUDA default). The bitstream is always coded on the CPU in float32, so these
+the network in NHWC (CUDA default). The bitstream is always coded on the CPU (codec.coding_net), so these
 change the optimisation path, never what a file decodes to. See docs/performance.md.
 """
 

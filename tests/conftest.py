@@ -96,8 +96,8 @@ def every_encode_round_trips(monkeypatch, request):
     real = codec.code_latents
     checked = []
 
-    def checking(model, y, z, size):
-        coded = real(model, y, z, size)
+    def checking(model, y, z, size, **kwargs):
+        coded = real(model, y, z, size, **kwargs)
         for data, rgb in coded:
             decoded, _ = codec.decode(data, model, strict=True)
             assert np.array_equal(decoded, rgb), "an encoded file does not decode to the reported pixels"

@@ -1,12 +1,14 @@
 """End-to-end: refinement, entropy coding, and the stock CompressAI decoder."""
 
+import copy
+
 import numpy as np
 import pytest
 import torch
 
 from sgacodec import metrics
 from sgacodec.bitstream import unpack
-from sgacodec.codec import decode, encode, pad, to_tensor
+from sgacodec.codec import code_latents, coding_net, decode, encode, pad, to_tensor
 from sgacodec.hyperprior import LatentModel
 from sgacodec.refine import RefineConfig, refine, true_rd
 
@@ -47,13 +49,40 @@ def test_odd_sizes_round_trip_to_the_reported_pixels(tiny_model, size):
 
 
 def test_decode_is_compressais_own_decompress(tiny_model):
+    """decode = the model's own decompress() of the file's strings, on the coding network (the
+    model with h_s and g_s in float64, file version 2)."""
     image = make_image(100, 150, seed=2)
     [report] = encode(tiny_model, [image], RefineConfig(iterations=20))
     header = unpack(report.data)
-    stock = tiny_model.net.decompress([[header.y_string], [header.z_string]], header.z_shape)["x_hat"]
+    assert header.version == 2
+    net = coding_net(tiny_model, header.version)
+    stock = net.decompress([[header.y_string], [header.z_string]], header.z_shape)["x_hat"]
     expected = stock[0, :, :100, :150].mul(255).round().to(torch.uint8).permute(1, 2, 0).numpy()
     rgb, _ = decode(report.data, tiny_model)
     assert np.array_equal(rgb, expected)
+
+
+def test_coding_net_runs_the_transforms_in_float64(tiny_model):
+    net = coding_net(tiny_model)
+    assert coding_net(tiny_model) is net  # made once per model
+    assert all(p.dtype == torch.float64 for m in (net.h_s, net.g_s) for p in m.parameters())
+    assert all(p.dtype == torch.float32 for p in tiny_model.net.parameters())  # the model is untouched
+    y = torch.randn(1, tiny_model.net.M, 4, 4)
+    with torch.no_grad():
+        out = net.g_s(y)
+        exact = copy.deepcopy(tiny_model.net.g_s).double()(y.double())
+    assert out.dtype == torch.float32 and torch.equal(out, exact.float())
+
+
+def test_version_1_files_still_decode(tiny_model):
+    """Files written before version 2 were coded with the float32 model; they decode as they were."""
+    image = make_image(70, 90, seed=4)
+    [report] = encode(tiny_model, [image], RefineConfig(method="none"))
+    y, z = LatentModel(tiny_model.net).analysis(pad(to_tensor(image)))
+    [(data, rgb)] = code_latents(tiny_model, y, z, (70, 90), version=1)
+    assert data[4] == 1 and unpack(data).version == 1
+    decoded, _ = decode(data, tiny_model, strict=True)
+    assert np.array_equal(decoded, rgb)
 
 
 def test_unrefined_encode_matches_compressais_compress(tiny_model):

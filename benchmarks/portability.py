@@ -1,0 +1,114 @@
+"""Do files decode to the encoder's pixels on another CPU? File version 1 (float32) against 2 (float64).
+
+Every image is encoded here (method none, this machine's best instruction sets) into a version 1
+file (h_s and g_s in float32) and a version 2 file (float64, what sgacodec writes). Each set of
+files is then decoded in child processes that emulate other CPUs by holding oneDNN, ATen's
+kernels and MKL to older instruction sets, and the decoded pixels are compared with those the
+encoder computed. Printed per model, file version and emulated CPU: files that fail to decode,
+files that decode to other pixels, and the number of differing values; and each version's mean
+bpp (real bytes) and PSNR, to show that version 2 codes the same rate-distortion point.
+
+    python benchmarks/portability.py --images ../shared/datasets/kodak --quality 1 2 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+KODAK = ROOT.parent / "shared" / "datasets" / "kodak"
+EMULATED_CPUS = {
+    "this CPU": {},
+    "AVX2": {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"},
+    "SSE4.1": {"ONEDNN_MAX_CPU_ISA": "SSE41", "ATEN_CPU_CAPABILITY": "default",
+               "MKL_ENABLE_INSTRUCTIONS": "SSE4_2"},
+}
+
+
+def encode_all(images: list[Path], quality: int, out: Path) -> dict:
+    """Both file versions of every image into ``out``; returns mean bpp and PSNR per version."""
+    import torch
+
+    from sgacodec import metrics
+    from sgacodec.codec import code_latents, pad, to_tensor
+    from sgacodec.hyperprior import LatentModel
+    from sgacodec.imageio import read_image
+    from sgacodec.models import load_embedded
+
+    model = load_embedded(quality)
+    lm = LatentModel(model.net)
+    sums = {1: [0.0, 0.0], 2: [0.0, 0.0]}
+    for path in images:
+        rgb = read_image(path)
+        with torch.no_grad():
+            y, z = lm.analysis(pad(to_tensor(rgb)))
+        for version in (1, 2):
+            [(data, recon)] = code_latents(model, y, z, rgb.shape[:2], version=version)
+            (out / f"{path.stem}.v{version}.bin").write_bytes(data)
+            np.save(out / f"{path.stem}.v{version}.npy", recon)
+            sums[version][0] += metrics.bpp(len(data), *rgb.shape[:2]) / len(images)
+            sums[version][1] += metrics.psnr(rgb, recon) / len(images)
+    return sums
+
+
+def decode_all(folder: Path) -> dict:
+    """Child process: decode every file in ``folder``; counts per file version."""
+    from sgacodec.codec import decode
+
+    counts = {}
+    for path in sorted(folder.glob("*.bin")):
+        version = path.stem.rsplit(".v", 1)[1]
+        c = counts.setdefault(version, {"files": 0, "fail": 0, "other_pixels": 0, "values": 0})
+        c["files"] += 1
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                rgb, _ = decode(path.read_bytes(), verify=False)
+        except Exception:
+            c["fail"] += 1
+            continue
+        n = int((rgb != np.load(path.with_suffix(".npy"))).sum())
+        c["other_pixels"] += n > 0
+        c["values"] += n
+    return counts
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--images", type=Path, default=KODAK)
+    ap.add_argument("--quality", type=int, nargs="+", default=[1, 2, 3])
+    ap.add_argument("--decode-folder", type=Path, help=argparse.SUPPRESS)  # the child's job
+    args = ap.parse_args()
+    if args.decode_folder:
+        print(json.dumps(decode_all(args.decode_folder)))
+        return
+    images = sorted(p for p in args.images.iterdir() if p.suffix.lower() == ".png")
+    print(f"{len(images)} images from {args.images}; decode with one thread, SGACODEC_ISOLATE=0")
+    print(f"{'model':6} {'version':8} {'emulated CPU':13} {'fail':>5} {'other px':>9} {'values':>9}")
+    for quality in args.quality:
+        with tempfile.TemporaryDirectory() as tmp:
+            sums = encode_all(images, quality, Path(tmp))
+            for cpu, env_extra in EMULATED_CPUS.items():
+                env = dict(os.environ, OMP_NUM_THREADS="1", SGACODEC_ISOLATE="0", **env_extra)
+                res = subprocess.run([sys.executable, __file__, "--decode-folder", tmp], env=env,
+                                     capture_output=True, text=True, check=True)
+                for version, c in sorted(json.loads(res.stdout.splitlines()[-1]).items()):
+                    print(f"q{quality:<5} {version:8} {cpu:13} {c['fail']:>3}/{c['files']} "
+                          f"{c['other_pixels']:>6}/{c['files']} {c['values']:>9}", flush=True)
+        for version, (bpp, psnr) in sums.items():
+            print(f"q{quality:<5} v{version}: mean {bpp:.5f} bpp, {psnr:.4f} dB")
+
+
+if __name__ == "__main__":
+    main()
