@@ -1,7 +1,7 @@
 """Do files decode to the encoder's pixels on another CPU? File version 1 (float32) against 2 (float64).
 
 Every image is encoded here (method none, this machine's best instruction sets) into a version 1
-file (h_s and g_s in float32) and a version 2 file (float64, what sgacodec writes). Each set of
+file (h_s, g_s and the rANS tables in float32) and a version 2 file (float64, what sgacodec writes). Each set of
 files is then decoded in child processes that emulate other CPUs by holding oneDNN, ATen's
 kernels and MKL to older instruction sets, and the decoded pixels are compared with those the
 encoder computed. Printed per model, file version and emulated CPU: files that fail to decode,

@@ -160,13 +160,32 @@ class InFloat64(torch.nn.Module):
 
 
 def float64_coding_net(net: torch.nn.Module) -> torch.nn.Module:
-    """A copy of ``net`` whose h_s and g_s compute in float64 (file format version 2).
+    """A copy of ``net`` for file format version 2: h_s and g_s compute in float64, and the rANS
+    tables (quantized CDFs) of both entropy models are recomputed from their densities in float64.
 
-    The entropy models and CompressAI's compress()/decompress() are unchanged. For the context
-    models (mbt2018, cheng2020-*) CompressAI's autoregressive coder runs the context convolution
-    and entropy_parameters itself, in float32.
+    The tables are built at load time by ``update()``, from float32 densities a CPU's vectorised
+    kernels round in its own way: on this machine the q3 model's EntropyBottleneck tables changed
+    with ATEN_CPU_CAPABILITY, and every q3 file's z string failed to decode. CompressAI's
+    compress()/decompress() are unchanged. For the context models (mbt2018, cheng2020-*)
+    CompressAI's autoregressive coder runs the context convolution and entropy_parameters itself,
+    in float32.
     """
     coding = copy.deepcopy(net)
     coding.h_s = InFloat64(net.h_s)
     coding.g_s = InFloat64(net.g_s)
+    for entropy_model in (coding.entropy_bottleneck, coding.gaussian_conditional):
+        _tables_in_float64(entropy_model)
     return coding
+
+
+def _tables_in_float64(entropy_model) -> None:
+    """Replace an entropy model's rANS tables with those its own ``update()`` computes in float64."""
+    from compressai.entropy_models import EntropyBottleneck
+
+    em64 = copy.deepcopy(entropy_model).double()  # floating-point parameters and buffers only
+    if isinstance(em64, EntropyBottleneck):
+        em64.update(force=True)
+    else:
+        em64.update()
+    for name in ("_quantized_cdf", "_offset", "_cdf_length"):
+        setattr(entropy_model, name, getattr(em64, name).clone())

@@ -86,11 +86,12 @@ def test_version_1_files_still_decode(tiny_model):
 
 
 def test_unrefined_encode_matches_compressais_compress(tiny_model):
-    """method none codes exactly what the model's own compress() codes for the padded image."""
+    """method none codes exactly what the model's own compress() codes for the padded image (on
+    the coding network: the model with float64 h_s, g_s and rANS tables)."""
     image = make_image(128, 192, seed=5)
     [report] = encode(tiny_model, [image], RefineConfig(method="none"))
     header = unpack(report.data)
-    stock = tiny_model.net.compress(pad(to_tensor(image)))
+    stock = coding_net(tiny_model).compress(pad(to_tensor(image)))
     assert header.y_string == stock["strings"][0][0]
     assert header.z_string == stock["strings"][1][0]
     assert report.bpp == report.base_bpp and report.iterations == 0

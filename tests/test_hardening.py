@@ -21,7 +21,7 @@ from PIL import Image
 from sgacodec import bitstream as B
 from sgacodec import isolate
 from sgacodec.cli import main, run
-from sgacodec.codec import DecodeError, decode, encode
+from sgacodec.codec import DecodeError, coding_net, decode, encode
 from sgacodec.models import ModelError, load_checkpoint
 from sgacodec.refine import RefineConfig
 
@@ -104,10 +104,11 @@ def test_forged_strings_are_refused_in_process_too(tiny_model, coded, monkeypatc
 
 
 def test_padding_never_changes_a_valid_decode(tiny_model, coded):
-    x_hat = isolate.decompress_untrusted(tiny_model.net, coded_string(coded, "y"), coded_string(coded, "z"),
+    net = coding_net(tiny_model, B.unpack(coded.data).version)
+    x_hat = isolate.decompress_untrusted(net, coded_string(coded, "y"), coded_string(coded, "z"),
                                          B.unpack(coded.data).z_shape)
-    stock = tiny_model.net.decompress([[coded_string(coded, "y")], [coded_string(coded, "z")]],
-                                      B.unpack(coded.data).z_shape)["x_hat"]
+    stock = net.decompress([[coded_string(coded, "y")], [coded_string(coded, "z")]],
+                           B.unpack(coded.data).z_shape)["x_hat"]
     assert torch.equal(x_hat, stock)
 
 
