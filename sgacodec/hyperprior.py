@@ -14,6 +14,7 @@ then coded with CompressAI's own sequential coder, so what is written is always 
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass
 
 import torch
@@ -160,26 +161,37 @@ class InFloat64(torch.nn.Module):
 
 
 def float64_coding_net(net: torch.nn.Module) -> torch.nn.Module:
-    """A copy of ``net`` for file format version 2: h_s and g_s compute in float64, and the rANS
-    tables (quantized CDFs) of both entropy models are recomputed from their densities in float64.
+    """A copy of ``net`` for file format version 2, computing in float64 whatever CompressAI
+    computes at load time or while coding, so that every CPU gets the same numbers:
 
-    The tables are built at load time by ``update()``, from float32 densities a CPU's vectorised
-    kernels round in its own way: on this machine the q3 model's EntropyBottleneck tables changed
-    with ATEN_CPU_CAPABILITY, and every q3 file's z string failed to decode. CompressAI's
-    compress()/decompress() are unchanged. For the context models (mbt2018, cheng2020-*)
-    CompressAI's autoregressive coder runs the context convolution and entropy_parameters itself,
-    in float32.
+    - h_s and g_s run in float64 (``InFloat64``);
+    - the GaussianConditional's scale table, exp(linspace(ln 0.11, ln 256, 64)) (CompressAI's
+      ``get_scale_table``, which ``update()`` recomputes in float32), is computed in float64 and
+      rounded to float32;
+    - the rANS tables (quantized CDFs) of both entropy models are rebuilt by their own ``update()``
+      from float64 densities.
+
+    Each of these, left in float32, made files undecodable on an emulated other CPU: see
+    docs/format.md. CompressAI's compress()/decompress() are unchanged. For the context models
+    (mbt2018, cheng2020-*) CompressAI's autoregressive coder runs the context convolution and
+    entropy_parameters itself, in float32.
     """
+    from compressai.models.google import SCALES_LEVELS, SCALES_MAX, SCALES_MIN
+
     coding = copy.deepcopy(net)
     coding.h_s = InFloat64(net.h_s)
     coding.g_s = InFloat64(net.g_s)
-    for entropy_model in (coding.entropy_bottleneck, coding.gaussian_conditional):
+    gc = coding.gaussian_conditional
+    gc.scale_table = torch.exp(torch.linspace(math.log(SCALES_MIN), math.log(SCALES_MAX), SCALES_LEVELS,
+                                              dtype=torch.float64)).float()
+    for entropy_model in (coding.entropy_bottleneck, gc):
         _tables_in_float64(entropy_model)
     return coding
 
 
 def _tables_in_float64(entropy_model) -> None:
-    """Replace an entropy model's rANS tables with those its own ``update()`` computes in float64."""
+    """Replace an entropy model's rANS tables with those its own ``update()`` computes in float64
+    (from its float32 parameters and scale table, made exact float64 copies)."""
     from compressai.entropy_models import EntropyBottleneck
 
     em64 = copy.deepcopy(entropy_model).double()  # floating-point parameters and buffers only

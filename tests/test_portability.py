@@ -43,7 +43,8 @@ for quality in (1, 2, 3):
     for name, net in (("float32", model.net), ("coding", coding_net(model))):
         for em in ("entropy_bottleneck", "gaussian_conditional"):
             m = getattr(net, em)
-            out[f"q{quality} {em} {name}"] = digest(m._quantized_cdf, m._offset, m._cdf_length)
+            tables = [m._quantized_cdf, m._offset, m._cdf_length] + [getattr(m, "scale_table", m._offset)]
+            out[f"q{quality} {em} {name}"] = digest(*tables)
 print(json.dumps(out))
 """
 
@@ -67,8 +68,9 @@ def probes():
 
 
 def test_coding_tables_are_the_same_on_an_emulated_other_cpu(probes):
-    """The rANS tables (quantized CDFs) the coding network builds at load time do not depend on the
-    CPU (those built in float32 do: the q3 EntropyBottleneck's, on this development machine)."""
+    """The scale table and rANS tables (quantized CDFs) the coding network builds at load time do not
+    depend on the CPU (those built in float32 do, on this development machine: the scale table,
+    and the q3 EntropyBottleneck's tables)."""
     here, other = probes
     coding = [k for k in here if k.endswith(" coding")]
     assert len(coding) == 6 and all(here[k] == other[k] for k in coding)
