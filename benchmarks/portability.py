@@ -9,6 +9,8 @@ files that decode to other pixels, and the number of differing values; and each 
 bpp (real bytes) and PSNR, to show that version 2 codes the same rate-distortion point.
 
     python benchmarks/portability.py --images ../shared/datasets/kodak --quality 1 2 3
+    python benchmarks/portability.py --quality 2 --keep /tmp/kodak_q2   # also keep the files:
+        /tmp/kodak_q2/q2/v1/*.bin and .../v2/*.bin (e.g. for benchmarks/startup_speed.py --bins)
 """
 
 from __future__ import annotations
@@ -55,20 +57,22 @@ def encode_all(images: list[Path], quality: int, out: Path) -> dict:
             y, z = lm.analysis(pad(to_tensor(rgb)))
         for version in (1, 2):
             [(data, recon)] = code_latents(model, y, z, rgb.shape[:2], version=version)
-            (out / f"{path.stem}.v{version}.bin").write_bytes(data)
-            np.save(out / f"{path.stem}.v{version}.npy", recon)
+            folder = out / f"v{version}"
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / f"{path.stem}.bin").write_bytes(data)
+            np.save(folder / f"{path.stem}.npy", recon)
             sums[version][0] += metrics.bpp(len(data), *rgb.shape[:2]) / len(images)
             sums[version][1] += metrics.psnr(rgb, recon) / len(images)
     return sums
 
 
 def decode_all(folder: Path) -> dict:
-    """Child process: decode every file in ``folder``; counts per file version."""
+    """Child process: decode every file in ``folder``/v*/; counts per file version."""
     from sgacodec.codec import decode
 
     counts = {}
-    for path in sorted(folder.glob("*.bin")):
-        version = path.stem.rsplit(".v", 1)[1]
+    for path in sorted(folder.glob("v*/*.bin")):
+        version = path.parent.name[1:]
         c = counts.setdefault(version, {"files": 0, "fail": 0, "other_pixels": 0, "values": 0})
         c["files"] += 1
         try:
@@ -88,6 +92,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--images", type=Path, default=KODAK)
     ap.add_argument("--quality", type=int, nargs="+", default=[1, 2, 3])
+    ap.add_argument("--keep", type=Path, help="Keep the coded files in KEEP/q<quality>/v<version>/.")
     ap.add_argument("--decode-folder", type=Path, help=argparse.SUPPRESS)  # the child's job
     args = ap.parse_args()
     if args.decode_folder:
@@ -97,7 +102,8 @@ def main() -> None:
     print(f"{len(images)} images from {args.images}; decode with one thread, SGACODEC_ISOLATE=0")
     print(f"{'model':6} {'version':8} {'emulated CPU':13} {'fail':>5} {'other px':>9} {'values':>9}")
     for quality in args.quality:
-        with tempfile.TemporaryDirectory() as tmp:
+        with tempfile.TemporaryDirectory() as scratch:
+            tmp = str(args.keep / f"q{quality}") if args.keep else scratch
             sums = encode_all(images, quality, Path(tmp))
             for cpu, env_extra in EMULATED_CPUS.items():
                 env = dict(os.environ, OMP_NUM_THREADS="1", SGACODEC_ISOLATE="0", **env_extra)
