@@ -276,7 +276,9 @@ def decode(data: bytes, model: LoadedModel | None = None, checkpoint=None,
     try:
         rgb = isolate.call(run, timeout=60.0 + 2e-5 * 256 * bs.y_shape[0] * bs.y_shape[1])
     except isolate.IsolatedError as exc:
-        raise DecodeError(f"the entropy-coded data does not decode: {exc}") from None
+        legacy = ("; a version 1 file, coded in float32, may not decode on a CPU other than its "
+                  "encoder's (docs/format.md)") if bs.version < 2 else ""
+        raise DecodeError(f"the entropy-coded data does not decode: {exc}{legacy}") from None
     if verify and recon_hash(rgb) != bs.recon_hash:
         if strict:
             raise DecodeError(MISMATCH_TEXT)

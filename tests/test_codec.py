@@ -1,14 +1,15 @@
 """End-to-end: refinement, entropy coding, and the stock CompressAI decoder."""
 
 import copy
+import dataclasses
 
 import numpy as np
 import pytest
 import torch
 
 from sgacodec import metrics
-from sgacodec.bitstream import unpack
-from sgacodec.codec import code_latents, coding_net, decode, encode, pad, to_tensor
+from sgacodec.bitstream import pack, unpack
+from sgacodec.codec import DecodeError, code_latents, coding_net, decode, encode, pad, to_tensor
 from sgacodec.hyperprior import LatentModel
 from sgacodec.refine import RefineConfig, refine, true_rd
 
@@ -77,12 +78,15 @@ def test_coding_net_runs_the_transforms_in_float64(tiny_model):
 def test_version_1_files_still_decode(tiny_model):
     """Files written before version 2 were coded with the float32 model; they decode as they were."""
     image = make_image(70, 90, seed=4)
-    [report] = encode(tiny_model, [image], RefineConfig(method="none"))
     y, z = LatentModel(tiny_model.net).analysis(pad(to_tensor(image)))
     [(data, rgb)] = code_latents(tiny_model, y, z, (70, 90), version=1)
     assert data[4] == 1 and unpack(data).version == 1
     decoded, _ = decode(data, tiny_model, strict=True)
     assert np.array_equal(decoded, rgb)
+    # one that does not decode says that version 1 files may not decode on another CPU
+    cut = pack(dataclasses.replace(unpack(data), z_string=b""))
+    with pytest.raises(DecodeError, match="version 1 file"):
+        decode(cut, tiny_model)
 
 
 def test_unrefined_encode_matches_compressais_compress(tiny_model):
