@@ -8,8 +8,8 @@
 Every declared size is checked against limits and the file length before anything is allocated.
 
 The version also fixes the arithmetic both sides use for the hyper-synthesis h_s (which gives the
-entropy coder's scale indexes and means) and the synthesis g_s: float64 in version 2, float32 in
-version 1 (still decoded; see codec.coding_net).
+entropy coder's scale indexes and means), the synthesis g_s, the scale table and the rANS tables:
+float64 in version 2, float32 in version 1 (still decoded; see codec.coding_net).
 """
 
 from __future__ import annotations

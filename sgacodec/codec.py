@@ -6,8 +6,8 @@
     rgb, header = decode(report.data, model)
 
 Refinement runs on any device; entropy coding (h_s on the hard z, index building, rANS) and the
-reconstruction the encoder reports run on the CPU with the coding network (``coding_net``: h_s
-and g_s in float64), exactly as the decoder will, so a file encoded on one machine decodes on
+reconstruction the encoder reports run on the CPU with the coding network (``coding_net``: h_s,
+g_s and the entropy coder's tables in float64), exactly as the decoder will, so a file encoded on one machine decodes on
 another to the same pixels. Should another machine's arithmetic still differ, decode warns
 (ReconstructionMismatch) and returns the image, or refuses with strict=True.
 """
@@ -111,11 +111,11 @@ _CODING_NETS: "weakref.WeakKeyDictionary[torch.nn.Module, torch.nn.Module]" = we
 def coding_net(model: LoadedModel, version: int = bitstream.VERSION) -> torch.nn.Module:
     """The CPU network that codes and decodes files of this format version.
 
-    Version 2: a copy of the model with h_s and g_s in float64 (hyperprior.float64_coding_net),
-    made once per model. In float32 (version 1: the model itself) another CPU's rounding moved
-    scale indexes and the decoder desynchronised: 16 of 24 Kodak files failed to decode and the
-    other 8 decoded to other pixels when oneDNN was held to AVX2 on an AVX-512 machine; version 2
-    decoded all 24 to the same pixels (docs/format.md).
+    Version 2: a copy of the model with h_s, g_s, the scale table and the rANS tables computed in
+    float64 (hyperprior.float64_coding_net), made once per model. In float32 (version 1: the model
+    itself) another CPU's rounding moved scale indexes or table entries and the decoder
+    desynchronised: 12 to 24 of the 24 Kodak files of each shipped model failed to decode on an
+    emulated other CPU; in version 2 all decoded to the encoder's pixels (docs/format.md).
     """
     if version < 2:
         return model.net
