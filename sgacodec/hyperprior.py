@@ -143,7 +143,7 @@ class LatentModel:
 # --- the coding network: what both sides of a file compute -----------------------------------
 
 class InFloat64(torch.nn.Module):
-    """``module`` computed in float64, its output returned in the input's dtype.
+    """``module`` (converted in place) computed in float64, its output returned in the input's dtype.
 
     Two CPUs (other instruction set, other oneDNN kernel) sum a float32 convolution in different
     orders and differ by ~1e-7 relative; an h_s scale that lands on a scale-table boundary then
@@ -154,7 +154,7 @@ class InFloat64(torch.nn.Module):
 
     def __init__(self, module: torch.nn.Module):
         super().__init__()
-        self.module = copy.deepcopy(module).double()
+        self.module = module.double()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.module(x.double()).to(x.dtype)
@@ -179,8 +179,8 @@ def float64_coding_net(net: torch.nn.Module) -> torch.nn.Module:
     from compressai.models.google import SCALES_LEVELS, SCALES_MAX, SCALES_MIN
 
     coding = copy.deepcopy(net)
-    coding.h_s = InFloat64(net.h_s)
-    coding.g_s = InFloat64(net.g_s)
+    coding.h_s = InFloat64(coding.h_s)  # coding's own copies: the model stays float32
+    coding.g_s = InFloat64(coding.g_s)
     gc = coding.gaussian_conditional
     gc.scale_table = torch.exp(torch.linspace(math.log(SCALES_MIN), math.log(SCALES_MAX), SCALES_LEVELS,
                                               dtype=torch.float64)).float()
