@@ -230,26 +230,40 @@ def _finish(failures, inputs):
         raise click.exceptions.Exit(1)
 
 
-def _announce_cpu_estimate(console, device, config, n_images, lm=None, first_input=None, lmbda=None):
-    """Before refining on a CPU: how long it will roughly take (timed on the first image) and how
-    to shorten it."""
-    if device.type != "cpu" or config.method == "none" or config.iterations == 0:
+def _announce_cpu_estimate(console, device, iterations: list[int], probe=None):
+    """Before refining on a CPU: how long it will roughly take and how to shorten it.
+
+    ``iterations``: the iteration count of each refinement to run (one per image and setting);
+    ``probe()``: seconds per iteration, timed on the first image (None or failing: no estimate).
+    """
+    if device.type != "cpu" or not any(iterations):
         return
     estimate = ""
-    if lm is not None and lmbda is not None and first_input not in (None, "-"):
-        from .codec import estimate_iteration_seconds
+    try:
+        per_iteration = probe() if probe is not None else None
+    except Exception:  # noqa: BLE001 - only an estimate; the real run reports real errors
+        per_iteration = None
+    if per_iteration is not None:
+        total = per_iteration * sum(iterations)
+        estimate = (f", roughly {total / 60:.0f} min in all" if total >= 90 else
+                    f", roughly {total:.0f} s in all") + f" ({per_iteration:.2f} s per iteration)"
+    counts = " / ".join(str(i) for i in sorted(set(iterations)))
+    console.print(f"Refining on the CPU: {len(iterations)} refinement(s) of {counts} iterations{estimate}. "
+                  "Shorten with --iterations N or --time-budget SECONDS; a GPU (--device cuda) is far "
+                  "faster.", style="yellow", soft_wrap=True, highlight=False)
 
-        try:
-            per_iteration = estimate_iteration_seconds(lm, _read_input(first_input), config, lmbda)
-        except Exception:  # noqa: BLE001 - only an estimate; the real run reports real errors
-            per_iteration = None
-        if per_iteration is not None:
-            total = per_iteration * config.iterations * n_images
-            estimate = (f", roughly {total / 60:.0f} min in all" if total >= 90 else
-                        f", roughly {total:.0f} s in all") + f" ({per_iteration:.2f} s per iteration)"
-    console.print(f"Refining on the CPU: {config.iterations} iterations per image, {n_images} "
-                  f"image(s){estimate}. Shorten with --iterations N or --time-budget SECONDS; a GPU "
-                  "(--device cuda) is far faster.", style="yellow", soft_wrap=True, highlight=False)
+
+def _iteration_probe(lm, path, lmbda, config, crop=None):
+    """A probe for _announce_cpu_estimate: seconds per iteration on the image at ``path``."""
+    def probe():
+        if path == "-":  # stdin can be read only once
+            return None
+        from .codec import estimate_iteration_seconds
+        from .evaluate import center_crop
+        from .imageio import read_image
+
+        return estimate_iteration_seconds(lm, center_crop(read_image(path), crop), config, lmbda)
+    return probe
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -293,8 +307,9 @@ def encode(inputs, output, force, as_json, **o):
         raise UserError(str(exc)) from None
     config = config.with_(eval_every=_eval_every(o, device))
     lm = device_model(model, device)
-    _announce_cpu_estimate(console, device, config, len(inputs), lm, inputs[0],
-                           config.lmbda if config.lmbda is not None else model.lmbda)
+    if config.method != "none":
+        _announce_cpu_estimate(console, device, [config.iterations] * len(inputs), _iteration_probe(
+            lm, inputs[0], config.lmbda if config.lmbda is not None else model.lmbda, config))
     failures = []
     # Same-size images are refined together, --batch-size at a time; left at its default on a GPU,
     # batches fill up to codec.AUTO_BATCH_MEGAPIXELS. Inputs are read a window at a time (bounded
@@ -516,9 +531,15 @@ def refine(inputs, as_json, log_file, output_dir, force, lmbda_scales, records_f
     if output_dir:
         Path(output_dir).mkdir(parents=True, exist_ok=True)
     refined = [s for s in settings if s.label != "none"]
-    if refined:
-        _announce_cpu_estimate(console, device, ev.refine_config(refined[0], base),
-                               len(paths) * len(refined) * len(models))
+    if refined and device.type == "cpu":  # every image, setting and model (records resumed count too)
+        from .codec import device_model
+
+        first = refined[0]
+        _announce_cpu_estimate(
+            console, device, [s.iterations for s in refined] * len(paths) * len(models),
+            _iteration_probe(device_model(models[0], device), paths[0],
+                             first.lmbda or models[0].lmbda * first.lmbda_scale,
+                             ev.refine_config(first, base), crop))
     grid = len(settings) > len({s.label for s in settings})
     auto = click.get_current_context().get_parameter_source("batch_size") == \
         click.core.ParameterSource.DEFAULT

@@ -52,6 +52,26 @@ def test_outputs_get_ordinary_file_permissions(tmp_path, png_333x217, tiny_check
     assert stat.S_IMODE(out.stat().st_mode) == 0o644
 
 
+def test_cpu_refinement_says_roughly_how_long_it_will_take(tmp_path, png_333x217, tiny_checkpoint):
+    import re
+
+    res = cli("encode", png_333x217, "-o", tmp_path / "a.bin", "--checkpoint", tiny_checkpoint,
+              "--iterations", 3, "--device", "cpu")
+    assert res.exit_code == 0, res.output
+    assert re.search(r"Refining on the CPU: 1 refinement\(s\) of 3 iterations, roughly \d+ s in all "
+                     r"\([\d.]+ s per iteration\)\. Shorten with --iterations", res.stderr), res.stderr
+    # refine: every image, setting and model counts; the probe runs on the cropped first image
+    res = cli("refine", png_333x217, "--checkpoint", tiny_checkpoint, "--method", "none", "--method",
+              "ssl", "--method", "atanh", "--iterations", 2, "--iterations", 4, "--crop", 64,
+              "--device", "cpu")
+    assert res.exit_code == 0, res.output
+    assert re.search(r"Refining on the CPU: 4 refinement\(s\) of 2 / 4 iterations, roughly \d+ s in all",
+                     res.stderr), res.stderr
+    res = cli("encode", png_333x217, "-o", tmp_path / "b.bin", "--checkpoint", tiny_checkpoint,
+              "--method", "none", "--device", "cpu")
+    assert res.exit_code == 0 and "Refining on the CPU" not in res.stderr
+
+
 def test_refine_compares_methods_and_logs(tmp_path, png_333x217, tiny_checkpoint):
     log = tmp_path / "trajectory.csv"
     res = cli("refine", png_333x217, "--checkpoint", tiny_checkpoint, "--method", "ssl",
