@@ -29,7 +29,7 @@ case ${1:-} in
   portability)
     $SG encode docs/example.png .kodak/kodim01.png .kodak/kodim04.png -o "$OUT/enc" --iterations 100 \
       --device cuda --json --force | tee "$OUT/encode.jsonl"
-    $SG decode "$OUT"/enc/*.bin -o "$OUT/dec" --strict --json --force | tee "$OUT/decode-gpu-machine.jsonl"
+    $SG decode "$OUT"/enc/*.bin -o /tmp/dec --strict --json --force | tee "$OUT/decode-gpu-machine.jsonl"
     echo "now, on the CPU machine: sgacodec decode --strict FILES_AT/enc/*.bin -o /tmp/dec --json" ;;
   speed)
     B="python3 -W ignore benchmarks/refine_speed.py --images .kodak --iterations 2000 --eval-every 10"

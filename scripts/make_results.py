@@ -492,14 +492,17 @@ def profile_section(w, profile: str):
             default_sha = sha
     default_name = shas.get(default_sha, ("?",))[0]
     iters = sorted({r["iterations"] for r in learned if r["label"] != "none"})
+    protocol_iters = {500, 2000} <= set(iters)
     images = sorted({r["image"] for r in records})
     crop = sorted({r["crop"] for r in records})
     if reduced:
         w("> **REDUCED SETTINGS (CPU).** These numbers come from a CPU-only session: "
           f"{len(images)} Kodak image(s) ({', '.join(Path(i).name for i in images)}), center-cropped to "
-          f"{crop[0]}x{crop[0]} pixels, refined for {' / '.join(map(str, iters))} iterations instead of "
-          "500 / 2000, " + ("on checkpoints given with CHECKPOINTS" if checkpoints() else
-                            "on the shipped embedded models") + ". They show that the evaluation "
+          f"{crop[0]}x{crop[0]} pixels, refined for {' / '.join(map(str, iters))} iterations"
+          + (" (the protocol's 500 and 2000 for none, atanh and SSL only; the other studies at "
+             f"{iters[0]})" if protocol_iters else " instead of 500 / 2000") + ", "
+          + ("on checkpoints given with CHECKPOINTS" if checkpoints() else
+             "on the shipped embedded models") + ". They show that the evaluation "
           "pipeline works and give a first, noisy look at every study; they are **not** the paper's "
           "protocol and do not establish (or refute) its claims. The section above has the full-size "
           "measurements made so far.")
@@ -513,8 +516,13 @@ def profile_section(w, profile: str):
           "information and header bytes, and 3 images make every mean noisy.")
         w("- Not the paper's base models: the shipped models are much weaker than the published "
           "ones (docs/models.md). Gains are relative to these base models.")
-        w("- Not 500 / 2000 iterations: methods converge at different speeds (atanh at tau_max = 1 "
-          "barely moves in 100 steps), so rankings at 100 / 300 steps need not hold later.")
+        if protocol_iters:
+            w(f"- The other rounding methods, tau_max and semi-multi-rate ran at {iters[0]} iterations "
+              "only: methods converge at different speeds (atanh at tau_max = 1 barely moves in 100 "
+              "steps), so those rankings need not hold at 500 / 2000.")
+        else:
+            w("- Not 500 / 2000 iterations: methods converge at different speeds (atanh at tau_max = 1 "
+              "barely moves in 100 steps), so rankings at 100 / 300 steps need not hold later.")
         w("- Curves have one point per shipped model (3), which Akima interpolation accepts but "
           "which makes BD values sensitive to each point.")
         w("")
@@ -547,7 +555,7 @@ def profile_section(w, profile: str):
     curves = ev.curves_from_rows(rows)
     w("### 1. Refinement against the base model, and classical codecs")
     w("")
-    w(cmd(profile, 1, 5))
+    w(cmd(profile, 1, 5, 6))
     w("")
     if rows:
         ev.plot_rd(rows, FIG / "rd.png", title=("REDUCED: " if reduced else "") + "Kodak, real bytes")

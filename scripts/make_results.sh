@@ -4,7 +4,8 @@
 #   scripts/make_results.sh                    # full protocol: 24 Kodak images, 500 and 2000 it (GPU)
 #   KODAK=.kodak scripts/make_results.sh       # the same, continuing docs/results/full.jsonl (its
 #                                              # records name the images .kodak/kodimNN.png)
-#   PROFILE=reduced scripts/make_results.sh    # CPU-sized: 3 Kodak crops of 192x192, 100 / 300 it
+#   PROFILE=reduced scripts/make_results.sh    # CPU-sized: 3 Kodak crops of 192x192, 100 / 300 it,
+#                                              # and the protocol's 500 / 2000 it for atanh and SSL
 #
 # Every stage is one `sgacodec refine` call appending to docs/results/$PROFILE.jsonl; rerunning
 # continues where a stopped run was (records already there are skipped: a record's key holds the
@@ -46,7 +47,7 @@ run() {  # log the command, then run it; a failed stage does not stop the others
 }
 
 if [ -z "${PAGE_ONLY:-}" ]; then
-  for stage in ${STAGES:-1 2 3 4 5}; do
+  for stage in ${STAGES:-1 2 3 4 5 6}; do
     echo "== stage $stage ($(date -u +%H:%M:%S))" >&2
     case $stage in
       1)  # the main R-D comparison over all shipped models, with classical codecs
@@ -67,6 +68,11 @@ if [ -z "${PAGE_ONLY:-}" ]; then
         if [ "$PROFILE" != full ]; then
           run "${IMAGES[@]}" "${CROP[@]}" "${MODELS[@]}" --method none --method atanh --method ssl \
             --iterations $LONG
+        fi ;;
+      6)  # the reduced profile at the protocol's iteration counts, for the main comparison only
+        if [ "$PROFILE" != full ]; then
+          run "${IMAGES[@]}" "${CROP[@]}" "${MODELS[@]}" --method none --method atanh --method ssl \
+            --iterations 500 --iterations 2000
         fi ;;
     esac
   done
