@@ -597,7 +597,7 @@ def profile_section(w, profile: str):
     header = LOSS_HEADER
     w("### 2. All rounding methods")
     w("")
-    w(cmd(profile, 2, 1, 5))
+    w(cmd(profile, 2, 1, 5, 6))
     w("")
     if not reduced:
         w("BD-rates of these methods over all models are in the table of section 1's style below.")

@@ -714,17 +714,37 @@ def _style(name: str):
     return STYLE.get(base, (None, "."))
 
 
+def _family(name: str) -> str:
+    """A curve's name without its iteration count ('ssl 500it tau0.5' -> 'ssl tau0.5')."""
+    return " ".join(t for t in name.split(" ") if not (t.endswith("it") and t[:-2].isdigit()))
+
+
+def _iteration_shades(names: list[str]) -> dict[str, float]:
+    """Line opacity per curve: within a method, the more iterations, the more opaque (0.35-1)."""
+    its = {n: next((int(t[:-2]) for t in n.split(" ") if t.endswith("it") and t[:-2].isdigit()), 0)
+           for n in names}
+    shades = {}
+    for n in names:
+        counts = sorted({its[m] for m in names if _family(m) == _family(n)})
+        rank = counts.index(its[n])
+        shades[n] = 1.0 if len(counts) == 1 else 0.35 + 0.65 * rank / (len(counts) - 1)
+    return shades
+
+
 def plot_rd(rows: list[dict], path, title: str = "Rate-distortion (real bitstream bytes)") -> str:
     """PSNR (and MS-SSIM where measured) against bpp, one line per curve; writes a PNG."""
     plt = _plt()
     metrics_ = ["psnr"] + (["ms_ssim"] if any(r.get("ms_ssim") is not None for r in rows) else [])
     fig, axes = plt.subplots(1, len(metrics_), figsize=(5.2 * len(metrics_), 4.0), squeeze=False)
     for ax, metric in zip(axes[0], metrics_):
-        for name, pts in curves_from_rows(rows, metric).items():
+        curves = curves_from_rows(rows, metric)
+        shade = _iteration_shades(list(curves))
+        for name, pts in curves.items():
             color, marker = _style(name)
             dashed = name.split(" ")[0] in ("JPEG", "WebP", "AVIF")
             ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=marker, color=color,
-                    linestyle="--" if dashed else "-", markersize=5, linewidth=1.2, label=name)
+                    alpha=shade[name], linestyle="--" if dashed else "-", markersize=5,
+                    linewidth=1.2, label=name)
         ax.set_xlabel("bpp (real bytes)")
         ax.set_ylabel("PSNR (dB)" if metric == "psnr" else "MS-SSIM")
         ax.grid(alpha=0.3)
@@ -745,7 +765,7 @@ def plot_loss(records: list[dict], path, title: str = "True R-D loss per iterati
     # number of iterations): draw the longest run of each method and temperature only
     longest: dict[str, str] = {}
     for name, (steps, _) in hists.items():
-        family = " ".join(t for t in name.split(" ") if not (t.endswith("it") and t[:-2].isdigit()))
+        family = _family(name)
         if family not in longest or steps[-1] > hists[longest[family]][0][-1]:
             longest[family] = name
     hists = {n: hists[n] for n in longest.values()}

@@ -190,3 +190,10 @@ def test_refine_cli_errors(tmp_path, image_dir, tiny_checkpoint):
     res = CliRunner().invoke(main, ["refine", str(image_dir), "--checkpoint", str(tiny_checkpoint),
                                     "--classical", "gif"])
     assert res.exit_code == 1 and "classical" in res.output
+
+
+def test_rd_plot_shades_longer_runs_of_a_method_darker():
+    shades = ev._iteration_shades(["none", "ssl 100it", "ssl 2000it", "ssl 500it", "atanh 500it",
+                                   "ssl 500it tau0.5"])
+    assert shades["ssl 100it"] < shades["ssl 500it"] < shades["ssl 2000it"] == 1.0
+    assert shades["none"] == shades["atanh 500it"] == shades["ssl 500it tau0.5"] == 1.0
