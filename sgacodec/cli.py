@@ -234,17 +234,19 @@ def _announce_cpu_estimate(console, device, iterations: list[int], probe=None):
     """Before refining on a CPU: how long it will roughly take and how to shorten it.
 
     ``iterations``: the iteration count of each refinement to run (one per image and setting);
-    ``probe()``: seconds per iteration, timed on the first image (None or failing: no estimate).
+    ``probe()``: (seconds per iteration, seconds per refinement besides), timed on the first image
+    (None or failing: no estimate).
     """
     if device.type != "cpu" or not any(iterations):
         return
     estimate = ""
     try:
-        per_iteration = probe() if probe is not None else None
+        timing = probe() if probe is not None else None
     except Exception:  # noqa: BLE001 - only an estimate; the real run reports real errors
-        per_iteration = None
-    if per_iteration is not None:
-        total = per_iteration * sum(iterations)
+        timing = None
+    if timing is not None:
+        per_iteration, per_refinement = timing
+        total = per_iteration * sum(iterations) + per_refinement * len(iterations)
         estimate = (f", roughly {total / 60:.0f} min in all" if total >= 90 else
                     f", roughly {total:.0f} s in all") + f" ({per_iteration:.2f} s per iteration)"
     counts = " / ".join(str(i) for i in sorted(set(iterations)))
@@ -254,15 +256,15 @@ def _announce_cpu_estimate(console, device, iterations: list[int], probe=None):
 
 
 def _iteration_probe(lm, path, lmbda, config, crop=None):
-    """A probe for _announce_cpu_estimate: seconds per iteration on the image at ``path``."""
+    """A probe for _announce_cpu_estimate, timed on the image at ``path``."""
     def probe():
         if path == "-":  # stdin can be read only once
             return None
-        from .codec import estimate_iteration_seconds
+        from .codec import estimate_refine_seconds
         from .evaluate import center_crop
         from .imageio import read_image
 
-        return estimate_iteration_seconds(lm, center_crop(read_image(path), crop), config, lmbda)
+        return estimate_refine_seconds(lm, center_crop(read_image(path), crop), config, lmbda)
     return probe
 
 

@@ -18,6 +18,7 @@ import copy
 import functools
 import hashlib
 import os
+import time
 import warnings
 import weakref
 from concurrent.futures import ThreadPoolExecutor
@@ -288,9 +289,17 @@ def decode(data: bytes, model: LoadedModel | None = None, checkpoint=None,
 
 
 
-def estimate_iteration_seconds(lm: LatentModel, image: np.ndarray, config: RefineConfig,
-                               lmbda: float, probe_steps: int = 2) -> float:
-    """Seconds per refinement iteration for this image, timed on a short probe run."""
+def estimate_refine_seconds(lm: LatentModel, image: np.ndarray, config: RefineConfig,
+                            lmbda: float, probe_steps: int = 2) -> tuple[float, float]:
+    """(seconds per iteration, seconds per image besides its iterations), timed on a short probe
+    refinement of this image: an iteration costs what the probe's last step did (its first step
+    carries one-off costs), and the rest of the probe's time is the per-image part."""
     x = pad(to_tensor(image)).to(lm.device)
-    result = refine(lm, x, image.shape[:2], lmbda, config.with_(iterations=probe_steps, time_budget=None))
-    return result.seconds / max(result.iterations, 1)
+    stamps: list[float] = []
+    result = refine(lm, x, image.shape[:2], lmbda, config.with_(iterations=probe_steps, time_budget=None),
+                    on_step=lambda step: stamps.append(time.perf_counter()))
+    if len(stamps) > 1:
+        per_iteration = (stamps[-1] - stamps[0]) / (len(stamps) - 1)
+    else:
+        per_iteration = result.seconds / max(result.iterations, 1)
+    return per_iteration, max(result.seconds - per_iteration * result.iterations, 0.0)
