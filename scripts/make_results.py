@@ -499,8 +499,8 @@ def profile_section(w, profile: str):
         w("> **REDUCED SETTINGS (CPU).** These numbers come from a CPU-only session: "
           f"{len(images)} Kodak image(s) ({', '.join(Path(i).name for i in images)}), center-cropped to "
           f"{crop[0]}x{crop[0]} pixels, refined for {' / '.join(map(str, iters))} iterations"
-          + (" (the protocol's 500 and 2000 for none, atanh and SSL only; the other studies at "
-             f"{iters[0]})" if protocol_iters else " instead of 500 / 2000") + ", "
+          + (" (2000 for none, atanh and SSL only)" if protocol_iters else " instead of 500 / 2000")
+          + ", "
           + ("on checkpoints given with CHECKPOINTS" if checkpoints() else
              "on the shipped embedded models") + ". They show that the evaluation "
           "pipeline works and give a first, noisy look at every study; they are **not** the paper's "
@@ -517,9 +517,11 @@ def profile_section(w, profile: str):
         w("- Not the paper's base models: the shipped models are much weaker than the published "
           "ones (docs/models.md). Gains are relative to these base models.")
         if protocol_iters:
-            w(f"- The other rounding methods, tau_max and semi-multi-rate ran at {iters[0]} iterations "
-              "only: methods converge at different speeds (atanh at tau_max = 1 barely moves in 100 "
-              "steps), so those rankings need not hold at 500 / 2000.")
+            other = sorted({r["iterations"] for r in learned if r["label"] not in ("none", "atanh", "ssl")})
+            w(f"- The other rounding methods, tau_max and semi-multi-rate ran at "
+              f"{' and '.join(map(str, other or iters[:1]))} iterations, not 2000: methods converge at "
+              "different speeds (atanh at tau_max = 1 barely moves in 100 steps), so those rankings "
+              "need not hold at 2000.")
         else:
             w("- Not 500 / 2000 iterations: methods converge at different speeds (atanh at tau_max = 1 "
               "barely moves in 100 steps), so rankings at 100 / 300 steps need not hold later.")
@@ -597,7 +599,7 @@ def profile_section(w, profile: str):
     header = LOSS_HEADER
     w("### 2. All rounding methods")
     w("")
-    w(cmd(profile, 2, 1, 5, 6))
+    w(cmd(profile, 2, 1, 5, 6, 7))
     w("")
     if not reduced:
         w("BD-rates of these methods over all models are in the table of section 1's style below.")
@@ -630,11 +632,14 @@ def profile_section(w, profile: str):
     # ---- 3. tau_max
     w("### 3. Sensitivity to tau_max")
     w("")
-    w(cmd(profile, 3))
+    w(cmd(profile, 3, 7))
     w("")
-    tau_it = (max(iters) if not reduced else min(iters)) if iters else 0
+    # the full profile: its longest runs; the reduced one: every count the study was run at
+    tau_its = ({max(iters)} if not reduced else
+               {r["iterations"] for r in learned if r["label"] in ("atanh", "ssl") and tau_of(r) != 1.0
+                and at_default(r, default_sha)}) if iters else set()
     taus = [r for r in learned if is_x1(r) and at_default(r, default_sha)
-            and (r["label"] == "none" or r["label"] in ("atanh", "ssl") and r["iterations"] == tau_it)]
+            and (r["label"] == "none" or r["label"] in ("atanh", "ssl") and r["iterations"] in tau_its)]
     tab, imgs, _ = loss_table(taus, lambda r: r["curve"] + ("" if r["label"] == "none" or tau_of(r) != 1.0
                                                          else " tau1"))
     if len(tab) > 1:
@@ -649,9 +654,11 @@ def profile_section(w, profile: str):
     # ---- 4. semi-multi-rate
     w("### 4. Semi-multi-rate: one model at other lambdas")
     w("")
-    w(cmd(profile, 4, 1))
+    w(cmd(profile, 4, 1, 7))
     w("")
-    semi_it = max(iters) if not reduced else (min(iters) if iters else 0)
+    swept = {r["iterations"] for r in learned if at_default(r, default_sha) and r["label"] == "ssl"
+             and not is_x1(r) and tau_of(r) == 1.0}  # the sweep's longest runs
+    semi_it = max(swept) if swept else max(iters) if not reduced else (min(iters) if iters else 0)
     semi = [r for r in learned if at_default(r, default_sha) and r["label"] == "ssl"
             and r["iterations"] == semi_it and tau_of(r) == 1.0]
     if len([r for r in semi if not is_x1(r)]):

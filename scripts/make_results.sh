@@ -5,9 +5,10 @@
 #   KODAK=.kodak scripts/make_results.sh       # the same, continuing docs/results/full.jsonl (its
 #                                              # records name the images .kodak/kodimNN.png)
 #   PROFILE=reduced scripts/make_results.sh    # CPU-sized: 3 Kodak crops of 192x192, 100 / 300 it,
-#                                              # and the protocol's 500 / 2000 it for atanh and SSL
+#                                              # and the protocol's 500 / 2000 it for atanh and SSL,
+#                                              # 500 it for the other studies
 #
-# Every stage is one `sgacodec refine` call appending to docs/results/$PROFILE.jsonl; rerunning
+# Every stage is one or more `sgacodec refine` calls appending to docs/results/$PROFILE.jsonl; rerunning
 # continues where a stopped run was (records already there are skipped: a record's key holds the
 # image path as given). STAGES="1 3" runs some stages only; PAGE_ONLY=1 just rewrites the page from
 # the records. The page shows both profiles' records whatever PROFILE is. Each stage's command is
@@ -40,14 +41,17 @@ read -r -a MODELS <<< "$($PY scripts/make_results.py models)"
 read -r -a DEFAULT <<< "$($PY scripts/make_results.py default-model)"
 read -r -a SEMI <<< "$($PY scripts/make_results.py semi-lambdas --profile "$PROFILE")"
 
-run() {  # log the command, then run it; a failed stage does not stop the others
-  echo "sgacodec refine $* --records $REC" | sed "s#$KODAK#\$KODAK#g" > "$CMDS.stage$stage.cmd"
+run() {  # log the command (a stage's first run starts its file), then run it; a failed stage
+  # does not stop the others
+  local line; line=$(echo "sgacodec refine $* --records $REC" | sed "s#$KODAK#\$KODAK#g")
+  if [ "${LOGGED_STAGE:-}" = "$stage" ]; then echo "$line" >> "$CMDS.stage$stage.cmd"
+  else echo "$line" > "$CMDS.stage$stage.cmd"; LOGGED_STAGE=$stage; fi
   OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} $PY -m sgacodec refine "$@" --records "$REC" --device "$DEVICE" \
     || echo "stage failed: $*" >&2
 }
 
 if [ -z "${PAGE_ONLY:-}" ]; then
-  for stage in ${STAGES:-1 2 3 4 5 6}; do
+  for stage in ${STAGES:-1 2 3 4 5 6 7}; do
     echo "== stage $stage ($(date -u +%H:%M:%S))" >&2
     case $stage in
       1)  # the main R-D comparison over all shipped models, with classical codecs
@@ -73,6 +77,14 @@ if [ -z "${PAGE_ONLY:-}" ]; then
         if [ "$PROFILE" != full ]; then
           run "${IMAGES[@]}" "${CROP[@]}" "${MODELS[@]}" --method none --method atanh --method ssl \
             --iterations 500 --iterations 2000
+        fi ;;
+      7)  # the reduced profile's other studies (stages 2 to 4) at the protocol's 500 iterations
+        if [ "$PROFILE" != full ]; then
+          run "${IMAGES[@]}" "${CROP[@]}" "${DEFAULT[@]}" --method none --method ste --method uniform \
+            --method linear --method cosine --method linear3 --method ssl3 --iterations 500
+          run "${IMAGES[@]}" "${CROP[@]}" "${DEFAULT[@]}" --method none --method atanh --method ssl \
+            --iterations 500 --tau-max 0.2 --tau-max 0.5 --tau-max 1.0
+          run "${IMAGES[@]}" "${CROP[@]}" "${DEFAULT[@]}" --method ssl --iterations 500 "${SEMI[@]}"
         fi ;;
     esac
   done
