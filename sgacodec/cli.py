@@ -258,7 +258,7 @@ def _announce_cpu_estimate(console, device, iterations: list[int], probe=None):
 def _iteration_probe(lm, path, lmbda, config, crop=None):
     """A probe for _announce_cpu_estimate, timed on the image at ``path``."""
     def probe():
-        if path == "-":  # stdin can be read only once
+        if path == "-" or lmbda is None:  # stdin can be read only once; no lambda: refine says so
             return None
         from .codec import estimate_refine_seconds
         from .evaluate import center_crop
@@ -536,11 +536,11 @@ def refine(inputs, as_json, log_file, output_dir, force, lmbda_scales, records_f
     if refined and device.type == "cpu":  # every image, setting and model (records resumed count too)
         from .codec import device_model
 
-        first = refined[0]
+        first, trained = refined[0], models[0].lmbda
+        lmbda = first.lmbda or (trained * first.lmbda_scale if trained is not None else None)
         _announce_cpu_estimate(
             console, device, [s.iterations for s in refined] * len(paths) * len(models),
-            _iteration_probe(device_model(models[0], device), paths[0],
-                             first.lmbda or models[0].lmbda * first.lmbda_scale,
+            _iteration_probe(device_model(models[0], device), paths[0], lmbda,
                              ev.refine_config(first, base), crop))
     grid = len(settings) > len({s.label for s in settings})
     auto = click.get_current_context().get_parameter_source("batch_size") == \

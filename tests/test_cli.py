@@ -72,6 +72,18 @@ def test_cpu_refinement_says_roughly_how_long_it_will_take(tmp_path, png_333x217
     assert res.exit_code == 0 and "Refining on the CPU" not in res.stderr
 
 
+def test_refine_without_a_known_lambda_says_so(tmp_path, png_333x217, tiny_checkpoint):
+    import torch
+
+    bare = tmp_path / "bare.pth"  # a state dict alone: the training lambda is unknown
+    torch.save(torch.load(tiny_checkpoint, weights_only=True)["state_dict"], bare)
+    res = CliRunner().invoke(main, ["refine", str(png_333x217), "--checkpoint", str(bare), "--method",
+                                    "ssl", "--iterations", "2", "--device", "cpu"])
+    assert res.exit_code != 0
+    assert isinstance(res.exception, SystemExit), repr(res.exception)  # a clean exit, no crash
+    assert "lambda" in res.output, res.output
+
+
 def test_refine_compares_methods_and_logs(tmp_path, png_333x217, tiny_checkpoint):
     log = tmp_path / "trajectory.csv"
     res = cli("refine", png_333x217, "--checkpoint", tiny_checkpoint, "--method", "ssl",
