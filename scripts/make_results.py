@@ -657,8 +657,11 @@ def profile_section(w, profile: str):
     w(cmd(profile, 4, 1, 7))
     w("")
     swept = {r["iterations"] for r in learned if at_default(r, default_sha) and r["label"] == "ssl"
-             and not is_x1(r) and tau_of(r) == 1.0}  # the sweep's longest runs
-    semi_it = max(swept) if swept else max(iters) if not reduced else (min(iters) if iters else 0)
+             and not is_x1(r) and tau_of(r) == 1.0}  # iteration counts the lambda sweep was run at
+    if swept:  # its longest run
+        semi_it = max(swept)
+    else:  # not run: the count the sweep would use (the page then says "not run yet")
+        semi_it = max(iters) if not reduced else (min(iters) if iters else 0)
     semi = [r for r in learned if at_default(r, default_sha) and r["label"] == "ssl"
             and r["iterations"] == semi_it and tau_of(r) == 1.0]
     if len([r for r in semi if not is_x1(r)]):
