@@ -6,7 +6,9 @@
 #                                              # records name the images .kodak/kodimNN.png)
 #   PROFILE=reduced scripts/make_results.sh    # CPU-sized: 3 Kodak crops of 192x192, 100 / 300 it,
 #                                              # and the protocol's 500 / 2000 it for atanh and SSL,
-#                                              # 500 it for the other studies
+#                                              # 500 / 2000 it for the other methods (500 on every
+#                                              # model, 2000 on the default one) and tau_max,
+#                                              # 500 it for semi-multi-rate
 #
 # Every stage is one or more `sgacodec refine` calls appending to docs/results/$PROFILE.jsonl; rerunning
 # continues where a stopped run was (records already there are skipped: a record's key holds the
@@ -51,7 +53,7 @@ run() {  # log the command (a stage's first run starts its file), then run it; a
 }
 
 if [ -z "${PAGE_ONLY:-}" ]; then
-  for stage in ${STAGES:-1 2 3 4 5 6 7}; do
+  for stage in ${STAGES:-1 2 3 4 5 6 7 8}; do
     echo "== stage $stage ($(date -u +%H:%M:%S))" >&2
     case $stage in
       1)  # the main R-D comparison over all shipped models, with classical codecs
@@ -85,6 +87,16 @@ if [ -z "${PAGE_ONLY:-}" ]; then
           run "${IMAGES[@]}" "${CROP[@]}" "${DEFAULT[@]}" --method none --method atanh --method ssl \
             --iterations 500 --tau-max 0.2 --tau-max 0.5 --tau-max 1.0
           run "${IMAGES[@]}" "${CROP[@]}" "${DEFAULT[@]}" --method ssl --iterations 500 "${SEMI[@]}"
+        fi ;;
+      8)  # the reduced profile's other rounding methods on every model at 500 iterations (for their
+          # BD-rates), and on the default model at 2000 with tau_max
+        if [ "$PROFILE" != full ]; then
+          run "${IMAGES[@]}" "${CROP[@]}" "${MODELS[@]}" --method none --method ste --method uniform \
+            --method linear --method cosine --method linear3 --method ssl3 --iterations 500
+          run "${IMAGES[@]}" "${CROP[@]}" "${DEFAULT[@]}" --method none --method ste --method uniform \
+            --method linear --method cosine --method linear3 --method ssl3 --iterations 2000
+          run "${IMAGES[@]}" "${CROP[@]}" "${DEFAULT[@]}" --method none --method atanh --method ssl \
+            --iterations 2000 --tau-max 0.2 --tau-max 0.5 --tau-max 1.0
         fi ;;
     esac
   done

@@ -88,3 +88,21 @@ def test_page_shows_partial_full_section_then_reduced(mr):
     assert text.index("## Full-size Kodak") < text.index("## Reduced CPU profile") < text.index(
         "### 1. Refinement against the base model")
     assert "| ssl 100it | atanh 100it |" in text
+
+
+def test_reduced_page_gives_bd_rates_of_methods_run_on_every_model(mr):
+    images = ["k/a.png", "k/b.png"]
+    reduced = [record(i, q, label, it, crop=64, gain=g) for q in (1, 2, 3) for i in images
+               for label, it, g in (("none", 0, 0), ("ssl", 500, 1.0), ("atanh", 500, 0.3),
+                                    ("ssl", 2000, 1.2), ("atanh", 2000, 1.1), ("cosine", 500, 0.9))]
+    reduced += [record(i, 2, "ste", 500, crop=64, gain=0.1) for i in images]  # the default model only
+    write(mr.DATA / "reduced.jsonl", reduced)
+    text = mr.page("reduced")
+    section2 = text[text.index("### 2. All rounding methods"):text.index("### 3. Sensitivity")]
+    bd = section2[section2.index("BD-rate and BD-PSNR against none over the 3 models"):]
+    assert "| cosine 500it |" in bd and "| ssl 2000it |" in bd
+    assert "| ste 500it |" not in bd  # one model: no curve to integrate
+    assert "| ste 500it |" in section2  # but its loss at the default model is listed
+    assert bd.index("| ssl 500it |") < bd.index("| ssl 2000it |")  # numeric order of iterations
+    assert ("Iterations per study: the main comparison (none, atanh, SSL) 500 / 2000; the other "
+            "rounding methods 500; tau_max not run; semi-multi-rate not run.") in text
