@@ -774,6 +774,12 @@ def plot_loss(records: list[dict], path, title: str = "True R-D loss per iterati
     for name, (steps, loss) in sorted(hists.items()):
         color, _ = _style(name)
         ax.plot(steps, loss, color=color, linewidth=1.2, label=name)
+    # the region of interest is at and below the starting loss (the best iterate is what gets
+    # coded): a method whose iterates diverge (STE does) leaves the plot instead of flattening it
+    start = max(loss[0] for _, loss in hists.values())
+    low = min(min(loss) for _, loss in hists.values())
+    if start > low:
+        ax.set_ylim(low - 0.05 * (start - low), start + 0.25 * (start - low))
     ax.set_xlabel("iteration")
     ax.set_ylabel("true R-D loss (lambda 255^2 MSE + bpp)")
     ax.grid(alpha=0.3)
