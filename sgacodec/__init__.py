@@ -1,25 +1,31 @@
 """sgacodec: learned image compression with SGA+ latent refinement at encode time.
 
-The heavy modules (torch, CompressAI) load on first use of the API, so ``import sgacodec`` and
-``sgacodec --help`` stay fast.
-"""
+    from sgacodec import load_model, encode, decode, read_image, RefineConfig
+    model = load_model()                                   # the embedded default model
+    [report] = encode(model, [read_image("img.png")], RefineConfig(iterations=500))
+    decoded = decode(report.data)                          # .rgb, .header, .exact
 
-import warnings
+The modules, one idea each: config (every choice and default), rounding (relaxed rounding and
+the temperature), refine (the refinement loop), hyperprior (CompressAI's models as refinement and
+coding need them), models (loading), bitstream (the file container), codec (one batch in and out),
+pipeline (many images: batches, out-of-memory handling), metrics, imageio, outputs, isolate
+(decoding untrusted bytes), train, evaluation (R-D studies), cli. docs/method.md is the spec.
+
+The heavy modules (torch, CompressAI) load on first use of the API, so ``import sgacodec`` and
+``sgacodec --help`` stay fast. Importing sgacodec changes no global state (no warnings filter).
+"""
 
 __version__ = "0.1.0"
 
-# CompressAI imports torchvision at package import (for its transform registry); a torchvision
-# built for another PyTorch then warns that its image extension is missing. sgacodec never uses
-# torchvision, so that one warning is noise on every command's stderr.
-warnings.filterwarnings("ignore", message="Failed to load image Python extension", category=UserWarning)
-
 _API = {
-    "encode": "codec", "decode": "codec", "EncodeReport": "codec", "DecodeError": "codec",
-    "ReconstructionMismatch": "codec",
+    "encode": "pipeline", "BatchEncoder": "pipeline", "Outcome": "pipeline", "resolve_device": "pipeline",
+    "encode_batch": "codec", "decode": "codec", "Decoded": "codec", "EncodeReport": "codec",
     "load_model": "models", "load_checkpoint": "models", "load_zoo": "models",
-    "load_embedded": "models", "ModelError": "models", "LoadedModel": "models",
-    "RefineConfig": "refine", "refine": "refine", "read_image": "imageio",
-    "BitstreamError": "bitstream",
+    "load_embedded": "models", "LoadedModel": "models",
+    "RefineConfig": "config", "TrainConfig": "config", "refine": "refine",
+    "read_image": "imageio", "expand_inputs": "imageio",
+    "SgacodecError": "errors", "BitstreamError": "errors", "DecodeError": "errors",
+    "ModelError": "errors", "ImageError": "errors", "OutputError": "errors", "EvaluationError": "errors",
 }
 
 

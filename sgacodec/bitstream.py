@@ -18,17 +18,15 @@ import struct
 import zlib
 from dataclasses import dataclass
 
+from .config import METRICS  # its order is part of the file format
+from .errors import BitstreamError  # noqa: F401 - raised here, defined with the other errors
+
 MAGIC = b"SGAC"
 VERSION = 2  # what this build writes
 READABLE_VERSIONS = (1, 2)
 MODEL_KINDS = ("zoo", "embedded", "checkpoint")
-METRICS = ("mse", "ms-ssim")
 MAX_SIDE = 1 << 15  # 32768 pixels per side
 MAX_PIXELS = 1 << 26  # 67 M pixels (8192 x 8192): the largest image the encoder accepts
-
-
-class BitstreamError(ValueError):
-    """The bytes are not a valid sgacodec file (truncated, corrupted or foreign)."""
 
 
 @dataclass(frozen=True)

@@ -1,15 +1,17 @@
-"""The library API: encode images with refined latents into sgacodec files, and decode them.
+"""The codec of one batch: refined latents into sgacodec files, and files back into pixels.
 
     from sgacodec import load_model, encode, decode, RefineConfig
     model = load_model(checkpoint="msh.safetensors")
-    [report] = encode(model, [rgb_uint8], RefineConfig(iterations=500))
-    rgb, header = decode(report.data, model)
+    [report] = encode(model, [rgb_uint8], RefineConfig(iterations=500))   # pipeline.encode
+    decoded = decode(report.data, model)          # decoded.rgb, decoded.header, decoded.exact
 
-Refinement runs on any device; entropy coding (h_s on the hard z, index building, rANS) and the
-reconstruction the encoder reports run on the CPU with the coding network (``coding_net``: h_s,
-g_s and the entropy coder's tables in float64), exactly as the decoder will, so a file encoded on one machine decodes on
-another to the same pixels. Should another machine's arithmetic still differ, decode warns
-(ReconstructionMismatch) and returns the image, or refuses with strict=True.
+``encode_batch`` refines same-size images together on any device; entropy coding (h_s on the hard
+z, index building, rANS) and the reconstruction the encoder reports run on the CPU with the coding
+network (``coding_net``: h_s, g_s and the entropy coder's tables in float64), exactly as the
+decoder will, so a file encoded on one machine decodes on another to the same pixels. Should
+another machine's arithmetic still differ, ``decode`` says so (``exact`` False) and returns the
+image, or refuses with strict=True. Many images, size batches and out-of-memory handling:
+pipeline.py.
 """
 
 from __future__ import annotations
@@ -18,34 +20,26 @@ import copy
 import functools
 import hashlib
 import os
-import time
-import warnings
 import weakref
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from . import bitstream, isolate, metrics
+from .config import RefineConfig
 from .hyperprior import LatentModel, float64_coding_net
 from .models import LoadedModel, ModelError, load_for_bitstream
-from .refine import RefineConfig, refine
-
-
-class ReconstructionMismatch(UserWarning):
-    """Decoded pixels differ from the encoder's reference decode (the stored hash)."""
+from .refine import refine
+from .errors import DecodeError  # noqa: F401 - raised here, defined with the other errors
 
 
 MISMATCH_TEXT = ("decoded pixels differ from what the encoder computed (reconstruction hash mismatch): "
                  "this machine computes the model's arithmetic differently from the encoder's "
                  "(other PyTorch build or CPU; usually a few pixels by one level)")
-
-
-class DecodeError(RuntimeError):
-    """A file that parses but does not decode to what its encoder computed."""
 
 
 @dataclass
@@ -69,22 +63,23 @@ class EncodeReport:
     base_recon: np.ndarray | None = None
     history: list = field(default_factory=list)
 
+    SUMMARY = ("height", "width", "method", "lmbda", "bpp", "psnr", "loss", "base_bpp", "base_psnr",
+               "base_loss", "iterations", "seconds")
+
     def record(self) -> dict:
         """A JSON-ready summary (no arrays, no bytes)."""
-        keys = ("height", "width", "method", "lmbda", "bpp", "psnr", "loss", "base_bpp",
-                "base_psnr", "base_loss", "iterations", "seconds")
-        out = {k: getattr(self, k) for k in keys}
+        out = {k: getattr(self, k) for k in self.SUMMARY}
         out["bytes"] = len(self.data)
         return out
 
 
-def resolve_device(name: str = "auto") -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ModelError(f"device {name} requested but CUDA is not available")
-    return device
+class Decoded(NamedTuple):
+    """A decoded file: its pixels, its header, and whether the pixels are exactly those its
+    encoder computed (the reconstruction hash matched; None when not checked)."""
+
+    rgb: np.ndarray
+    header: bitstream.Bitstream
+    exact: bool | None
 
 
 def to_tensor(rgb: np.ndarray) -> torch.Tensor:
@@ -171,94 +166,66 @@ def _coding_pool() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(CODING_THREADS, "sgacodec-coding", initializer=torch.get_num_threads)
 
 
-def encode(
+def encode_batch(
     model: LoadedModel,
     images: list[np.ndarray],
     config: RefineConfig = RefineConfig(),
     device: str | torch.device = "cpu",
-    lmbda: float | None = None,
-    batch_size: int = 1,
     on_step: Callable[[int], None] | None = None,
     keep_history: bool = False,
     refine_model: LatentModel | None = None,
 ) -> list[EncodeReport]:
-    """Encode RGB uint8 images; same-size images are refined together, ``batch_size`` at a time."""
-    lmbda = lmbda if lmbda is not None else config.lmbda if config.lmbda is not None else model.lmbda
-    if lmbda is None:
-        raise ModelError("the model's training lambda is unknown; pass --lmbda")
+    """Encode same-size RGB uint8 images, refined together as one batch (pipeline.encode takes
+    any sizes). lambda: ``config.lmbda``, else the model's training lambda."""
+    lmbda = model.resolve_lmbda(config.lmbda)
     if model.identity.metric != "mse" and config.method != "none":
         raise ModelError("refinement optimises lambda * 255^2 * MSE + bpp; ms-ssim models are "
                          "supported with --method none only")
-    for image in images:  # refuse before refining what the decoder would refuse
-        bitstream.check_size(*image.shape[:2])
+    if len({image.shape for image in images}) > 1:
+        raise ValueError("encode_batch takes images of one size (pipeline.encode groups them)")
+    size = images[0].shape[:2]
+    bitstream.check_size(*size)  # refuse before refining what the decoder would refuse
     device = torch.device(device)
-    lm = refine_model or device_model(model, device)
-    reports: list[EncodeReport | None] = [None] * len(images)
-    for indices in batches_by_size(images, batch_size):
-        size = images[indices[0]].shape[:2]
-        x = pad(torch.cat([to_tensor(images[i]) for i in indices])).to(device)
-        with torch.no_grad():
-            y0, z0 = lm.analysis(x)
-        result = refine(lm, x, size, lmbda, config, y0, z0, on_step=on_step, keep_history=keep_history)
-        coded = code_latents(model, result.y, result.z, size)
-        base = coded if config.method == "none" else code_latents(model, y0, z0, size)
-        for j, i in enumerate(indices):
-            data, rgb = coded[j]
-            base_data, base_rgb = base[j]
-            mse, base_mse = metrics.mse(images[i], rgb), metrics.mse(images[i], base_rgb)
-            bpp, base_bpp = (metrics.bpp(len(d), *size) for d in (data, base_data))
-            history = [{"step": h["step"], "loss": h["loss"][j], "bpp": h["bpp"][j],
-                        "psnr": h["psnr"][j]} for h in result.history]
-            reports[i] = EncodeReport(
-                data, rgb, size[0], size[1], config.method, lmbda, bpp, metrics.psnr(images[i], rgb),
-                metrics.rd_loss(lmbda, mse, bpp), base_bpp, metrics.psnr(images[i], base_rgb),
-                metrics.rd_loss(lmbda, base_mse, base_bpp), result.iterations,
-                result.seconds / len(indices), base_rgb, history)
+    lm = refine_model or device_model(model, device, config.channels_last)
+    x = pad(torch.cat([to_tensor(image) for image in images])).to(device)
+    with torch.no_grad():
+        y0, z0 = lm.analysis(x)
+    result = refine(lm, x, size, lmbda, config, y0, z0, on_step=on_step, keep_history=keep_history)
+    coded = code_latents(model, result.y, result.z, size)
+    base = coded if config.method == "none" else code_latents(model, y0, z0, size)
+    reports = []
+    for j, image in enumerate(images):
+        (data, rgb), (base_data, base_rgb) = coded[j], base[j]
+        mse, base_mse = metrics.mse(image, rgb), metrics.mse(image, base_rgb)
+        bpp, base_bpp = (metrics.bpp(len(d), *size) for d in (data, base_data))
+        history = [{"step": h["step"], "loss": h["loss"][j], "bpp": h["bpp"][j],
+                    "psnr": h["psnr"][j]} for h in result.history]
+        reports.append(EncodeReport(
+            data, rgb, size[0], size[1], config.method, lmbda, bpp, metrics.psnr_from_mse(mse),
+            metrics.rd_loss(lmbda, mse, bpp), base_bpp, metrics.psnr_from_mse(base_mse),
+            metrics.rd_loss(lmbda, base_mse, base_bpp), result.iterations,
+            result.seconds / len(images), base_rgb, history))
     return reports
 
 
-def device_model(model: LoadedModel, device: torch.device) -> LatentModel:
-    """The network for refinement: the CPU model itself, or a copy on the device."""
-    net = model.net if device.type == "cpu" else copy.deepcopy(model.net).to(device)
+def device_model(model: LoadedModel, device: torch.device, channels_last: bool | None = None) -> LatentModel:
+    """The network for refinement: the CPU model itself, or a copy on the device (in channels_last
+    there, unless ``channels_last`` is False; refine.frozen leaves the model as it found it)."""
+    if device.type == "cpu":
+        return LatentModel(model.net)
+    net = copy.deepcopy(model.net).to(device)
+    if channels_last is not False:
+        net = net.to(memory_format=torch.channels_last)
     return LatentModel(net)
 
 
-AUTO_BATCH_MEGAPIXELS = 12.0  # GPU default: about 30 Kodak images per batch (docs/performance.md)
-
-
-def batches_by_size(images: list[np.ndarray], batch_size: int | None) -> list[list[int]]:
-    """Indices grouped by image size, in input order, at most ``batch_size`` per group (None: as
-    many as fit in AUTO_BATCH_MEGAPIXELS, the default on a GPU)."""
-    groups: dict[tuple, list[int]] = {}
-    for i, img in enumerate(images):
-        groups.setdefault(img.shape[:2], []).append(i)
-    out = []
-    for (h, w), g in groups.items():
-        n = batch_size or max(1, int(AUTO_BATCH_MEGAPIXELS * 1e6 // (h * w)))
-        out += [g[k : k + n] for k in range(0, len(g), n)]
-    return out
-
-
-def halving_on_oom(run: Callable[[list], list], items: list) -> list:
-    """``run(items)`` (a list per item), halving the batch while the device runs out of memory."""
-    try:
-        return run(items)
-    except torch.cuda.OutOfMemoryError:
-        if len(items) == 1:
-            raise
-    # out of the except block: the failed attempt's tensors are released before the retry
-    torch.cuda.empty_cache()
-    half = len(items) // 2
-    return halving_on_oom(run, items[:half]) + halving_on_oom(run, items[half:])
-
-
 def decode(data: bytes, model: LoadedModel | None = None, checkpoint=None,
-           verify: bool = True, strict: bool = False) -> tuple[np.ndarray, bitstream.Bitstream]:
-    """Decode an sgacodec file with the stock CompressAI decoder; returns (RGB uint8, header).
+           verify: bool = True, strict: bool = False) -> Decoded:
+    """Decode an sgacodec file with the stock CompressAI decoder: (RGB uint8, header, exact).
 
-    The pixels are checked against the encoder's reference decode (a hash in the file). A
-    mismatch warns (ReconstructionMismatch) and returns the pixels, or raises DecodeError with
-    ``strict``; ``verify=False`` skips the check.
+    The pixels are checked against the encoder's reference decode (a hash in the file): ``exact``
+    says whether they match; with ``strict`` a mismatch raises DecodeError instead;
+    ``verify=False`` skips the check (``exact`` None).
     """
     bs = bitstream.unpack(data)
     if model is None:
@@ -280,26 +247,7 @@ def decode(data: bytes, model: LoadedModel | None = None, checkpoint=None,
         legacy = ("; a version 1 file, coded in float32, may not decode on a CPU other than its "
                   "encoder's (docs/format.md)") if bs.version < 2 else ""
         raise DecodeError(f"the entropy-coded data does not decode: {exc}{legacy}") from None
-    if verify and recon_hash(rgb) != bs.recon_hash:
-        if strict:
-            raise DecodeError(MISMATCH_TEXT)
-        warnings.warn(MISMATCH_TEXT, ReconstructionMismatch, stacklevel=2)
-    return rgb, bs
-
-
-
-
-def estimate_refine_seconds(lm: LatentModel, image: np.ndarray, config: RefineConfig,
-                            lmbda: float, probe_steps: int = 2) -> tuple[float, float]:
-    """(seconds per iteration, seconds per image besides its iterations), timed on a short probe
-    refinement of this image: an iteration costs what the probe's last step did (its first step
-    carries one-off costs), and the rest of the probe's time is the per-image part."""
-    x = pad(to_tensor(image)).to(lm.device)
-    stamps: list[float] = []
-    result = refine(lm, x, image.shape[:2], lmbda, config.with_(iterations=probe_steps, time_budget=None),
-                    on_step=lambda step: stamps.append(time.perf_counter()))
-    if len(stamps) > 1:
-        per_iteration = (stamps[-1] - stamps[0]) / (len(stamps) - 1)
-    else:
-        per_iteration = result.seconds / max(result.iterations, 1)
-    return per_iteration, max(result.seconds - per_iteration * result.iterations, 0.0)
+    exact = recon_hash(rgb) == bs.recon_hash if verify else None
+    if strict and exact is False:
+        raise DecodeError(MISMATCH_TEXT)
+    return Decoded(rgb, bs, exact)

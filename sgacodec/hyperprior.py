@@ -15,12 +15,60 @@ from __future__ import annotations
 
 import copy
 import math
+import warnings
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
 LOG2 = 0.6931471805599453
+
+# This module is the one place that uses CompressAI's private or undocumented APIs (entropy model
+# internals, the autoregressive coder, the zoo's tables); the versions it was checked against:
+COMPRESSAI_CHECKED = ("1.2.6", "1.2.8")
+
+
+def import_compressai():
+    """Import CompressAI's models, without the warning a torchvision built for another PyTorch
+    prints at CompressAI's import (sgacodec never uses torchvision); no global filter is left."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Failed to load image Python extension")
+        import compressai.models
+
+    return compressai.models
+
+
+# --- the zoo's tables (compressai.zoo internals) ---------------------------------------------
+
+def architecture_class(name: str):
+    """The CompressAI model class of a zoo architecture name (KeyError when unknown)."""
+    import_compressai()
+    from compressai.zoo.image import model_architectures
+
+    return model_architectures[name]
+
+
+def zoo_weights_url(name: str, metric: str, quality: int) -> str:
+    import_compressai()
+    from compressai.zoo.image import model_urls
+
+    return model_urls[name][metric][quality]
+
+
+def zoo_network(name: str, quality: int, metric: str):
+    """CompressAI's pretrained zoo model (downloads into torch.hub's cache when not there)."""
+    import_compressai()
+    from compressai.zoo import image_models
+
+    return image_models[name](quality=quality, metric=metric, pretrained=True, progress=False)
+
+
+def rename_legacy_keys(state_dict: dict) -> dict:
+    """CompressAI's own conversion of older checkpoints' key names (compressai.zoo.pretrained)."""
+    import_compressai()
+    from compressai.zoo.pretrained import load_pretrained
+
+    return load_pretrained(dict(state_dict))
 
 
 @dataclass
@@ -33,11 +81,9 @@ class LatentModel:
     """Wraps a CompressAI hyperprior model; every method works on batches."""
 
     def __init__(self, net: torch.nn.Module):
-        from compressai.models import (
-            JointAutoregressiveHierarchicalPriors,
-            MeanScaleHyperprior,
-            ScaleHyperprior,
-        )
+        models = import_compressai()
+        JointAutoregressiveHierarchicalPriors = models.JointAutoregressiveHierarchicalPriors
+        MeanScaleHyperprior, ScaleHyperprior = models.MeanScaleHyperprior, models.ScaleHyperprior
 
         if not isinstance(net, ScaleHyperprior):
             raise TypeError(f"{type(net).__name__} is not a CompressAI hyperprior model")

@@ -1,4 +1,4 @@
-"""Reading images into RGB uint8 arrays and writing files atomically.
+"""Reading images into RGB uint8 arrays, and finding them in folders and globs.
 
 Any mode Pillow opens becomes 8-bit RGB: EXIF orientation is applied; grayscale and palette
 images are expanded; 16-bit images are scaled to 8 bits; CMYK is converted; an alpha channel is
@@ -9,23 +9,19 @@ caller is told through ``notes``). Images larger than the format's limits (8192 
 
 from __future__ import annotations
 
+import glob
 import io
 import os
 import struct
-import tempfile
 import warnings
 from pathlib import Path
 
 import numpy as np
 
 from .bitstream import MAX_PIXELS, MAX_SIDE
+from .errors import ImageError  # noqa: F401 - raised here, defined with the other errors
 
-MAX_IMAGE_PIXELS = MAX_PIXELS  # 8192 * 8192: refuse larger images (decompression bombs)
 MAX_INPUT_BYTES = 1 << 30  # no image or sgacodec file sgacodec accepts is larger than 1 GiB
-
-
-class ImageError(ValueError):
-    """An input that is not a usable image; the message is one line."""
 
 
 def read_limited(source, name: str, limit: int = MAX_INPUT_BYTES) -> bytes:
@@ -58,14 +54,14 @@ def read_image(source, notes: list | None = None) -> np.ndarray:
     name = str(source) if isinstance(source, (str, Path)) else "input"
     if isinstance(source, (bytes, bytearray)):
         source = io.BytesIO(source)
-    Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = MAX_PIXELS
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(source) as img:
-                if img.width * img.height > MAX_IMAGE_PIXELS or max(img.size) > MAX_SIDE:
+                if img.width * img.height > MAX_PIXELS or max(img.size) > MAX_SIDE:
                     raise ImageError(f"{name}: {img.width}x{img.height} is larger than sgacodec accepts "
-                                     f"({MAX_IMAGE_PIXELS} pixels, {MAX_SIDE} a side)")
+                                     f"({MAX_PIXELS} pixels, {MAX_SIDE} a side)")
                 if img.width < 1 or img.height < 1:
                     raise ImageError(f"{name}: image has no pixels")
                 img.load()
@@ -122,51 +118,39 @@ def encode_png(rgb: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def atomic_write(path, data: bytes, overwrite: bool = True) -> None:
-    """Write via a temporary file in the same folder, then rename: never a partial file, even when
-    interrupted (the temporary file is removed on any exception, Ctrl-C included). Without
-    ``overwrite``, an existing ``path`` is left alone and FileExistsError is raised."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fchmod(f.fileno(), 0o666 & ~_umask())  # mkstemp makes 0600; give what open() would
-            os.fsync(f.fileno())
-        if overwrite:
-            os.replace(tmp, path)
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
+
+
+def expand_inputs(args) -> list[str]:
+    """Files from paths, directories (their images, sorted) and globs, in order, without repeats.
+
+    '-' (stdin) is kept. A path that does not exist is kept as given, so reading it reports the
+    error; a glob that matches nothing, or a directory without images, is an ImageError.
+    """
+    out: list[str] = []
+    for arg in args:
+        if arg == "-":
+            found = ["-"]
+        elif os.path.isdir(arg):
+            found = sorted(str(p) for p in Path(arg).iterdir()
+                           if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+            if not found:
+                raise ImageError(f"{arg}: no images in this directory")
+        elif not os.path.exists(arg) and glob.has_magic(arg):
+            found = sorted(p for p in glob.glob(arg, recursive=True) if os.path.isfile(p))
+            if not found:
+                raise ImageError(f"{arg}: matches no file")
         else:
-            try:
-                os.link(tmp, path)  # atomic, and fails when path exists
-            except FileExistsError:
-                raise
-            except OSError:  # no hard links on this file system
-                if path.exists():
-                    raise FileExistsError(str(path)) from None
-                os.replace(tmp, path)
-        _fsync_dir(path.parent)
-    finally:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
+            found = [arg]
+        out += [f for f in found if f not in out]
+    return out
 
 
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+def center_crop(rgb: np.ndarray, size: int | None) -> np.ndarray:
+    """The central size x size window (or the whole side where the image is smaller)."""
+    if not size:
+        return rgb
+    h, w = rgb.shape[:2]
+    ch, cw = min(size, h), min(size, w)
+    top, left = (h - ch) // 2, (w - cw) // 2
+    return np.ascontiguousarray(rgb[top : top + ch, left : left + cw])

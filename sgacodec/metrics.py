@@ -1,7 +1,11 @@
-"""Image quality and rate measures.
+"""Image quality and rate measures, each formula defined once (docs/method.md):
 
-    PSNR = 10 log10(255^2 / MSE) on 8-bit RGB        bpp = 8 * bytes / (H * W)
-    R-D loss = lambda * 255^2 * MSE([0, 1] scale) + bpp
+    MSE  on the [0, 1] scale                     PSNR = -10 log10(MSE)   (= 10 log10(255^2 / MSE_8bit))
+    bpp  = bits / (H * W) of the original image  bpp of a file = 8 * bytes / (H * W)
+    R-D loss = lambda * 255^2 * MSE + bpp
+
+``psnr_from_mse`` and ``rd_loss`` take Python floats or torch tensors alike, so the refinement
+loop, training and the measurements on decoded files share them.
 """
 
 from __future__ import annotations
@@ -10,6 +14,8 @@ import math
 
 import numpy as np
 
+MSE_FLOOR = 1e-12  # PSNR of a tensor is capped at 120 dB instead of infinity
+
 
 def mse(a: np.ndarray, b: np.ndarray) -> float:
     """Mean squared error of two uint8 images on the [0, 1] scale."""
@@ -17,16 +23,25 @@ def mse(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.mean(diff * diff)) / 255.0**2
 
 
+def psnr_from_mse(value):
+    """-10 log10(MSE) for MSE on the [0, 1] scale: a float (inf for 0) or a tensor (floored)."""
+    if isinstance(value, (int, float)):
+        return math.inf if value == 0 else -10.0 * math.log10(value)
+    return -10.0 * value.clamp_min(MSE_FLOOR).log10()
+
+
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    m = mse(a, b)
-    return math.inf if m == 0 else -10.0 * math.log10(m)
+    """PSNR in dB of two uint8 images."""
+    return psnr_from_mse(mse(a, b))
 
 
 def bpp(num_bytes: int, height: int, width: int) -> float:
+    """Bits per pixel of ``num_bytes`` for an image of height x width pixels."""
     return 8.0 * num_bytes / (height * width)
 
 
-def rd_loss(lmbda: float, mse_value: float, bpp_value: float) -> float:
+def rd_loss(lmbda: float, mse_value, bpp_value):
+    """lambda * 255^2 * MSE + bpp (floats or tensors)."""
     return lmbda * 255.0**2 * mse_value + bpp_value
 
 

@@ -13,19 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .bitstream import ModelId
+from .config import DEFAULT_MODEL, METRICS, ZOO_DEFAULT_QUALITY, ZOO_LAMBDAS, ZOO_NAMES
+from .errors import ModelError  # noqa: F401 - raised here, defined with the other errors
 
-ZOO_NAMES = ("bmshj2018-hyperprior", "mbt2018-mean", "mbt2018", "cheng2020-anchor", "cheng2020-attn")
-# CompressAI's training lambdas per quality (docs: "Image compression" zoo page).
-ZOO_LAMBDAS = {
-    "mse": (0.0018, 0.0035, 0.0067, 0.0130, 0.0250, 0.0483, 0.0932, 0.1800),
-    "ms-ssim": (2.40, 4.58, 8.73, 16.64, 31.73, 60.50, 115.37, 220.00),
-}
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 MANIFEST = WEIGHTS_DIR / "manifest.json"
-
-
-class ModelError(RuntimeError):
-    """A model cannot be loaded; the message is one line meant for the user."""
 
 
 @dataclass
@@ -33,6 +25,19 @@ class LoadedModel:
     net: object  # a compressai ScaleHyperprior subclass, CPU, float32, eval, updated
     identity: ModelId
     lmbda: float | None  # training lambda, when known
+
+    def resolve_lmbda(self, lmbda: float | None = None, scale: float = 1.0) -> float:
+        """The inference lambda: ``lmbda`` when given, else ``scale`` x the training lambda."""
+        if lmbda is not None:
+            return float(lmbda)
+        if self.lmbda is None:
+            raise ModelError("the model's training lambda is unknown; pass --lmbda")
+        return self.lmbda * scale
+
+    def describe(self) -> str:
+        """'embedded msh-q2 q2': kind, name and quality, for tables and records."""
+        ident = self.identity
+        return f"{ident.kind} {ident.name}" + (f" q{ident.quality}" if ident.quality else "")
 
 
 def sha256_file(path: Path) -> bytes:
@@ -70,17 +75,17 @@ def infer_architecture(state_dict) -> str:
 
 
 def _architecture_class(name: str):
-    from compressai.zoo.image import model_architectures
-
     if name not in ZOO_NAMES:
         raise ModelError(f"unknown architecture {name!r}; choose from {', '.join(ZOO_NAMES)}")
-    return model_architectures[name]
+    from .hyperprior import architecture_class
+
+    return architecture_class(name)
 
 
 def net_from_state_dict(state_dict, architecture: str | None = None):
-    from compressai.zoo.pretrained import load_pretrained
+    from .hyperprior import rename_legacy_keys
 
-    state_dict = load_pretrained(dict(state_dict))
+    state_dict = rename_legacy_keys(state_dict)
     architecture = architecture or infer_architecture(state_dict)
     try:
         net = _architecture_class(architecture).from_state_dict(state_dict)
@@ -136,7 +141,7 @@ def load_checkpoint(path, architecture: str | None = None, lmbda: float | None =
         except (TypeError, ValueError):
             raise ModelError(f"checkpoint {path}: lmbda {str(meta['lmbda'])[:40]!r} is not a number") from None
     metric = meta.get("metric", "mse")
-    identity = ModelId("checkpoint", architecture, metric if metric in ("mse", "ms-ssim") else "mse",
+    identity = ModelId("checkpoint", architecture, metric if metric in METRICS else "mse",
                        0, sha256_file(path)[:8])
     return LoadedModel(net, identity, lmbda)
 
@@ -144,22 +149,23 @@ def load_checkpoint(path, architecture: str | None = None, lmbda: float | None =
 def zoo_cache_path(name: str, quality: int, metric: str = "mse") -> Path:
     """Where torch.hub keeps this zoo model's weights once downloaded."""
     import torch.hub
-    from compressai.zoo.image import model_urls
 
-    url = model_urls[name][metric][quality]
+    from .hyperprior import zoo_weights_url
+
+    url = zoo_weights_url(name, metric, quality)
     return Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]
 
 
 def load_zoo(name: str, quality: int, metric: str = "mse") -> LoadedModel:
     """CompressAI's pretrained model through its own zoo (downloads once into torch.hub's cache)."""
-    from compressai.zoo import image_models
+    from .hyperprior import zoo_network
 
     if name not in ZOO_NAMES:
         raise ModelError(f"unknown model {name!r}; choose from {', '.join(ZOO_NAMES)} or 'default'")
-    if metric not in ZOO_LAMBDAS:
+    if metric not in METRICS:
         raise ModelError(f"unknown metric {metric!r}; choose mse or ms-ssim")
     try:
-        net = image_models[name](quality=quality, metric=metric, pretrained=True, progress=False)
+        net = zoo_network(name, quality, metric)
     except (ValueError, RuntimeError) as exc:
         raise ModelError(f"{name}: {exc}") from None
     except OSError as exc:  # URLError and friends: no network
@@ -198,14 +204,14 @@ def load_embedded(quality: int | None = None) -> LoadedModel:
     return LoadedModel(net, ModelId("embedded", entry["name"], "mse", quality, sha[:8]), entry["lmbda"])
 
 
-def load_model(model: str = "default", quality: int | None = None, metric: str = "mse",
+def load_model(model: str = DEFAULT_MODEL, quality: int | None = None, metric: str = "mse",
                checkpoint=None, architecture: str | None = None) -> LoadedModel:
     """The model the user asked for: a checkpoint file, a zoo name, or 'default' (embedded)."""
     if checkpoint is not None:
         return load_checkpoint(checkpoint, architecture)
-    if model in (None, "default"):
+    if model in (None, DEFAULT_MODEL):
         return load_embedded(quality)
-    return load_zoo(model, 3 if quality is None else quality, metric)
+    return load_zoo(model, ZOO_DEFAULT_QUALITY if quality is None else quality, metric)
 
 
 def load_for_bitstream(model_id: ModelId, checkpoint=None) -> LoadedModel:

@@ -24,58 +24,15 @@ import contextlib
 import os
 import time
 import warnings
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
 
 from .hyperprior import LatentModel
-from .rounding import METHODS, THREE_CLASS_METHODS, soft_round, temperature
-
-
-COMPILE_MODES = ("auto", "off", "default", "reduce-overhead", "max-autotune",
-                 "max-autotune-no-cudagraphs")
-PRECISIONS = ("fp32", "tf32", "bf16")
-
-
-@dataclass(frozen=True)
-class RefineConfig:
-    """Refinement settings; defaults are the paper's (SSL, a = 2.3, Adam lr 0.005, 2000 steps)."""
-
-    method: str = "ssl"
-    iterations: int = 2000
-    lr: float = 0.005
-    a: float | None = None  # SSL sharpness; None: 2.3 two-class, 1.4 three-class
-    three_class: bool = False
-    factor: float = 0.98
-    power: float = 1.4
-    tau_max: float = 1.0
-    temp_rate: float = 1e-3
-    lmbda: float | None = None  # None: the model's training lambda
-    seed: int = 0
-    time_budget: float | None = None  # seconds; stop early when spent
-    eval_every: int = 1  # evaluate the true loss (and keep the best) every k steps
-    # Speed (see the module docstring): compile "auto" | "off" | "default" | "reduce-overhead"
-    # | "max-autotune" (a torch.compile mode; "auto" = "default" on CUDA, off elsewhere);
-    # precision "fp32" | "tf32" | "bf16"; channels_last None = on CUDA only.
-    compile: str = "auto"
-    precision: str = "tf32"
-    channels_last: bool | None = None
-
-    def __post_init__(self):
-        if self.method not in METHODS:
-            raise ValueError(f"unknown method {self.method!r}; choose from {', '.join(METHODS)}")
-        if self.three_class and self.method not in THREE_CLASS_METHODS:
-            raise ValueError(f"--three-class works with {', '.join(THREE_CLASS_METHODS)}")
-        if self.iterations < 0 or self.lr <= 0 or self.tau_max <= 0 or self.eval_every < 1:
-            raise ValueError("iterations >= 0, lr > 0, tau_max > 0 and eval_every >= 1 required")
-        if self.compile not in COMPILE_MODES:
-            raise ValueError(f"compile: choose from {', '.join(COMPILE_MODES)}")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision: choose from {', '.join(PRECISIONS)}")
-
-    def with_(self, **changes) -> "RefineConfig":
-        return replace(self, **changes)
+from .metrics import psnr_from_mse, rd_loss
+from .config import COMPILE_MODES, RefineConfig, eval_every_for
+from .rounding import soft_round, temperature
 
 
 @dataclass
@@ -116,7 +73,7 @@ def rd_terms(lm: LatentModel, x: torch.Tensor, size, y_hat, params, z_hat, lmbda
         x_hat = x_hat.clamp(0.0, 1.0)
     mse = (x_hat - x[..., :height, :width]).pow(2).mean(dim=(1, 2, 3))
     bpp = (lm.y_bits(y_hat, params) + lm.z_bits(z_hat)) / (height * width)
-    return RDTerms(lmbda * 255.0**2 * mse + bpp, bpp, mse)
+    return RDTerms(rd_loss(lmbda, mse, bpp), bpp, mse)
 
 
 @torch.no_grad()
@@ -144,10 +101,6 @@ def relaxed_rd(lm: LatentModel, x, size, y, z, lmbda, config: RefineConfig, tau)
     mu = params.means if params.means is not None else 0.0
     y_tilde = soft_round(y - mu, config.method, tau, **opts) + mu
     return rd_terms(lm, x, size, y_tilde, params, z_tilde, lmbda, precision=config.precision)
-
-
-def _psnr_from_mse(mse: torch.Tensor) -> torch.Tensor:
-    return -10.0 * torch.log10(mse.clamp_min(1e-12))
 
 
 def _relaxed_sum(lm, x, size, y, z, lmbda, config, tau):
@@ -253,16 +206,39 @@ def refine(
     Nothing in the loop waits for the device: the best iterate is kept there, and the host only
     reads it back when the loop is over.
     """
+    channels_last = x.device.type == "cuda" if config.channels_last is None else config.channels_last
+    with frozen(lm.net, channels_last):
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return _refine(lm, x, size, lmbda, config, y, z, on_step, keep_history)
+
+
+@contextlib.contextmanager
+def frozen(net: torch.nn.Module, channels_last: bool = False):
+    """``net`` with its parameters out of autograd (and in channels_last when asked) inside the
+    block; its requires_grad flags and memory format are restored afterwards, so refinement never
+    changes the caller's network."""
+    flags = [(p, p.requires_grad) for p in net.parameters()]
+    convert = channels_last and any(
+        p.dim() == 4 and not p.is_contiguous(memory_format=torch.channels_last) for p in net.parameters())
+    for p, _ in flags:
+        p.requires_grad_(False)
+    if convert:
+        net.to(memory_format=torch.channels_last)
+    try:
+        yield net
+    finally:
+        if convert:
+            net.to(memory_format=torch.contiguous_format)
+        for p, flag in flags:
+            p.requires_grad_(flag)
+
+
+def _refine(lm, x, size, lmbda, config, y, z, on_step, keep_history) -> RefineResult:
     start = time.perf_counter()
     torch.manual_seed(config.seed)
     device = x.device
-    for p in lm.net.parameters():
-        p.requires_grad_(False)
-    channels_last = device.type == "cuda" if config.channels_last is None else config.channels_last
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
-    if channels_last:
-        lm.net.to(memory_format=fmt)  # the device copy (codec.device_model), never the CPU coder
-        x = x.contiguous(memory_format=fmt)
+    eval_every = config.eval_every or eval_every_for(device.type)
     with torch.no_grad(), precision_scope(device, config.precision):
         if y is None or z is None:
             y, z = lm.analysis(x)
@@ -293,7 +269,7 @@ def refine(
                 step_fns.backward(optimiser, lm, x, size, y, z, lmbda, config, tau)
                 optimiser.step()
                 steps = step + 1
-                if steps % config.eval_every == 0 or steps == config.iterations:
+                if steps % eval_every == 0 or steps == config.iterations:
                     with torch.no_grad():
                         current = step_fns.evaluate(lm, x, size, y.detach(), z.detach(), lmbda)
                         better = current.loss < best.loss
@@ -311,7 +287,7 @@ def refine(
                 if deadline is not None and time.perf_counter() > deadline:
                     break
     records = [
-        {"step": s, "loss": loss.tolist(), "bpp": bpp.tolist(), "psnr": _psnr_from_mse(mse).tolist()}
+        {"step": s, "loss": loss.tolist(), "bpp": bpp.tolist(), "psnr": psnr_from_mse(mse).tolist()}
         for s, loss, bpp, mse in history
     ]
     return RefineResult(best_y.detach().contiguous(), best_z.detach().contiguous(), base, best, steps,

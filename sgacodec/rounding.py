@@ -1,7 +1,7 @@
 """Relaxed rounding for latent refinement (SGA and SGA+).
 
 Two-class rounding samples v~ between floor(v) and ceil(v). With r = v - floor(v), each method
-defines p(floor) = f(r) through one logit per candidate (REFERENCE.md):
+defines p(floor) = f(r) through one logit per candidate (docs/method.md):
 
     atanh  (SGA)   logits  -atanh(r),               -atanh(1 - r)
     linear         logits  log(1 - r),              log(r)                   p(floor) = 1 - r
@@ -22,16 +22,18 @@ import math
 import torch
 import torch.nn.functional as F
 
-EPS = 1e-5
-TWO_CLASS_METHODS = ("atanh", "linear", "cosine", "ssl")
-THREE_CLASS_METHODS = ("linear", "cosine", "ssl")
-BASELINE_METHODS = ("none", "ste", "uniform")
-METHODS = BASELINE_METHODS + TWO_CLASS_METHODS
+from .config import (  # noqa: F401 - the method names and defaults, re-exported
+    BASELINE_METHODS,
+    DEFAULT_A,
+    DEFAULT_A_THREE_CLASS,
+    DEFAULT_FACTOR,
+    DEFAULT_POWER,
+    METHODS,
+    THREE_CLASS_METHODS,
+    TWO_CLASS_METHODS,
+)
 
-DEFAULT_A = 2.3  # SSL sharpness, two-class (the paper's best)
-DEFAULT_A_THREE_CLASS = 1.4  # SSL sharpness, three-class (reference default)
-DEFAULT_FACTOR = 0.98  # three-class s
-DEFAULT_POWER = 1.4  # three-class n
+EPS = 1e-5
 
 
 def _clamped(r: torch.Tensor) -> torch.Tensor:

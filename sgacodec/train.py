@@ -6,41 +6,24 @@
 Random square crops with flips from a folder decoded once into memory; Adam with one step decay
 of the learning rate late in training; gradient clipping at norm 1; checkpoint and resume, so a
 long run continues across short sessions; periodic validation on a held-out folder; and
-``update()`` before the final save. Run as ``sgacodec train`` or ``python -m sgacodec.train``.
+``update()`` before the final save. Run as ``sgacodec train`` (cli/train.py).
 """
 
 from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
 
+from .config import TrainConfig
+from .metrics import MSE_FLOOR, psnr_from_mse, rd_loss
+
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".ppm"}
-
-
-@dataclass
-class TrainConfig:
-    lmbda: float = 0.0067
-    N: int = 128
-    M: int = 192
-    steps: int = 100_000
-    batch_size: int = 16
-    crop: int = 256
-    lr: float = 1e-4
-    aux_lr: float = 1e-3
-    decay_at: float = 0.85  # fraction of steps after which lr drops 10x
-    clip: float = 1.0
-    seed: int = 0
-    val_every: int = 1000
-    save_every: float = 300.0  # seconds between intermediate checkpoints
-    quantile_steps: int = 3000  # aux-only steps fitting the quantiles before update()
-    report_every: int = 10  # steps between host read-backs of the loss (progress, finiteness check)
-    amp: str = "off"  # "bf16": autocast the four transforms only (entropy models stay float32)
 
 
 def image_files(folder) -> list[Path]:
@@ -158,24 +141,24 @@ def validate(net, images: list[np.ndarray], lmbda: float, device) -> dict:
     from .codec import pad, to_tensor
 
     net.eval()
-    bpps, psnrs = [], []
+    bpps, mses = [], []
     for im in images:
         h, w = im.shape[:2]
         x = to_tensor(im).to(device)
         out = net(pad(x))
         x_hat = out["x_hat"][..., :h, :w].clamp(0, 1)
-        bits = sum(-torch.log2(l).sum() for l in out["likelihoods"].values())
+        bits = sum(-torch.log2(likelihood).sum() for likelihood in out["likelihoods"].values())
         bpps.append(float(bits) / (h * w))
-        psnrs.append(float(-10 * torch.log10(((x_hat - x) ** 2).mean())))
+        mses.append(float(((x_hat - x) ** 2).mean()))
     net.train()
-    mse = float(np.mean([10 ** (-p / 10) for p in psnrs]))
-    return {"bpp": float(np.mean(bpps)), "psnr": float(np.mean(psnrs)),
-            "loss": lmbda * 255**2 * mse + float(np.mean(bpps))}
+    return {"bpp": float(np.mean(bpps)), "psnr": float(np.mean([psnr_from_mse(m) for m in mses])),
+            "loss": rd_loss(lmbda, float(np.mean(mses)), float(np.mean(bpps)))}
 
 
 def save_checkpoint(path, net, opt, aux_opt, step, config, extra=None):
-    from .imageio import atomic_write
     import io
+
+    from .outputs import atomic_write
 
     buf = io.BytesIO()
     torch.save({"state_dict": net.state_dict(), "optimizer": opt.state_dict(),
@@ -259,7 +242,7 @@ def train(
             mse = float(losses["mse_loss"].detach())
             on_progress(step, {"loss": float(losses["loss"].detach()),
                                "bpp": float(losses["bpp_loss"].detach()),
-                               "psnr": -10 * math.log10(max(mse, 1e-12)), "aux": float(aux_loss.detach())})
+                               "psnr": psnr_from_mse(max(mse, MSE_FLOOR)), "aux": float(aux_loss.detach())})
         if val and (step % config.val_every == 0 or step == config.steps):
             last_val = validate(net, val, config.lmbda, device)
             log(f"step {step}: val bpp {last_val['bpp']:.4f} psnr {last_val['psnr']:.2f} "
@@ -285,7 +268,7 @@ def export(checkpoint, output, fp16: bool = True, metadata: dict | None = None) 
     import hashlib
     from safetensors.torch import save
 
-    from .imageio import atomic_write
+    from .outputs import atomic_write
 
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)
     # The transforms go to fp16; the entropy models (quantiles, factorized density, scale
@@ -305,13 +288,3 @@ def export(checkpoint, output, fp16: bool = True, metadata: dict | None = None) 
     data = save(weights, metadata=meta)
     atomic_write(output, data)
     return hashlib.sha256(data).hexdigest()
-
-
-def main(argv=None):
-    from .cli import train_command
-
-    train_command(args=argv)
-
-
-if __name__ == "__main__":
-    main()

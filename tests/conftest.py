@@ -1,4 +1,5 @@
-"""Shared fixtures: synthetic images and a tiny MeanScaleHyperprior trained in seconds."""
+"""Fixtures: a tiny trained model and its checkpoint, test images, and the suite-wide check that
+every file any test encodes decodes to the pixels its encoder reported. Helpers: support.py."""
 
 from __future__ import annotations
 
@@ -7,57 +8,13 @@ import os
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
-TINY_LMBDA = 0.01
+from .support import TINY_LMBDA, save_png, train_tiny
 
 # One thread: the models are tiny, and on a shared 2-core machine OpenMP's spinning threads
 # oversubscribe the cores (measured: 170 s instead of 20 s for tests/test_codec.py).
 torch.set_num_threads(int(os.environ.get("SGACODEC_TEST_THREADS", "1")))
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # for the CLI subprocesses
-
-
-def make_image(height: int, width: int, seed: int = 0) -> np.ndarray:
-    """A smooth RGB test image with a few edges: natural-image-like enough for a tiny codec."""
-    gen = torch.Generator().manual_seed(seed)
-    coarse = torch.rand(1, 3, max(2, height // 24), max(2, width // 24), generator=gen)
-    smooth = F.interpolate(coarse, size=(height, width), mode="bicubic", align_corners=False)
-    yy, xx = torch.meshgrid(torch.arange(height), torch.arange(width), indexing="ij")
-    edges = ((xx + 2 * yy) % 53 < 20).float() * 0.25
-    img = (smooth + edges).clamp(0, 1)[0].permute(1, 2, 0)
-    return (img * 255).round().to(torch.uint8).numpy()
-
-
-def train_tiny(steps: int = 250, seed: int = 0):
-    """A MeanScaleHyperprior(16, 24) trained briefly on synthetic 64x64 crops (a few seconds)."""
-    from compressai.losses import RateDistortionLoss
-    from compressai.models import MeanScaleHyperprior
-
-    from sgacodec.train import TrainConfig, optimisers
-
-    torch.manual_seed(seed)
-    net = MeanScaleHyperprior(16, 24)
-    opt, aux_opt = optimisers(net, TrainConfig(lr=2e-3, aux_lr=1e-2))
-    criterion = RateDistortionLoss(lmbda=TINY_LMBDA)
-    pool = [torch.from_numpy(make_image(96, 96, s)).permute(2, 0, 1).float() / 255 for s in range(16)]
-    rng = np.random.default_rng(seed)
-    for _ in range(steps):
-        batch = []
-        for _ in range(8):
-            im = pool[rng.integers(len(pool))]
-            t, l = rng.integers(0, 33, size=2)
-            batch.append(im[:, t : t + 64, l : l + 64])
-        x = torch.stack(batch)
-        opt.zero_grad()
-        aux_opt.zero_grad()
-        loss = criterion(net(x), x)["loss"]
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
-        opt.step()
-        net.aux_loss().backward()
-        aux_opt.step()
-    net.update(force=True)
-    return net.eval()
 
 
 @pytest.fixture(scope="session")
@@ -77,11 +34,23 @@ def tiny_model(tiny_checkpoint):
 
 @pytest.fixture
 def png_333x217(tmp_path):
-    from PIL import Image
+    return save_png(tmp_path / "img.png", 217, 333, seed=7)
 
-    path = tmp_path / "img.png"
-    Image.fromarray(make_image(217, 333, seed=7)).save(path)
-    return path
+
+@pytest.fixture
+def image_dir(tmp_path):
+    """A folder of two 64x80 images and a text file."""
+    d = tmp_path / "imgs"
+    d.mkdir()
+    for i in range(2):
+        save_png(d / f"im{i}.png", 64, 80, seed=i)
+    (d / "notes.txt").write_text("not an image")
+    return d
+
+
+@pytest.fixture
+def png(tmp_path):
+    return save_png(tmp_path / "small.png", 40, 56, seed=2)
 
 
 @pytest.fixture(autouse=True)
@@ -99,10 +68,22 @@ def every_encode_round_trips(monkeypatch, request):
     def checking(model, y, z, size, **kwargs):
         coded = real(model, y, z, size, **kwargs)
         for data, rgb in coded:
-            decoded, _ = codec.decode(data, model, strict=True)
-            assert np.array_equal(decoded, rgb), "an encoded file does not decode to the reported pixels"
+            decoded = codec.decode(data, model, strict=True)
+            assert np.array_equal(decoded.rgb, rgb), "an encoded file does not decode to the reported pixels"
             checked.append(len(data))
         return coded
 
     monkeypatch.setattr(codec, "code_latents", checking)
     yield checked
+
+
+@pytest.fixture(scope="session")
+def coded(tiny_model):
+    """A small file of the tiny model (70x100, STE, 3 iterations) and its report."""
+    from sgacodec.config import RefineConfig
+    from sgacodec.pipeline import encode
+
+    from .support import make_image
+
+    [report] = encode(tiny_model, [make_image(70, 100, seed=3)], RefineConfig(method="ste", iterations=3))
+    return report

@@ -1,52 +1,35 @@
-"""End-to-end: refinement, entropy coding, and the stock CompressAI decoder."""
+"""One batch in and out: refinement, entropy coding on the coding network, and the stock CompressAI decoder."""
 
 import copy
 import dataclasses
+import threading
+import warnings
 
 import numpy as np
 import pytest
 import torch
 
+from sgacodec import codec
+from sgacodec import bitstream as B
 from sgacodec import metrics
 from sgacodec.bitstream import pack, unpack
-from sgacodec.codec import DecodeError, code_latents, coding_net, decode, encode, pad, to_tensor
+from sgacodec.codec import DecodeError, code_latents, coding_net, decode, pad, to_tensor
+from sgacodec.config import RefineConfig
 from sgacodec.hyperprior import LatentModel
-from sgacodec.refine import RefineConfig, refine, true_rd
+from sgacodec.pipeline import encode
 
-from .conftest import TINY_LMBDA, make_image
-
-
-def test_refinement_lowers_the_true_rd_loss(tiny_model):
-    image = make_image(128, 128, seed=3)
-    x = to_tensor(image)
-    lm = LatentModel(tiny_model.net)
-    result = refine(lm, x, (128, 128), TINY_LMBDA, RefineConfig(iterations=150))
-    assert result.iterations == 150
-    assert result.best.loss.item() < 0.98 * result.base.loss.item()
-    # the kept latents really have the loss reported for them
-    again = true_rd(lm, x, (128, 128), result.y, result.z, TINY_LMBDA)
-    assert again.loss.item() == pytest.approx(result.best.loss.item(), rel=1e-5)
-
-
-@pytest.mark.parametrize("method,three_class", [("ste", False), ("uniform", False), ("atanh", False),
-                                                ("linear", True), ("cosine", False), ("ssl", True)])
-def test_every_method_never_returns_worse_than_the_encoder(tiny_model, method, three_class):
-    image = make_image(64, 64, seed=4)
-    lm = LatentModel(tiny_model.net)
-    result = refine(lm, to_tensor(image), (64, 64), TINY_LMBDA,
-                    RefineConfig(method=method, three_class=three_class, iterations=30))
-    assert result.best.loss.item() <= result.base.loss.item()
-
+from .support import TINY_LMBDA, forged, make_image, perturbed
 
 @pytest.mark.parametrize("size", [(217, 333), (1, 1), (65, 63), (64, 128)])
 def test_odd_sizes_round_trip_to_the_reported_pixels(tiny_model, size):
     image = make_image(*size, seed=1)
     [report] = encode(tiny_model, [image], RefineConfig(iterations=10))
-    rgb, header = decode(report.data, tiny_model)
+    rgb, header, _ = decode(report.data, tiny_model)
     assert rgb.shape == (*size, 3) and (header.height, header.width) == size
     assert np.array_equal(rgb, report.recon)
     assert report.psnr == pytest.approx(metrics.psnr(image, rgb))
     assert report.bpp == pytest.approx(8 * len(report.data) / (size[0] * size[1]))
+
 
 
 def test_decode_is_compressais_own_decompress(tiny_model):
@@ -59,8 +42,9 @@ def test_decode_is_compressais_own_decompress(tiny_model):
     net = coding_net(tiny_model, header.version)
     stock = net.decompress([[header.y_string], [header.z_string]], header.z_shape)["x_hat"]
     expected = stock[0, :, :100, :150].mul(255).round().to(torch.uint8).permute(1, 2, 0).numpy()
-    rgb, _ = decode(report.data, tiny_model)
+    rgb, _, _ = decode(report.data, tiny_model)
     assert np.array_equal(rgb, expected)
+
 
 
 def test_coding_net_runs_the_transforms_in_float64(tiny_model):
@@ -75,18 +59,20 @@ def test_coding_net_runs_the_transforms_in_float64(tiny_model):
     assert out.dtype == torch.float32 and torch.equal(out, exact.float())
 
 
+
 def test_version_1_files_still_decode(tiny_model):
     """Files written before version 2 were coded with the float32 model; they decode as they were."""
     image = make_image(70, 90, seed=4)
     y, z = LatentModel(tiny_model.net).analysis(pad(to_tensor(image)))
     [(data, rgb)] = code_latents(tiny_model, y, z, (70, 90), version=1)
     assert data[4] == 1 and unpack(data).version == 1
-    decoded, _ = decode(data, tiny_model, strict=True)
+    decoded, _, _ = decode(data, tiny_model, strict=True)
     assert np.array_equal(decoded, rgb)
     # one that does not decode says that version 1 files may not decode on another CPU
     cut = pack(dataclasses.replace(unpack(data), z_string=b""))
     with pytest.raises(DecodeError, match="version 1 file"):
         decode(cut, tiny_model)
+
 
 
 def test_unrefined_encode_matches_compressais_compress(tiny_model):
@@ -101,10 +87,12 @@ def test_unrefined_encode_matches_compressais_compress(tiny_model):
     assert report.bpp == report.base_bpp and report.iterations == 0
 
 
+
 def test_refinement_improves_real_bytes_rd(tiny_model):
     image = make_image(128, 128, seed=6)
     [report] = encode(tiny_model, [image], RefineConfig(iterations=150))
     assert report.loss < report.base_loss
+
 
 
 def test_batched_refinement_equals_one_at_a_time(tiny_model):
@@ -120,24 +108,28 @@ def test_batched_refinement_equals_one_at_a_time(tiny_model):
         assert np.array_equal(decode(a.data, tiny_model)[0], a.recon)
 
 
+
 def test_the_suite_wide_round_trip_check_is_active(every_encode_round_trips, tiny_model):
     encode(tiny_model, [make_image(64, 64, seed=s) for s in (1, 2)], RefineConfig(method="ste", iterations=2),
            batch_size=2)
     assert len(every_encode_round_trips) == 4  # refined and base file of each image, all decoded
 
 
+
 def test_other_lambda_moves_along_the_rd_curve(tiny_model):
     image = make_image(128, 128, seed=8)
     config = RefineConfig(iterations=100)
-    [low] = encode(tiny_model, [image], config, lmbda=TINY_LMBDA / 8)
-    [high] = encode(tiny_model, [image], config, lmbda=TINY_LMBDA * 8)
+    [low] = encode(tiny_model, [image], config.with_(lmbda=TINY_LMBDA / 8))
+    [high] = encode(tiny_model, [image], config.with_(lmbda=TINY_LMBDA * 8))
     assert low.bpp < high.bpp
+
 
 
 def test_time_budget_stops_early(tiny_model):
     image = make_image(64, 64)
     [report] = encode(tiny_model, [image], RefineConfig(iterations=100000, time_budget=0.5))
     assert 0 < report.iterations < 100000
+
 
 
 def test_coding_side_runs_single_threaded_whatever_the_caller_set(tiny_model, monkeypatch):
@@ -160,3 +152,62 @@ def test_coding_side_runs_single_threaded_whatever_the_caller_set(tiny_model, mo
     assert seen == [1]
     monkeypatch.setenv("SGACODEC_ISOLATE", "0")  # the in-process decode path
     assert np.array_equal(decode(report.data, tiny_model)[0], report.recon)
+
+
+
+def test_parallel_coding_gives_the_bytes_of_coding_each_image_alone(tiny_model, monkeypatch):
+    images = [make_image(48, 64, seed=s) for s in (50, 51, 52)]
+    lm = codec.device_model(tiny_model, torch.device("cpu"))
+    with torch.no_grad():
+        y, z = lm.analysis(torch.cat([codec.pad(codec.to_tensor(im)) for im in images]))
+    alone = [codec.code_latents(tiny_model, y[i : i + 1], z[i : i + 1], (48, 64))[0] for i in range(3)]
+
+    seen = []
+    real = LatentModel.compress_latents
+
+    def spy(self, y, z):
+        seen.append((threading.current_thread().name, torch.get_num_threads()))
+        return real(self, y, z)
+
+    monkeypatch.setattr(LatentModel, "compress_latents", spy)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        together = codec.code_latents(tiny_model, y, z, (48, 64))
+        assert torch.get_num_threads() == 2  # restored after the pool
+    finally:
+        torch.set_num_threads(before)
+    for (data, rgb), (data_alone, rgb_alone) in zip(together, alone):
+        assert data == data_alone and np.array_equal(rgb, rgb_alone)
+    assert [n for _, n in seen] == [1, 1, 1]  # every worker codes on one torch thread
+    if codec.CODING_THREADS > 1:
+        assert all(name.startswith("sgacodec-coding") for name, _ in seen)
+
+
+
+@pytest.mark.parametrize("where", ["g_s", "h_s"])
+def test_a_decoder_that_reproduces_the_model_differently_is_caught(tiny_model, coded, where):
+    with pytest.raises(DecodeError, match="does not decode|reconstruction hash mismatch"):
+        decode(coded.data, perturbed(tiny_model, where), strict=True)
+    try:  # by default: the pixels, said to be inexact
+        rgb, _, exact = decode(coded.data, perturbed(tiny_model, where))
+    except DecodeError:  # other scales read the y string past its end: refused even so
+        assert where == "h_s"
+        return
+    assert exact is False
+    assert not np.array_equal(rgb, coded.recon)
+
+
+
+def test_a_flipped_hash_is_said_or_refused(tiny_model, coded):
+    bs = B.unpack(coded.data)
+    data = forged(coded.data, recon_hash=bytes(b ^ 1 for b in bs.recon_hash))
+    with pytest.raises(DecodeError, match="reconstruction hash mismatch"):
+        decode(data, tiny_model, strict=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # decode says it through its result, never a warning
+        rgb, _, exact = decode(data, tiny_model)
+    assert np.array_equal(rgb, coded.recon) and exact is False
+    assert decode(data, tiny_model, verify=False).exact is None
+    rgb, _, exact = decode(coded.data, tiny_model, strict=True)  # the genuine file passes
+    assert np.array_equal(rgb, coded.recon) and exact is True

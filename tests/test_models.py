@@ -1,17 +1,20 @@
 """Model loading: local checkpoints (any hyperprior architecture), the zoo path, no code execution."""
 
+import os
 import pickle
 
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
-from sgacodec.codec import decode, encode
+from sgacodec.codec import decode
+from sgacodec.pipeline import encode
 from sgacodec.models import (ModelError, infer_architecture, load_checkpoint, load_model, load_zoo,
                              zoo_cache_path)
 from sgacodec.refine import RefineConfig
 
-from .conftest import make_image
+from .support import invoke, make_image
 
 
 def small_net(name):
@@ -32,7 +35,7 @@ def test_checkpoint_architecture_is_inferred_and_codes(tmp_path, name):
     assert model.identity.name == name and model.identity.kind == "checkpoint"
     image = make_image(40, 70)
     [report] = encode(model, [image], RefineConfig(iterations=3))
-    rgb, _ = decode(report.data, model)
+    rgb, _, _ = decode(report.data, model)
     assert np.array_equal(rgb, report.recon)
 
 
@@ -44,13 +47,6 @@ def test_safetensors_checkpoint_with_lambda(tmp_path, tiny_checkpoint):
     save_file({k: v.contiguous() for k, v in state.items()}, str(path), metadata={"lmbda": "0.02"})
     model = load_checkpoint(path)
     assert model.lmbda == 0.02 and model.identity.name == "mbt2018-mean"
-
-
-class Payload:
-    def __reduce__(self):
-        import os
-
-        return (os.system, ("touch pwned-by-checkpoint",))
 
 
 def test_pickle_payload_is_not_executed(tmp_path, monkeypatch):
@@ -113,3 +109,46 @@ def test_zoo_without_network_says_so(tmp_path, monkeypatch):
 def test_unknown_zoo_name():
     with pytest.raises(ModelError, match="unknown model"):
         load_model("jpeg-2000", quality=1)
+
+
+class Payload:
+    def __reduce__(self):
+        return (os.system, ("touch pwned-by-checkpoint",))
+
+
+
+@pytest.mark.parametrize("how", ["zip", "legacy", "pickle", "beside-weights"])
+def test_checkpoint_pickle_payloads_never_run(tmp_path, monkeypatch, tiny_checkpoint, how):
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "evil.pth.tar"
+    if how == "zip":
+        torch.save({"state_dict": Payload()}, path)
+    elif how == "legacy":
+        torch.save({"state_dict": Payload()}, path, _use_new_zipfile_serialization=False)
+    elif how == "pickle":
+        path.write_bytes(pickle.dumps(Payload()))
+    else:  # a real state dict, and a payload in another key
+        state = torch.load(tiny_checkpoint, weights_only=True)
+        torch.save({**state, "extra": Payload()}, path)
+    with pytest.raises(ModelError, match="refusing or unable"):
+        load_checkpoint(path)
+    assert not (tmp_path / "pwned-by-checkpoint").exists()
+    image = tmp_path / "img.png"
+    Image.fromarray(make_image(20, 20)).save(image)
+    res = invoke("encode", image, "-o", tmp_path / "o.bin", "--checkpoint", path, "--method", "none")
+    assert res.exit_code == 1 and len(res.output.strip().splitlines()) == 1, res.output
+    assert not (tmp_path / "pwned-by-checkpoint").exists() and not (tmp_path / "o.bin").exists()
+
+
+
+def test_checkpoints_that_hold_no_weights_are_refused(tmp_path):
+    cases = {"ints.pth": {"state_dict": {"a": 1}}, "list.pth": [1, 2, 3],
+             "bad-lambda.pth": {"state_dict": {"g_a.0.weight": torch.zeros(1)}, "lmbda": "x"}}
+    for name, obj in cases.items():
+        torch.save(obj, tmp_path / name)
+        with pytest.raises(ModelError):
+            load_checkpoint(tmp_path / name)
+    (tmp_path / "bad.safetensors").write_bytes(b"\xff" * 100)
+    with pytest.raises(ModelError):
+        load_checkpoint(tmp_path / "bad.safetensors")
+

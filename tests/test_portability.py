@@ -20,7 +20,7 @@ from PIL import Image
 from sgacodec import RefineConfig, encode
 from sgacodec.models import load_embedded
 
-from .conftest import make_image
+from .support import make_image
 
 ROOT = Path(__file__).resolve().parent.parent
 OTHER_CPU = {"ONEDNN_MAX_CPU_ISA": "SSE41", "ATEN_CPU_CAPABILITY": "default",

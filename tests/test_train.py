@@ -59,7 +59,8 @@ def test_learning_rate_decays_late():
 
 
 def test_train_resume_validate_update_export(folders, tmp_path):
-    from sgacodec.codec import decode, encode
+    from sgacodec.codec import decode
+    from sgacodec.pipeline import encode
     from sgacodec.models import load_checkpoint
     from sgacodec.refine import RefineConfig
     from sgacodec.train import TrainConfig, export, train
@@ -116,7 +117,7 @@ def test_train_resume_validate_update_export(folders, tmp_path):
     assert model.lmbda == pytest.approx(0.01) and model.identity.name == "mbt2018-mean"
     image = make_image(48, 72, seed=5)
     report = encode(model, [image], RefineConfig(method="none"))[0]
-    rgb, _ = decode(report.data, model)
+    rgb, _, _ = decode(report.data, model)
     assert np.array_equal(rgb, report.recon)
     assert report.bpp == pytest.approx(len(report.data) * 8 / (48 * 72))
 

@@ -1,37 +1,18 @@
-"""Bad and unusual images (issue 6): each is encoded correctly or refused with one clear line."""
+"""Reading images: bad and unusual ones are encoded correctly or refused with one clear line;
+folders and globs; unbounded inputs cut off."""
 
 import io
-import struct
-import zlib
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 from PIL import Image
 
-from sgacodec.cli import main
-from sgacodec.codec import decode, encode
-from sgacodec.imageio import MAX_IMAGE_PIXELS, ImageError, read_image
-from sgacodec.refine import RefineConfig
+from sgacodec.codec import decode
+from sgacodec.config import RefineConfig
+from sgacodec.imageio import ImageError, center_crop, expand_inputs, read_image, read_limited
+from sgacodec.pipeline import encode
 
-from .conftest import make_image
-
-
-def saved(img: Image.Image, fmt: str = "PNG", **kwargs) -> bytes:
-    buf = io.BytesIO()
-    img.save(buf, format=fmt, **kwargs)
-    return buf.getvalue()
-
-
-def png_chunk(kind: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-
-def raw_png(width: int, height: int, bit_depth: int, colour_type: int, rows: bytes = b"") -> bytes:
-    """A PNG written by hand: any declared size (bombs) and 16-bit RGB, which Pillow cannot write."""
-    header = struct.pack(">IIBBBBB", width, height, bit_depth, colour_type, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", header) + png_chunk(b"IDAT", zlib.compress(rows))
-            + png_chunk(b"IEND", b""))
+from .support import make_image, raw_png, saved
 
 
 RGB = make_image(24, 32, seed=5)
@@ -69,16 +50,6 @@ def test_a_bomb_is_refused_before_its_pixels_are_decoded(tmp_path):
     assert time.monotonic() - begin < 1
 
 
-def test_bad_images_through_the_cli(tmp_path, tiny_checkpoint):
-    cases = {"empty.png": b"", "notes.txt": b"plain text", "cut.jpg": saved(Image.fromarray(RGB), "JPEG")[:300],
-             "bomb.png": raw_png(100_000, 100_000, 8, 2)}
-    for name, data in cases.items():
-        (tmp_path / name).write_bytes(data)
-        res = CliRunner().invoke(main, ["encode", str(tmp_path / name), "-o", str(tmp_path / "o.bin"),
-                                        "--checkpoint", str(tiny_checkpoint), "--method", "none"])
-        lines = res.output.strip().splitlines()
-        assert res.exit_code == 1 and len(lines) == 1 and lines[0].startswith("sgacodec: error: "), res.output
-        assert name in lines[0] and not (tmp_path / "o.bin").exists()
 
 
 # --- encoded correctly --------------------------------------------------------------------------
@@ -146,30 +117,37 @@ def test_one_by_one_and_thin_images_round_trip(tiny_model):
     for size in ((1, 1), (1, 130), (97, 1)):
         image = read_image(saved(Image.fromarray(make_image(*size, seed=9))))
         [report] = encode(tiny_model, [image], RefineConfig(iterations=2))
-        rgb, _ = decode(report.data, tiny_model)
+        rgb, _, _ = decode(report.data, tiny_model)
         assert rgb.shape == (*size, 3) and np.array_equal(rgb, report.recon)
 
 
-def test_an_rgba_png_through_the_cli_round_trips_with_a_note(tmp_path, tiny_checkpoint):
-    import json
-
-    from sgacodec import metrics
-
-    rgba = np.dstack([RGB, np.full(RGB.shape[:2], 128, np.uint8)])
-    Image.fromarray(rgba, "RGBA").save(tmp_path / "a.png")
-    res = CliRunner().invoke(main, ["encode", str(tmp_path / "a.png"), "-o", str(tmp_path / "a.bin"),
-                                    "--checkpoint", str(tiny_checkpoint), "--iterations", "2", "--json"])
-    assert res.exit_code == 0 and "alpha channel dropped" in res.output, res.output
-    record = json.loads([line for line in res.output.splitlines() if line.startswith("{")][-1])
-    res = CliRunner().invoke(main, ["decode", str(tmp_path / "a.bin"), "-o", str(tmp_path / "b.png"),
-                                    "--checkpoint", str(tiny_checkpoint)])
-    assert res.exit_code == 0
-    decoded = np.asarray(Image.open(tmp_path / "b.png"))
-    assert decoded.shape == RGB.shape
-    assert metrics.psnr(RGB, decoded) == pytest.approx(record["psnr"], abs=1e-6)
+def test_unbounded_inputs_are_cut_off(tmp_path, monkeypatch):
+    with pytest.raises(ImageError, match="larger than"):
+        read_limited("/dev/zero", "/dev/zero", limit=1 << 20)
+    with pytest.raises(ImageError, match="no such file"):
+        read_limited(tmp_path / "missing", "missing")
+    with pytest.raises(ImageError, match="is a directory"):
+        read_limited(tmp_path, "folder")
 
 
-def test_the_limit_is_the_formats():
-    from sgacodec import bitstream
 
-    assert MAX_IMAGE_PIXELS == bitstream.MAX_PIXELS == 8192 * 8192
+def test_expand_inputs_directories_globs_and_files(tmp_path):
+    for i in range(2):
+        Image.fromarray(make_image(16, 16, seed=i)).save(tmp_path / f"im{i}.png")
+    (tmp_path / "notes.txt").write_text("not an image")
+    files = [str(tmp_path / "im0.png"), str(tmp_path / "im1.png")]
+    assert expand_inputs([str(tmp_path)]) == files
+    assert expand_inputs([str(tmp_path / "im*.png"), files[0]]) == files  # no repeats
+    assert expand_inputs(["missing.png"]) == ["missing.png"]  # reading it reports the error
+    with pytest.raises(ImageError, match="matches no file"):
+        expand_inputs([str(tmp_path / "*.jpg")])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ImageError, match="no images"):
+        expand_inputs([str(tmp_path / "empty")])
+
+
+def test_center_crop_keeps_the_middle():
+    image = np.arange(10 * 40 * 3, dtype=np.uint32).reshape(10, 40, 3).astype(np.uint8)
+    crop = center_crop(image, 16)
+    assert crop.shape == (10, 16, 3) and np.array_equal(crop, image[:, 12:28])
+    assert center_crop(image, None) is image

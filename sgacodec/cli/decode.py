@@ -1,0 +1,63 @@
+"""``sgacodec decode``: sgacodec files into PNG with the model's stock CompressAI decoder."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from .options import MAX_BITSTREAM_BYTES, Failures, UserError, user_errors
+
+
+@click.command()
+@click.argument("inputs", nargs=-1, required=True)
+@click.option("-o", "--output", default=None,
+              help="Output PNG, directory (many inputs), or - for stdout. Default: beside the input, .png.")
+@click.option("--checkpoint", type=click.Path(dir_okay=False), default=None,
+              help="The checkpoint the files were encoded with (needed for checkpoint-coded files).")
+@click.option("--force", is_flag=True, help="Overwrite existing outputs.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON record per file on stdout.")
+@click.option("--strict", is_flag=True,
+              help="Refuse a file whose decoded pixels differ from the encoder's (another machine's "
+                   "float arithmetic; by default: a warning, and the image is written).")
+def decode(inputs, output, checkpoint, force, as_json, strict):
+    """Decode sgacodec files to PNG with the model's stock CompressAI decoder.
+
+    Each image is checked against the encoder's own decode (a hash stored in the file). The
+    decoder computes in float64 so that other machines give the same pixels; should one still
+    differ, that gives a warning and the image is still written (--strict: an error, nothing
+    written)."""
+    from ..bitstream import unpack
+    from ..codec import MISMATCH_TEXT, decode as decode_bytes
+    from ..imageio import encode_png, read_limited
+    from ..models import load_for_bitstream
+    from ..outputs import check_outputs, plan_outputs, write_output
+
+    if output == "-" and as_json:
+        raise UserError("--json and -o - both write to stdout; choose one")
+    errors = user_errors()
+    try:
+        outputs = plan_outputs(list(inputs), output, ".png")
+        check_outputs(list(inputs), outputs, force)
+    except errors as exc:
+        raise UserError(str(exc)) from None
+    models, failures = {}, Failures(inputs)
+    for src, dst in zip(inputs, outputs):
+        try:
+            data = read_limited(sys.stdin.buffer if src == "-" else src, src, MAX_BITSTREAM_BYTES)
+            header = unpack(data)
+            if header.model not in models:
+                models[header.model] = load_for_bitstream(header.model, checkpoint)
+            decoded = decode_bytes(data, models[header.model], strict=strict)
+            write_output(dst, encode_png(decoded.rgb), force)
+        except errors as exc:
+            failures.add(src, exc)
+            continue
+        if not decoded.exact:
+            click.echo(f"sgacodec: warning: {src}: {MISMATCH_TEXT}; written anyway (--strict refuses)",
+                       err=True)
+        if as_json:
+            click.echo(json.dumps({"input": src, "output": dst, "height": header.height,
+                                   "width": header.width, "bytes": len(data), "exact": decoded.exact}))
+    failures.finish()

@@ -1,0 +1,139 @@
+"""Every named choice and default of sgacodec, in one torch-free module.
+
+The library's functions take these values, and the command line derives its choices, defaults and
+help from them, so ``sgacodec --help`` needs neither torch nor CompressAI. The method is described
+in docs/method.md.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+# --- rounding methods (docs/method.md, "Rounding methods") ----------------------------------
+BASELINE_METHODS = ("none", "ste", "uniform")
+TWO_CLASS_METHODS = ("atanh", "linear", "cosine", "ssl")
+THREE_CLASS_METHODS = ("linear", "cosine", "ssl")
+METHODS = BASELINE_METHODS + TWO_CLASS_METHODS
+THREE_CLASS_SUFFIX = "3"  # evaluation labels: 'ssl3' is three-class SSL
+THREE_CLASS_LABELS = tuple(m + THREE_CLASS_SUFFIX for m in THREE_CLASS_METHODS)
+METHOD_LABELS = METHODS + THREE_CLASS_LABELS
+TEMPERATURE_METHODS = TWO_CLASS_METHODS  # the methods tau_max changes
+
+DEFAULT_A = 2.3  # SSL sharpness, two-class (the paper's best)
+DEFAULT_A_THREE_CLASS = 1.4  # SSL sharpness, three-class (reference default)
+DEFAULT_FACTOR = 0.98  # three-class s
+DEFAULT_POWER = 1.4  # three-class n
+
+# --- speed options (docs/performance.md) ------------------------------------------------------
+COMPILE_MODES = ("auto", "off", "default", "reduce-overhead", "max-autotune",
+                 "max-autotune-no-cudagraphs")
+PRECISIONS = ("fp32", "tf32", "bf16")
+GPU_EVAL_EVERY = 10  # eval_every on a GPU: same R-D, 1.37x faster on an H100 (docs/performance.md)
+CPU_EVAL_EVERY = 1
+AUTO_BATCH_MEGAPIXELS = 12.0  # GPU batches: about 30 Kodak images (docs/performance.md)
+
+# --- models -----------------------------------------------------------------------------------
+ZOO_NAMES = ("bmshj2018-hyperprior", "mbt2018-mean", "mbt2018", "cheng2020-anchor", "cheng2020-attn")
+DEFAULT_MODEL = "default"  # the embedded model of the manifest's default quality
+MODEL_CHOICES = (DEFAULT_MODEL,) + ZOO_NAMES
+ZOO_DEFAULT_QUALITY = 3
+METRICS = ("mse", "ms-ssim")
+# CompressAI's training lambdas per zoo quality 1..8 (its "Image compression" zoo page).
+ZOO_LAMBDAS = {
+    "mse": (0.0018, 0.0035, 0.0067, 0.0130, 0.0250, 0.0483, 0.0932, 0.1800),
+    "ms-ssim": (2.40, 4.58, 8.73, 16.64, 31.73, 60.50, 115.37, 220.00),
+}
+MAX_QUALITY = len(ZOO_LAMBDAS["mse"])
+
+
+@dataclass(frozen=True)
+class RefineConfig:
+    """Refinement settings; defaults are the paper's (SSL, a = 2.3, Adam lr 0.005, 2000 steps).
+
+    tau(t) = min(exp(-temp_rate * t), tau_max); the loss is lambda * 255^2 * MSE + bpp with
+    lambda = ``lmbda`` or the model's training lambda (docs/method.md).
+    """
+
+    method: str = "ssl"
+    iterations: int = 2000
+    lr: float = 0.005
+    a: float | None = None  # SSL sharpness; None: DEFAULT_A two-class, DEFAULT_A_THREE_CLASS three-class
+    three_class: bool = False
+    factor: float = DEFAULT_FACTOR
+    power: float = DEFAULT_POWER
+    tau_max: float = 1.0
+    temp_rate: float = 1e-3
+    lmbda: float | None = None  # None: the model's training lambda
+    seed: int = 0
+    time_budget: float | None = None  # seconds; stop early when spent
+    eval_every: int | None = None  # evaluate the true loss, keep the best, every k steps (None:
+    # eval_every_for(device): GPU_EVAL_EVERY on CUDA, CPU_EVAL_EVERY elsewhere)
+    # Speed (refine.py): compile "auto" | "off" | a torch.compile mode ("auto" = "default" on
+    # CUDA, off elsewhere); precision "fp32" | "tf32" | "bf16"; channels_last None = on CUDA only.
+    compile: str = "auto"
+    precision: str = "tf32"
+    channels_last: bool | None = None
+
+    def __post_init__(self):
+        if self.method not in METHODS:
+            raise ValueError(f"unknown method {self.method!r}; choose from {', '.join(METHODS)}")
+        if self.three_class and self.method not in THREE_CLASS_METHODS:
+            raise ValueError(f"--three-class works with {', '.join(THREE_CLASS_METHODS)}")
+        if self.iterations < 0 or self.lr <= 0 or self.tau_max <= 0 or (self.eval_every or 1) < 1:
+            raise ValueError("iterations >= 0, lr > 0, tau_max > 0 and eval_every >= 1 required")
+        if self.compile not in COMPILE_MODES:
+            raise ValueError(f"compile: choose from {', '.join(COMPILE_MODES)}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision: choose from {', '.join(PRECISIONS)}")
+
+    def with_(self, **changes) -> "RefineConfig":
+        return replace(self, **changes)
+
+    @property
+    def refines(self) -> bool:
+        """Whether this configuration runs any refinement step."""
+        return self.method != "none" and self.iterations > 0
+
+
+DEFAULTS = RefineConfig()
+
+
+@dataclass
+class TrainConfig:
+    """Training settings of the embedded models (train.py); the loss is lambda * 255^2 * MSE + bpp."""
+
+    lmbda: float = 0.0067
+    N: int = 128
+    M: int = 192
+    steps: int = 100_000
+    batch_size: int = 16
+    crop: int = 256
+    lr: float = 1e-4
+    aux_lr: float = 1e-3
+    decay_at: float = 0.85  # fraction of steps after which lr drops 10x
+    clip: float = 1.0
+    seed: int = 0
+    val_every: int = 1000
+    save_every: float = 300.0  # seconds between intermediate checkpoints
+    quantile_steps: int = 3000  # aux-only steps fitting the quantiles before update()
+    report_every: int = 10  # steps between host read-backs of the loss (progress, finiteness check)
+    amp: str = "off"  # "bf16": autocast the four transforms only (entropy models stay float32)
+
+
+def method_label(method: str, three_class: bool = False) -> str:
+    """The evaluation label of a method: 'ssl', or 'ssl3' for three-class SSL."""
+    return method + THREE_CLASS_SUFFIX if three_class else method
+
+
+def split_label(label: str) -> tuple[str, bool]:
+    """(method, three_class) of an evaluation label ('ssl3' -> ('ssl', True))."""
+    if label in THREE_CLASS_LABELS:
+        return label[: -len(THREE_CLASS_SUFFIX)], True
+    if label not in METHODS:
+        raise ValueError(f"unknown method {label!r}; choose from {', '.join(METHOD_LABELS)}")
+    return label, False
+
+
+def eval_every_for(device_type: str) -> int:
+    """The default eval_every on a device type: GPU_EVAL_EVERY on CUDA, CPU_EVAL_EVERY elsewhere."""
+    return GPU_EVAL_EVERY if device_type == "cuda" else CPU_EVAL_EVERY

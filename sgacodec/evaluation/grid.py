@@ -1,0 +1,94 @@
+"""Evaluation settings: refinement configurations at rate points, and grids of them.
+
+A *setting* is one refinement configuration at one rate point (one lambda): 'ssl' at 500
+iterations, tau_max 1, at the model's lambda x 0.5. ``expand_grid`` makes every combination of
+methods x iterations x rate points x tau_max the user asks for, without meaningless repeats.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable
+
+from ..config import METHOD_LABELS, TEMPERATURE_METHODS, THREE_CLASS_METHODS, RefineConfig, method_label, split_label
+from ..errors import EvaluationError
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One refinement configuration at one rate point.
+
+    ``label`` is the method as the user names it ('ssl3' = three-class SSL). ``lmbda`` is an
+    absolute inference lambda, or None for ``lmbda_scale`` x the model's training lambda.
+    ``tau_max`` is None for methods without a temperature; ``iterations`` is 0 for 'none'.
+    """
+
+    label: str
+    iterations: int
+    lmbda: float | None = None
+    lmbda_scale: float = 1.0
+    tau_max: float | None = None
+
+    @property
+    def method(self) -> str:
+        return split_label(self.label)[0]
+
+    @property
+    def three_class(self) -> bool:
+        return split_label(self.label)[1]
+
+    def resolved_lmbda(self, model) -> float:
+        """The inference lambda of this setting for ``model`` (a LoadedModel)."""
+        return model.resolve_lmbda(self.lmbda, self.lmbda_scale)
+
+    def tag(self) -> str:
+        """A short name, unique within a grid: 'ssl-it500-tau1-x0.5'."""
+        parts = [self.label]
+        if self.label != "none":
+            parts.append(f"it{self.iterations}")
+        if self.tau_max is not None:
+            parts.append(f"tau{self.tau_max:g}")
+        parts.append(f"l{self.lmbda:g}" if self.lmbda is not None else f"x{self.lmbda_scale:g}")
+        return "-".join(parts)
+
+    def config(self, base: RefineConfig) -> RefineConfig:
+        """``base`` (lr, a, seed, ...) with this setting's method, iterations and tau_max."""
+        changes = dict(method=self.method, iterations=self.iterations, three_class=self.three_class,
+                       lmbda=None)
+        if self.tau_max is not None:
+            changes["tau_max"] = self.tau_max
+        return base.with_(**changes)
+
+
+def parse_label(label: str, three_class_flag: bool = False) -> str:
+    """The method label, with the global --three-class flag applied where it is meaningful."""
+    if label not in METHOD_LABELS:
+        raise EvaluationError(f"unknown method {label!r}; choose from {', '.join(METHOD_LABELS)}")
+    if three_class_flag and label in THREE_CLASS_METHODS:
+        return method_label(label, True)
+    return label
+
+
+def expand_grid(methods: Iterable[str], iterations: Iterable[int] = (2000,),
+                lmbdas: Iterable[float] = (), lmbda_scales: Iterable[float] = (),
+                tau_maxes: Iterable[float] = (1.0,), three_class: bool = False) -> list[Setting]:
+    """All settings of methods x iterations x rate points x tau_max, without meaningless repeats.
+
+    'none' ignores iterations and tau_max; 'ste' and 'uniform' ignore tau_max. Rate points are the
+    absolute ``lmbdas`` and the ``lmbda_scales`` (multiples of the model's lambda); with neither,
+    the model's own lambda.
+    """
+    rates = [(float(v), 1.0) for v in lmbdas] + [(None, float(s)) for s in lmbda_scales]
+    if not rates:
+        rates = [(None, 1.0)]
+    iterations, tau_maxes = list(iterations) or [2000], list(tau_maxes) or [1.0]
+    out: list[Setting] = []
+    for raw in methods:
+        label = parse_label(raw, three_class)
+        for it in ([0] if label == "none" else iterations):
+            for tau in (tau_maxes if split_label(label)[0] in TEMPERATURE_METHODS else [None]):
+                for lmbda, scale in rates:
+                    s = Setting(label, int(it), lmbda, scale, None if tau is None else float(tau))
+                    if s not in out:
+                        out.append(s)
+    return out

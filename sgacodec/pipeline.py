@@ -1,0 +1,221 @@
+"""Encoding many images with one model: the orchestration that ``sgacodec encode``, the evaluation
+runner and library users share.
+
+    encoder = BatchEncoder(model, RefineConfig(iterations=500), device="auto")
+    for outcome in encoder.encode_sources(["a.png", "b.png"], read=read_image):   # input order
+        print(outcome.source, outcome.report.bpp if outcome.report else outcome.error)
+
+- Same-size images are refined together, ``batch_size`` at a time; ``batch_size=None`` (auto) is
+  one image per batch on a CPU and, on a GPU, as many as fit in ``AUTO_BATCH_MEGAPIXELS``.
+- Inputs are read a window at a time (bounded memory), ``window_size`` inputs ahead.
+- A batch that runs out of GPU memory is halved; a single image that still does not fit is
+  refined on the CPU instead (``on_note`` says so).
+- Each input gets an ``Outcome``: its report, or the error that stopped it (the others go on).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass
+from typing import Callable, ContextManager, Iterable, Iterator, Sequence
+
+import numpy as np
+import torch
+
+from .codec import EncodeReport, device_model, encode_batch, pad, to_tensor
+from .config import AUTO_BATCH_MEGAPIXELS, RefineConfig, eval_every_for
+from .models import LoadedModel, ModelError
+from .refine import refine
+
+AUTO_WINDOW = 64  # inputs read ahead to find same-size images when the batch size is automatic
+WINDOW_PER_BATCH = 4  # otherwise: this many batches' worth of inputs
+
+# progress(description, total) -> a context manager that yields on_step(step)
+Progress = Callable[[str, int], ContextManager[Callable[[int], None] | None]]
+
+
+def no_progress(description: str, total: int) -> ContextManager[None]:
+    return contextlib.nullcontext(None)
+
+
+def resolve_device(name: str | torch.device = "auto") -> torch.device:
+    """'auto' (CUDA when available, else the CPU), 'cpu', 'cuda' or 'cuda:N'."""
+    if isinstance(name, torch.device):
+        return name
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ModelError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ModelError(f"device {name} requested but CUDA is not available")
+    return device
+
+
+def batches_by_size(images: Sequence[np.ndarray], batch_size: int | None) -> list[list[int]]:
+    """Indices grouped by image size, in input order, at most ``batch_size`` per group (None: as
+    many as fit in AUTO_BATCH_MEGAPIXELS)."""
+    groups: dict[tuple, list[int]] = {}
+    for i, img in enumerate(images):
+        groups.setdefault(img.shape[:2], []).append(i)
+    out = []
+    for (h, w), g in groups.items():
+        n = batch_size or max(1, int(AUTO_BATCH_MEGAPIXELS * 1e6 // (h * w)))
+        out += [g[k : k + n] for k in range(0, len(g), n)]
+    return sorted(out)
+
+
+def halving_on_oom(run: Callable[[list], list], items: list) -> list:
+    """``run(items)`` (a list per item), halving the batch while the device runs out of memory."""
+    try:
+        return run(items)
+    except torch.cuda.OutOfMemoryError:
+        if len(items) == 1:
+            raise
+    # out of the except block: the failed attempt's tensors are released before the retry
+    torch.cuda.empty_cache()
+    half = len(items) // 2
+    return halving_on_oom(run, items[:half]) + halving_on_oom(run, items[half:])
+
+
+@dataclass
+class Outcome:
+    """What became of one input: its report, or the error that stopped it."""
+
+    index: int
+    source: object
+    report: EncodeReport | None = None
+    error: BaseException | None = None
+    image: np.ndarray | None = None  # the pixels read (None when reading failed)
+
+
+class BatchEncoder:
+    """Encodes images with one model on one device: size batches, OOM halving, CPU fallback."""
+
+    def __init__(self, model: LoadedModel, config: RefineConfig = RefineConfig(),
+                 device: str | torch.device = "auto", batch_size: int | None = None,
+                 on_note: Callable[[str], None] | None = None):
+        self.model = model
+        self.device = resolve_device(device)
+        self.config = config
+        self.auto_batch = batch_size is None
+        self.batch_size = batch_size if batch_size is not None else (
+            None if self.device.type == "cuda" else 1)
+        self.on_note = on_note or (lambda text: None)
+        self._lm = None
+
+    @property
+    def refine_model(self):
+        """The network on the device (made once): the model itself on the CPU, a copy elsewhere."""
+        if self._lm is None:
+            self._lm = device_model(self.model, self.device, self.config.channels_last)
+        return self._lm
+
+    def window_size(self) -> int:
+        return AUTO_WINDOW if self.batch_size is None else self.batch_size * WINDOW_PER_BATCH
+
+    def config_for(self, config: RefineConfig | None = None) -> RefineConfig:
+        """``config`` (default: the encoder's) with the model's lambda and the device's eval_every
+        filled in where they are left open."""
+        config = config or self.config
+        changes = {"lmbda": self.model.resolve_lmbda(config.lmbda)}
+        if config.eval_every is None:
+            changes["eval_every"] = eval_every_for(self.device.type)
+        return config.with_(**changes)
+
+    def encode_group(self, images: list[np.ndarray], config: RefineConfig | None = None,
+                     on_step: Callable[[int], None] | None = None,
+                     keep_history: bool = False) -> list[EncodeReport]:
+        """Same-size images as one batch, halved while the GPU runs out of memory; an image that
+        does not fit even alone is refined on the CPU."""
+        config = self.config_for(config)
+
+        def run(part: list[int]) -> list[EncodeReport]:
+            return encode_batch(self.model, [images[i] for i in part], config, self.device, on_step,
+                                keep_history, self.refine_model)
+
+        try:
+            return halving_on_oom(run, list(range(len(images))))
+        except torch.cuda.OutOfMemoryError as exc:
+            first = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else "no detail"
+            self.on_note(f"GPU out of memory ({first}); refining on the CPU instead (slower)")
+            torch.cuda.empty_cache()
+            return encode_batch(self.model, images, config, torch.device("cpu"), on_step, keep_history)
+
+    def batches(self, images: Sequence[np.ndarray]) -> list[list[int]]:
+        return batches_by_size(images, self.batch_size)
+
+    def encode(self, images: Sequence[np.ndarray], on_step=None, keep_history: bool = False,
+               progress: Progress = no_progress) -> list[EncodeReport]:
+        """Reports for ``images`` in input order (errors propagate)."""
+        reports: list[EncodeReport | None] = [None] * len(images)
+        for group in self.batches(images):
+            with progress(f"encode {len(group)} image(s)", self.steps_per_batch()) as bar:
+                got = self.encode_group([images[i] for i in group], None, on_step or bar, keep_history)
+            for i, report in zip(group, got):
+                reports[i] = report
+        return reports
+
+    def steps_per_batch(self, config: RefineConfig | None = None) -> int:
+        config = config or self.config
+        return config.iterations if config.refines else 1
+
+    def encode_sources(self, sources: Sequence, read: Callable[[object], np.ndarray],
+                       progress: Progress = no_progress, errors: tuple = (Exception,),
+                       name: Callable[[object], str] = str) -> Iterator[Outcome]:
+        """One Outcome per source, in input order: sources are read ``window_size()`` at a time
+        with ``read``; an error in ``errors`` while reading or encoding becomes that input's
+        outcome, and the others carry on."""
+        step = self.window_size()
+        for begin in range(0, len(sources), step):
+            outcomes = {i: Outcome(i, sources[i]) for i in range(begin, min(begin + step, len(sources)))}
+            for outcome in outcomes.values():
+                try:
+                    outcome.image = read(outcome.source)
+                except errors as exc:
+                    outcome.error = exc
+            readable = [o for o in outcomes.values() if o.error is None]
+            for group in self.batches([o.image for o in readable]):
+                members = [readable[j] for j in group]
+                more = f" (+{len(members) - 1} more)" if len(members) > 1 else ""
+                try:
+                    with progress(f"encode {name(members[0].source)}{more}", self.steps_per_batch()) as bar:
+                        got = self.encode_group([o.image for o in members], on_step=bar)
+                except errors as exc:
+                    for o in members:
+                        o.error = exc
+                    continue
+                for o, report in zip(members, got):
+                    o.report = report
+            yield from outcomes.values()
+
+    def estimate_seconds(self, image: np.ndarray, iterations: Iterable[int],
+                         config: RefineConfig | None = None, probe_steps: int = 2) -> tuple[float, float]:
+        """(total seconds, seconds per iteration) to refine once per count in ``iterations``,
+        timed on a short probe refinement of ``image``: an iteration costs what the probe's last
+        step did (its first step carries one-off costs), and the rest of the probe's time is each
+        refinement's fixed part."""
+        config = self.config_for(config).with_(iterations=probe_steps, time_budget=None)
+        lm = self.refine_model
+        x = pad(to_tensor(image)).to(lm.device)
+        stamps: list[float] = []
+        result = refine(lm, x, image.shape[:2], config.lmbda, config,
+                        on_step=lambda step: stamps.append(time.perf_counter()))
+        if len(stamps) > 1:
+            per_iteration = (stamps[-1] - stamps[0]) / (len(stamps) - 1)
+        else:
+            per_iteration = result.seconds / max(result.iterations, 1)
+        fixed = max(result.seconds - per_iteration * result.iterations, 0.0)
+        counts = [n for n in iterations if n]
+        return per_iteration * sum(counts) + fixed * len(counts), per_iteration
+
+
+def encode(model: LoadedModel, images: Sequence[np.ndarray], config: RefineConfig = RefineConfig(),
+           device: str | torch.device = "cpu", batch_size: int | None = 1,
+           on_step: Callable[[int], None] | None = None, keep_history: bool = False) -> list[EncodeReport]:
+    """Encode RGB uint8 images (any sizes) into sgacodec files; reports in input order.
+
+    Same-size images are refined together, ``batch_size`` at a time (None: automatic)."""
+    return BatchEncoder(model, config, device, batch_size).encode(images, on_step, keep_history)
