@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import resource
 import statistics
@@ -50,8 +49,7 @@ import torch  # noqa: E402
 from sgacodec.codec import batches_by_size, device_model, pad, resolve_device, to_tensor  # noqa: E402
 from sgacodec.hyperprior import LatentModel  # noqa: E402
 from sgacodec.imageio import read_image  # noqa: E402
-from sgacodec.refine import (RefineConfig, compile_mode, precision_scope, refine,  # noqa: E402
-                             relaxed_rd, true_rd)
+from sgacodec.refine import RefineConfig, compile_mode, precision_scope, refine, relaxed_rd, true_rd  # noqa: E402
 from sgacodec.rounding import temperature  # noqa: E402
 
 # Dense (no sparsity) peak TFLOP/s by GPU and precision, from the vendors' data sheets.

@@ -348,7 +348,7 @@ def check_cli_batch(items, references, checkpoint, workdir: Path, timeout) -> tu
     folder.mkdir(exist_ok=True)
     out.mkdir(exist_ok=True)
     paths = []
-    for i, (_, k, data) in enumerate(items):
+    for i, (_, _k, data) in enumerate(items):
         p = folder / f"m{i:05d}.bin"
         p.write_bytes(data)
         paths.append(p)
@@ -478,7 +478,7 @@ def main(argv=None) -> int:
         print(f"  {name:26s} " + ", ".join(f"{o} {c[o]}" for o in outcomes if c[o]))
     if bad:
         print(f"BAD OUTCOMES ({len(bad)}):")
-        for where, name, detail, data in bad[:50]:
+        for where, name, detail, _data in bad[:50]:
             print(f"  [{where}] {name}: {detail[:200]}")
         if args.save:
             Path(args.save).mkdir(parents=True, exist_ok=True)

@@ -31,11 +31,10 @@ import torch.nn.functional as F
 
 from . import bitstream, isolate, metrics
 from .config import RefineConfig
+from .errors import DecodeError  # noqa: F401 - raised here, defined with the other errors
 from .hyperprior import LatentModel, float64_coding_net
 from .models import LoadedModel, ModelError, load_for_bitstream
 from .refine import refine
-from .errors import DecodeError  # noqa: F401 - raised here, defined with the other errors
-
 
 MISMATCH_TEXT = ("decoded pixels differ from what the encoder computed (reconstruction hash mismatch): "
                  "this machine computes the model's arithmetic differently from the encoder's "

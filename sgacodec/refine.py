@@ -29,9 +29,9 @@ from typing import Callable
 
 import torch
 
+from .config import COMPILE_MODES, RefineConfig, eval_every_for
 from .hyperprior import LatentModel
 from .metrics import psnr_from_mse, rd_loss
-from .config import COMPILE_MODES, RefineConfig, eval_every_for
 from .rounding import soft_round, temperature
 
 

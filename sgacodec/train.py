@@ -266,6 +266,7 @@ def train(
 def export(checkpoint, output, fp16: bool = True, metadata: dict | None = None) -> str:
     """Write the model weights of a training checkpoint as safetensors; returns the sha256."""
     import hashlib
+
     from safetensors.torch import save
 
     from .outputs import atomic_write

@@ -9,9 +9,8 @@ import time
 
 import pytest
 
+from .support import ROOT, cli, leftovers, python, run_entry_point, run_process
 
-from .support import (ROOT, cli, leftovers, python, run_entry_point,
-                      run_process)
 
 def test_help_and_usage_errors():
     res = run_process("--help")

@@ -2,9 +2,8 @@
 
 import json
 
-
-
 from .support import cli, invoke, perturbed, run_process
+
 
 def test_bad_bitstreams_in_a_real_process(tmp_path, png_333x217, tiny_checkpoint):
     good = tmp_path / "good.bin"

@@ -3,13 +3,12 @@
 import json
 
 import torch
-
-
 from click.testing import CliRunner
 
 from sgacodec.cli import main
 
 from .support import cli, save_png
+
 
 def test_refine_without_a_known_lambda_says_so(tmp_path, png_333x217, tiny_checkpoint):
     import torch

@@ -9,9 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from sgacodec import codec
 from sgacodec import bitstream as B
-from sgacodec import metrics
+from sgacodec import codec, metrics
 from sgacodec.bitstream import pack, unpack
 from sgacodec.codec import DecodeError, code_latents, coding_net, decode, pad, to_tensor
 from sgacodec.config import RefineConfig
@@ -19,6 +18,7 @@ from sgacodec.hyperprior import LatentModel
 from sgacodec.pipeline import encode
 
 from .support import TINY_LMBDA, forged, make_image, perturbed
+
 
 @pytest.mark.parametrize("size", [(217, 333), (1, 1), (65, 63), (64, 128)])
 def test_odd_sizes_round_trip_to_the_reported_pixels(tiny_model, size):

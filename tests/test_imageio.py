@@ -14,7 +14,6 @@ from sgacodec.pipeline import encode
 
 from .support import make_image, raw_png, saved
 
-
 RGB = make_image(24, 32, seed=5)
 
 

@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from sgacodec import isolate
 from sgacodec import bitstream as B
+from sgacodec import isolate
 from sgacodec.codec import DecodeError, coding_net, decode
 
-from .support import (forged)
+from .support import forged
+
 
 @pytest.mark.parametrize("side", [1024, 4096, 8192])
 def test_forged_huge_image_with_a_few_bytes_is_refused_quickly(tiny_model, coded, side):

@@ -9,9 +9,8 @@ import torch
 from PIL import Image
 
 from sgacodec.codec import decode
+from sgacodec.models import ModelError, infer_architecture, load_checkpoint, load_model, load_zoo, zoo_cache_path
 from sgacodec.pipeline import encode
-from sgacodec.models import (ModelError, infer_architecture, load_checkpoint, load_model, load_zoo,
-                             zoo_cache_path)
 from sgacodec.refine import RefineConfig
 
 from .support import invoke, make_image

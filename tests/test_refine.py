@@ -1,4 +1,5 @@
-"""The refinement loop: lower true R-D loss, never worse than the encoder, speed paths, the caller's network untouched."""
+"""The refinement loop: lower true R-D loss, never worse than the encoder, speed paths, and the
+caller's network left untouched."""
 
 import warnings
 
@@ -13,7 +14,8 @@ from sgacodec.hyperprior import LatentModel
 from sgacodec.pipeline import encode
 from sgacodec.refine import refine, true_rd
 
-from .support import (TINY_LMBDA, make_image)
+from .support import TINY_LMBDA, make_image
+
 
 def test_refinement_lowers_the_true_rd_loss(tiny_model):
     image = make_image(128, 128, seed=3)

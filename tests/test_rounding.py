@@ -4,8 +4,14 @@ import pytest
 import torch
 
 from sgacodec.rounding import (
-    TWO_CLASS_METHODS, THREE_CLASS_METHODS, gumbel_sample, p_floor, soft_round, temperature,
-    three_class_logits, two_class_logits,
+    THREE_CLASS_METHODS,
+    TWO_CLASS_METHODS,
+    gumbel_sample,
+    p_floor,
+    soft_round,
+    temperature,
+    three_class_logits,
+    two_class_logits,
 )
 
 R = torch.linspace(0.0, 1.0, 201, dtype=torch.float64)

@@ -9,7 +9,6 @@ import pytest
 import torch
 
 
-
 def make_image(height: int, width: int, seed: int = 0) -> np.ndarray:
     """A smooth random RGB image with stripes (self-contained: no shared fixtures needed)."""
     import torch.nn.functional as F
@@ -60,8 +59,8 @@ def test_learning_rate_decays_late():
 
 def test_train_resume_validate_update_export(folders, tmp_path):
     from sgacodec.codec import decode
-    from sgacodec.pipeline import encode
     from sgacodec.models import load_checkpoint
+    from sgacodec.pipeline import encode
     from sgacodec.refine import RefineConfig
     from sgacodec.train import TrainConfig, export, train
 
@@ -161,7 +160,7 @@ def test_bf16_forward_keeps_entropy_models_in_float32():
     x = torch.rand(2, 3, 64, 64)
     out = forward(net, x, "bf16")
     assert out["x_hat"].dtype == torch.float32
-    assert all(l.dtype == torch.float32 for l in out["likelihoods"].values())
+    assert all(likelihood.dtype == torch.float32 for likelihood in out["likelihoods"].values())
     with torch.no_grad():
         net.eval()
         ref, amp = net(x), forward(net, x, "bf16")

@@ -29,7 +29,8 @@ def decode(inputs, output, checkpoint, force, as_json, strict):
     differ, that gives a warning and the image is still written (--strict: an error, nothing
     written)."""
     from ..bitstream import unpack
-    from ..codec import MISMATCH_TEXT, decode as decode_bytes
+    from ..codec import MISMATCH_TEXT
+    from ..codec import decode as decode_bytes
     from ..imageio import encode_png, read_limited
     from ..models import load_for_bitstream
     from ..outputs import check_outputs, plan_outputs, write_output

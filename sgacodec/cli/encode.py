@@ -6,9 +6,21 @@ import json
 
 import click
 
-from .options import (Failures, UserError, announce_cpu_estimate, config_from_options,
-                      load_model_from_options, model_options, note, progress_bar, read_input,
-                      refine_options, stderr_console, task_progress, user_errors)
+from .options import (
+    Failures,
+    UserError,
+    announce_cpu_estimate,
+    config_from_options,
+    load_model_from_options,
+    model_options,
+    note,
+    progress_bar,
+    read_input,
+    refine_options,
+    stderr_console,
+    task_progress,
+    user_errors,
+)
 
 
 @click.command()

@@ -7,9 +7,19 @@ from pathlib import Path
 
 import click
 
-from .options import (UserError, announce_cpu_estimate, config_from_options, load_model_from_options,
-                      model_options, note, progress_bar, refine_options, stderr_console, task_progress,
-                      user_errors)
+from .options import (
+    UserError,
+    announce_cpu_estimate,
+    config_from_options,
+    load_model_from_options,
+    model_options,
+    note,
+    progress_bar,
+    refine_options,
+    stderr_console,
+    task_progress,
+    user_errors,
+)
 from .tables import print_tables
 
 

@@ -10,7 +10,8 @@ def print_tables(console, records, bd_method: str = "akima") -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from ..evaluation import aggregate, bd_matrix, bd_table, curves_from_rows, fmt as f
+    from ..evaluation import aggregate, bd_matrix, bd_table, curves_from_rows
+    from ..evaluation import fmt as f
 
     if not records:
         return

@@ -50,7 +50,8 @@ def train(data_dir, ckpt, lmbda, steps, batch_size, crop, lr, decay_at, n_channe
     import torch
 
     from ..pipeline import resolve_device
-    from ..train import export, train as run_training
+    from ..train import export
+    from ..train import train as run_training
 
     if crop % 64:
         raise click.BadParameter("must be a multiple of 64", param_hint="--crop")

@@ -7,6 +7,7 @@ from pathlib import Path
 from .bd import Row, aggregate, curves_from_rows, mean_histories
 from .records import Record
 
+
 def _plt():
     import matplotlib
 
