@@ -1,10 +1,10 @@
 """Kodak evaluation of the embedded models (or any checkpoints), no refinement, real bitstream bytes.
 
-Every image is encoded with ``sgacodec.codec.encode`` and ``RefineConfig(method="none")``: bpp is
+Every image is encoded with ``sgacodec.encode`` and ``RefineConfig(method="none")``: bpp is
 8 * len(file) / pixels of the complete sgacodec file (header included) and PSNR is that of the
 pixels the stock CompressAI decoder returns. The table is set beside CompressAI's published
 mbt2018-mean (MSE) Kodak curve and the BD-rate against it is computed with the ``bjontegaard``
-package.
+package (``sgacodec.evaluation.bd``; ``pip install .[eval]``).
 
     python benchmarks/eval_models.py                       # the embedded models (manifest)
     python benchmarks/eval_models.py a.safetensors b.pt    # any checkpoints
@@ -16,20 +16,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
 KODAK = ROOT.parent / "shared" / "datasets" / "kodak"
-# CompressAI's published Kodak results for its zoo mbt2018-mean (MSE), no refinement
-# (docs/REFERENCE.md "Numbers to compare against"): quality -> (lambda, bpp, PSNR dB).
+# CompressAI's published Kodak results for its zoo mbt2018-mean (MSE), no refinement (listed in
+# docs/models.md too): quality -> (lambda, bpp, PSNR dB).
 PUBLISHED = {
     1: (0.0018, 0.124, 27.70),
     2: (0.0035, 0.198, 29.36),
@@ -52,48 +48,41 @@ def kodak_images(folder: Path, limit: int | None = None):
 
 def evaluate(model, images, verify_decode: int = 1) -> dict:
     """Mean bpp / PSNR over the images (CompressAI convention: mean of per-image PSNR)."""
-    from sgacodec.codec import decode, encode
-    from sgacodec.refine import RefineConfig
+    from sgacodec import RefineConfig, decode, encode
 
     rows = []
     start = time.monotonic()
     for k, (name, img) in enumerate(images):
         report = encode(model, [img], RefineConfig(method="none"))[0]
         if k < verify_decode:  # the stock decoder really returns the pixels measured
-            rgb, _ = decode(report.data, model)
-            assert np.array_equal(rgb, report.recon), f"{name}: decoded pixels differ"
+            decoded = decode(report.data, model)
+            assert decoded.exact and np.array_equal(decoded.rgb, report.recon), f"{name}: decoded pixels differ"
         rows.append({"image": name, "bytes": len(report.data), "bpp": report.bpp, "psnr": report.psnr})
     return {"bpp": float(np.mean([r["bpp"] for r in rows])),
             "psnr": float(np.mean([r["psnr"] for r in rows])),
             "images": len(rows), "seconds": time.monotonic() - start, "rows": rows}
 
 
-def bd_rate(points: list[tuple[float, float]], anchor=None, method: str = "akima") -> tuple[float, float]:
-    """(BD-rate % of points against the published curve, PSNR overlap %)."""
-    import bjontegaard as bd
+def published_curve() -> list[tuple[float, float]]:
+    return [PUBLISHED[q][1:] for q in sorted(PUBLISHED)]
 
-    anchor = anchor or [PUBLISHED[q][1:] for q in sorted(PUBLISHED)]
-    ra, da = zip(*anchor)
-    rt, dt = zip(*sorted(points))
+
+def bd_rate(points: list[tuple[float, float]], anchor=None, method: str = "akima") -> tuple[float, float]:
+    """(BD-rate % of points against the published curve, PSNR overlap % of the points' range)."""
+    from sgacodec.evaluation.bd import bd
+
+    anchor = anchor or published_curve()
+    da, dt = [p[1] for p in anchor], [p[1] for p in points]
     lo, hi = max(min(da), min(dt)), min(max(da), max(dt))
     overlap = 100.0 * max(0.0, hi - lo) / (max(dt) - min(dt)) if max(dt) > min(dt) else 0.0
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        value = bd.bd_rate(list(ra), list(da), list(rt), list(dt), method=method,
-                           require_matching_points=False, min_overlap=0)
-    return float(value), overlap
+    return bd(anchor, points, method)[0], overlap
 
 
 def bd_psnr(points: list[tuple[float, float]], method: str = "akima") -> float:
     """BD-PSNR (dB at equal rate) of points against the published curve."""
-    import bjontegaard as bd
+    from sgacodec.evaluation.bd import bd
 
-    ra, da = zip(*[PUBLISHED[q][1:] for q in sorted(PUBLISHED)])
-    rt, dt = zip(*sorted(points))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return float(bd.bd_psnr(list(ra), list(da), list(rt), list(dt), method=method,
-                                require_matching_points=False, min_overlap=0))
+    return bd(published_curve(), points, method)[1]
 
 
 def main(argv=None):

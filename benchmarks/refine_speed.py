@@ -37,20 +37,19 @@ import json
 import os
 import resource
 import statistics
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import numpy as np
+import torch
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from sgacodec.codec import batches_by_size, device_model, pad, resolve_device, to_tensor  # noqa: E402
-from sgacodec.hyperprior import LatentModel  # noqa: E402
-from sgacodec.imageio import read_image  # noqa: E402
-from sgacodec.refine import RefineConfig, compile_mode, precision_scope, refine, relaxed_rd, true_rd  # noqa: E402
-from sgacodec.rounding import temperature  # noqa: E402
+from sgacodec.codec import device_model, pad, to_tensor
+from sgacodec.config import RefineConfig
+from sgacodec.hyperprior import LatentModel
+from sgacodec.imageio import center_crop, read_image
+from sgacodec.pipeline import batches_by_size, resolve_device
+from sgacodec.refine import compile_mode, precision_scope, refine, relaxed_rd, true_rd
+from sgacodec.rounding import temperature
 
 # Dense (no sparsity) peak TFLOP/s by GPU and precision, from the vendors' data sheets.
 # fp32 = CUDA cores; tf32 / bf16 = tensor cores.
@@ -163,10 +162,7 @@ def read_images(args):
     paths = sorted(p for p in Path(args.images).iterdir() if p.suffix.lower() in (".png", ".jpg"))
     images = [read_image(p) for p in paths[: args.n_images]]
     names = [p.name for p in paths[: args.n_images]]
-    if args.crop:
-        c = args.crop
-        images = [im[(im.shape[0] - c) // 2 : (im.shape[0] - c) // 2 + c,
-                     (im.shape[1] - c) // 2 : (im.shape[1] - c) // 2 + c] for im in images]
+    images = [center_crop(im, args.crop) for im in images]
     if args.large:
         from PIL import Image
 

@@ -16,11 +16,11 @@ import torch
 import torch.nn.functional as F
 
 from sgacodec import codec
-from sgacodec.evaluate import center_crop
+from sgacodec.config import RefineConfig
 from sgacodec.hyperprior import LatentModel
-from sgacodec.imageio import read_image
+from sgacodec.imageio import center_crop, read_image
 from sgacodec.models import load_model
-from sgacodec.refine import RefineConfig, refine
+from sgacodec.refine import refine
 
 
 def to_tf32(t: torch.Tensor) -> torch.Tensor:
