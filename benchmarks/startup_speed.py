@@ -5,10 +5,14 @@ the process and its children, which a busy shared machine inflates far less than
 
     python benchmarks/startup_speed.py --bins DIR_WITH_24_KODAK_BINS [--checkpoint CKPT]
 
-Measured: `sgacodec --help`; a usage error; `python -c "import torch"`; `import compressai.models`;
-`sgacodec decode` of one file; `sgacodec decode` of all the files in one call (per file as well).
-The .bin files come from `sgacodec encode kodak/*.png -o DIR --method none` (any model: decode
-time does not depend on training, only on the architecture and image size).
+Measured: `sgacodec --help`; a usage error; `import sgacodec.cli`; `python -c "import torch"`;
+`import compressai.models`; `sgacodec decode` of one file; `sgacodec decode` of all the files in
+one call (per file as well). The .bin files come from `sgacodec encode kodak/*.png -o DIR --method
+none` (any model: decode time does not depend on training, only on the architecture and image size).
+
+`sgacodec` is the console script installed beside --python (``.venv/bin/sgacodec``), as a shell
+runs it; where there is none, ``python -m sgacodec``. The package is the one that interpreter
+imports (installed, e.g. editable by scripts/setup): nothing here edits sys.path.
 """
 
 from __future__ import annotations
@@ -23,7 +27,11 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+
+def sgacodec_command(python: str) -> list[str]:
+    """The installed console script beside ``python``, else ``python -m sgacodec``."""
+    script = Path(python).parent / "sgacodec"
+    return [str(script)] if script.is_file() and os.access(script, os.X_OK) else [python, "-m", "sgacodec"]
 
 
 def timed(cmd: list[str], env) -> tuple[float, float, int]:
@@ -57,8 +65,11 @@ def main():
 
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
     py = [args.python, "-W", "ignore"]
-    sga = [args.python, str(ROOT / "bin" / "sgacodec")]
+    sga = sgacodec_command(args.python)
     bins = sorted(Path(args.bins).glob("*.bin"))
+    if not bins:
+        raise SystemExit(f"no .bin files in {args.bins}")
+    print(f"sgacodec: {' '.join(sga)}", flush=True)
     ck = ["--checkpoint", args.checkpoint] if args.checkpoint else []
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -66,7 +77,7 @@ def main():
             ("python -c pass (interpreter)", py + ["-c", "pass"], (0,)),
             ("sgacodec --help", sga + ["--help"], (0,)),
             ("sgacodec encode (usage error)", sga + ["encode"], (2,)),
-            ("import sgacodec.cli", py + ["-c", f"import sys; sys.path.insert(0, {str(ROOT)!r}); import sgacodec.cli"], (0,)),
+            ("import sgacodec.cli", py + ["-c", "import sgacodec.cli"], (0,)),
             ("import torch", py + ["-c", "import torch"], (0,)),
             ("import torch, compressai.models", py + ["-c", "import torch, compressai.models"], (0,)),
             (f"sgacodec decode 1 file ({bins[0].name})",
