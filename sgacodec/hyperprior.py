@@ -235,6 +235,15 @@ def float64_coding_net(net: torch.nn.Module) -> torch.nn.Module:
     return coding
 
 
+CODER_TABLES = ("_quantized_cdf", "_offset", "_cdf_length")  # an entropy model's rANS tables
+
+
+def without_coder_tables(state_dict: dict) -> dict:
+    """The state dict with the entropy models' rANS tables emptied (~0.8 MB for the shipped
+    models): every loader rebuilds them with update(force=True), so stored copies are never used."""
+    return {k: v[:0] if k.rsplit(".", 1)[-1] in CODER_TABLES else v for k, v in state_dict.items()}
+
+
 def _tables_in_float64(entropy_model) -> None:
     """Replace an entropy model's rANS tables with those its own ``update()`` computes in float64
     (from its float32 parameters and scale table, made exact float64 copies)."""
@@ -245,5 +254,5 @@ def _tables_in_float64(entropy_model) -> None:
         em64.update(force=True)
     else:
         em64.update()
-    for name in ("_quantized_cdf", "_offset", "_cdf_length"):
+    for name in CODER_TABLES:
         setattr(entropy_model, name, getattr(em64, name).clone())

@@ -269,6 +269,7 @@ def export(checkpoint, output, fp16: bool = True, metadata: dict | None = None) 
 
     from safetensors.torch import save
 
+    from .hyperprior import without_coder_tables
     from .outputs import atomic_write
 
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)
@@ -277,12 +278,8 @@ def export(checkpoint, output, fp16: bool = True, metadata: dict | None = None) 
     def keep_fp32(key: str) -> bool:
         return key.startswith(("entropy_bottleneck.", "gaussian_conditional."))
 
-    # The coder's tables (_quantized_cdf, _offset, _cdf_length: ~0.8 MB) are stored empty: every
-    # loader rebuilds them with update(force=True), so stored copies would never be used.
-    tables = ("._quantized_cdf", "._offset", "._cdf_length")
-    weights = {k: (v[:0] if k.endswith(tables) else
-                   v.half() if fp16 and v.is_floating_point() and not keep_fp32(k) else v).contiguous()
-               for k, v in state["state_dict"].items()}
+    weights = {k: (v.half() if fp16 and v.is_floating_point() and not keep_fp32(k) else v).contiguous()
+               for k, v in without_coder_tables(state["state_dict"]).items()}
     meta = {"lmbda": str(state["lmbda"]), "step": str(state["step"]),
             "done": str(bool(state.get("done", False))), "precision": "fp16" if fp16 else "fp32",
             **(metadata or {})}

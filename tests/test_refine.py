@@ -1,6 +1,7 @@
 """The refinement loop: lower true R-D loss, never worse than the encoder, speed paths, and the
 caller's network left untouched."""
 
+import copy
 import warnings
 
 import numpy as np
@@ -117,3 +118,15 @@ def test_cuda_fast_paths_match_the_cpu_and_decode_exactly(tiny_model, compile_mo
         rgb, _, _ = decode(g.data, tiny_model)
         assert np.array_equal(rgb, g.recon)
     assert all(p.device.type == "cpu" and p.is_contiguous() for p in tiny_model.net.parameters())
+
+
+def test_refine_leaves_the_callers_network_as_it_found_it(tiny_model):
+    net = copy.deepcopy(tiny_model.net)
+    net.g_s[0].weight.requires_grad_(True)  # whatever the caller had set stays set
+    frozen_before = {n: p.requires_grad for n, p in net.named_parameters()}
+    values_before = {n: p.detach().clone() for n, p in net.named_parameters()}
+    image = to_tensor(make_image(64, 64, seed=12))
+    refine(LatentModel(net), image, (64, 64), TINY_LMBDA, RefineConfig(iterations=5, channels_last=True))
+    assert {n: p.requires_grad for n, p in net.named_parameters()} == frozen_before
+    assert all(torch.equal(p, values_before[n]) and p.is_contiguous() for n, p in net.named_parameters())
+    assert all(p.grad is None for p in net.parameters())

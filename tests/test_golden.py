@@ -1,0 +1,119 @@
+"""Golden files: bitstreams written by earlier builds must keep decoding to the same pixels.
+
+tests/golden/ holds a crop of docs/example.png coded as file format version 1 (float32 coding)
+and version 2 (float64 coding) with a small committed model (tiny.safetensors), and as version 2
+with the embedded default model, with the SHA-256 of the pixels each must decode to (golden.json).
+A change in the coder, the bitstream reader or the model loading that breaks an old file fails
+here. Regenerate only on purpose (a new file format, new shipped weights), never to make a
+failure pass: ``SGACODEC_REGENERATE_GOLDEN=1 python -m pytest tests/test_golden.py``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+
+import pytest
+import torch
+
+from sgacodec import bitstream
+from sgacodec.codec import code_latents, decode, pad, to_tensor
+from sgacodec.config import RefineConfig
+from sgacodec.hyperprior import LatentModel, without_coder_tables
+from sgacodec.imageio import read_image
+from sgacodec.models import load_checkpoint, load_embedded
+from sgacodec.refine import refine
+
+from .support import ROOT, TINY_LMBDA, train_tiny
+
+GOLDEN = ROOT / "tests" / "golden"
+MANIFEST = GOLDEN / "golden.json"
+CHECKPOINT = GOLDEN / "tiny.safetensors"
+
+
+def golden_image():
+    """A 61 x 83 crop of docs/example.png: odd sizes, so the decoder crops its padding."""
+    return read_image(ROOT / "docs" / "example.png")[40:101, 50:133].copy()
+
+
+def pixels_sha256(rgb) -> str:
+    return hashlib.sha256(rgb.tobytes()).hexdigest()
+
+
+def regenerate():
+    from safetensors.torch import save_file
+
+    GOLDEN.mkdir(exist_ok=True)
+    net = train_tiny()
+    save_file({k: v.contiguous() for k, v in without_coder_tables(net.state_dict()).items()},
+              str(CHECKPOINT), metadata={"lmbda": str(TINY_LMBDA)})
+    CHECKPOINT.chmod(0o644)
+    tiny, default, image = load_checkpoint(CHECKPOINT), load_embedded(), golden_image()
+    entries = []
+    for name, model, version in (("example-tiny-v1.bin", tiny, 1), ("example-tiny-v2.bin", tiny, 2),
+                                 ("example-default-v2.bin", default, 2)):
+        x = pad(to_tensor(image))
+        result = refine(LatentModel(model.net), x, image.shape[:2], model.lmbda,
+                        RefineConfig(method="ste", iterations=5))
+        [(data, rgb)] = code_latents(model, result.y, result.z, image.shape[:2], version=version)
+        (GOLDEN / name).write_bytes(data)
+        entries.append({"file": name, "model": "tiny" if model is tiny else "embedded", "version": version,
+                        "height": image.shape[0], "width": image.shape[1], "pixels_sha256": pixels_sha256(rgb)})
+    manifest = {"image": "docs/example.png[40:101, 50:133]", "files": entries,
+                "tiny_unrefined_v2_sha256": hashlib.sha256(unrefined_v2(tiny, image)).hexdigest()}
+    MANIFEST.write_text(json.dumps(manifest, indent=1) + "\n")
+
+
+def unrefined_v2(model, image) -> bytes:
+    """The version 2 file of ``image`` with the encoder's own latents."""
+    y, z = LatentModel(model.net).analysis(pad(to_tensor(image)))
+    [(data, _)] = code_latents(model, y, z, image.shape[:2], version=2)
+    return data
+
+
+if os.environ.get("SGACODEC_REGENERATE_GOLDEN"):
+    regenerate()
+
+
+def entries():
+    return json.loads(MANIFEST.read_text())["files"]
+
+
+@pytest.mark.parametrize("entry", entries(), ids=lambda e: e["file"])
+def test_golden_files_decode_to_their_pixels(entry):
+    data = (GOLDEN / entry["file"]).read_bytes()
+    header = bitstream.unpack(data)
+    assert header.version == entry["version"] and (header.height, header.width) == (entry["height"], entry["width"])
+    model = load_checkpoint(CHECKPOINT) if entry["model"] == "tiny" else None
+    if model is None and header.model.weights_sha != load_embedded().identity.weights_sha:
+        pytest.fail(f"{entry['file']} was coded with embedded weights {header.model.weights_sha.hex()}, which "
+                    "are no longer shipped: regenerate the golden files on purpose (see the module docstring)")
+    decoded = decode(data, model, strict=True)
+    assert decoded.exact and pixels_sha256(decoded.rgb) == entry["pixels_sha256"]
+
+
+def test_the_golden_image_encodes_to_the_same_v2_bytes_unrefined():
+    """The coding side is as stable as the decoding side: the tiny model's unrefined version 2 file
+    of the golden image has the same bytes as when the golden files were made (on this project's
+    machine type: the analysis transform g_a runs in float32)."""
+    data = unrefined_v2(load_checkpoint(CHECKPOINT), golden_image())
+    assert hashlib.sha256(data).hexdigest() == json.loads(MANIFEST.read_text())["tiny_unrefined_v2_sha256"]
+
+
+@pytest.mark.parametrize("quality", [1, 2, 3])
+def test_estimated_bits_match_the_coded_bytes(quality):
+    """The refinement's rate estimate (-log2 likelihoods) is what the entropy coder spends: the two
+    rANS strings cost the estimated bits within 1%, plus at most 256 bits of stream overhead
+    (each stream's final state and 32-bit word padding; measured: 29 to 180 bits)."""
+    model = load_embedded(quality)
+    image = read_image(ROOT / "docs" / "example.png")
+    x = pad(to_tensor(image))
+    for config in (RefineConfig(method="none"), RefineConfig(method="ssl", iterations=10)):
+        result = refine(LatentModel(model.net), x, image.shape[:2], model.lmbda, config)
+        [(data, _)] = code_latents(model, result.y, result.z, image.shape[:2])
+        header = bitstream.unpack(data)
+        coded = 8 * (len(header.y_string) + len(header.z_string))
+        estimated = float(result.best.bpp) * image.shape[0] * image.shape[1]
+        assert 0.99 * estimated <= coded <= 1.01 * estimated + 256, (config.method, estimated, coded)
+        assert torch.isfinite(result.best.bpp).all()
