@@ -13,8 +13,11 @@
 # Every stage is one or more `sgacodec refine` calls appending to docs/results/$PROFILE.jsonl; rerunning
 # continues where a stopped run was (records already there are skipped: a record's key holds the
 # image path as given). STAGES="1 3" runs some stages only; PAGE_ONLY=1 just rewrites the page from
-# the records. The page shows both profiles' records whatever PROFILE is. Each stage's command is
-# kept in docs/results/$PROFILE.stageN.cmd and quoted on the page next to the numbers it produced.
+# the records. Before the page is written, the records of models no longer shipped (not in
+# sgacodec/weights/manifest.json) are removed from both records files (make_results.py prune; not
+# with CHECKPOINTS). The page shows both profiles' records whatever PROFILE is. Each stage's command
+# is kept in docs/results/$PROFILE.stageN.cmd and its command lines are quoted on the page next to
+# the numbers they produced (comment lines there are not; the machine is in the records' provenance).
 # Environment: PYTHON (default .venv/bin/python, else python3), KODAK (the Kodak folder),
 # DEVICE (auto), CHECKPOINTS="a.pth b.pth c.pth" to evaluate checkpoints instead of the
 # embedded models (lowest lambda first).
@@ -101,4 +104,5 @@ if [ -z "${PAGE_ONLY:-}" ]; then
     esac
   done
 fi
+$PY scripts/make_results.py prune
 $PY scripts/make_results.py page --profile "$PROFILE"

@@ -1,104 +1,137 @@
-"""scripts/make_results.py's page: the full-size (partial) and reduced sections, from small records."""
+"""scripts/make_results.py's page and scripts/results_analysis.py: the full-size (partial) and reduced
+sections from small synthetic records, the machines named from the records' provenance, classical
+points pinned at an end of their quality range left out of BD figures, and the pruning of records of
+models not shipped."""
 
 from __future__ import annotations
 
 import importlib.util
 import json
+import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
+from sgacodec.evaluation import Provenance, Record, load_records
+
 ROOT = Path(__file__).resolve().parents[1]
-MODELS = [{"option": ["--quality", str(q)], "lmbda": lam, "default": q == 2, "quality": q,
-           "name": f"m{q}", "sha": f"{q}" * 16} for q, lam in ((1, 0.0018), (2, 0.0067), (3, 0.025))]
+LAMBDAS = {1: 0.0018, 2: 0.0067, 3: 0.025}
+H200 = Provenance("NVIDIA H200", "2.9.1+cu128", "1.2.8", "0.5.0", "0123456789abcdef", "2026-12-01T10:00:00Z", 16)
+CPU = Provenance("CPU Test Xeon (16 cores)", "2.9.1+cpu", "1.2.8", "0.5.0", "fedcba9876543210+dirty",
+                 "2026-12-02T09:00:00Z", 1)
 
 
-@pytest.fixture
-def mr(tmp_path, monkeypatch):
-    spec = importlib.util.spec_from_file_location("make_results", ROOT / "scripts" / "make_results.py")
+def _load(name: str, monkeypatch):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
     mod = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, name, mod)  # make_results imports results_analysis by name
     spec.loader.exec_module(mod)
-    monkeypatch.setattr(mod, "DATA", tmp_path / "results")
-    monkeypatch.setattr(mod, "FIG", tmp_path / "figures")
-    monkeypatch.setattr(mod, "DOC", tmp_path / "results.md")
-    monkeypatch.setattr(mod, "model_table", lambda: [dict(m) for m in MODELS])
-    monkeypatch.delenv("CHECKPOINTS", raising=False)
-    (tmp_path / "results").mkdir()
     return mod
 
 
-def record(image, q, label, it, crop=0, gain=0.0):
+@pytest.fixture
+def scripts(monkeypatch):
+    monkeypatch.delenv("CHECKPOINTS", raising=False)
+    ra = _load("results_analysis", monkeypatch)
+    return ra, _load("make_results", monkeypatch)
+
+
+@pytest.fixture
+def models(scripts):
+    ra, _ = scripts
+    return [ra.Model(["--quality", str(q)], lam, q == 2, q, f"m{q}", f"{q}" * 16) for q, lam in LAMBDAS.items()]
+
+
+@pytest.fixture
+def page(scripts, models, tmp_path):
+    """page() over the records written into tmp_path/results; figures in tmp_path/figures."""
+    _, mr = scripts
+    (tmp_path / "results").mkdir()
+    return lambda: mr.page("full", models, tmp_path / "results", tmp_path / "figures")
+
+
+def record(image, q, label, it, crop=0, gain=0.0, provenance=None, sha=None) -> Record:
     """A learned record of model q (1..3) with made-up, plausible figures; gain improves on 'none'."""
-    m = MODELS[q - 1]
+    sha = sha or f"{q}" * 16
     bpp, psnr = (0.15, 0.4, 0.85)[q - 1] * (1 - gain / 10), (26.0, 29.0, 31.0)[q - 1] + gain / 2
     loss = (0.46, 1.0, 2.2)[q - 1] * (1 - gain / 10)
-    key = {"image": image, "crop": crop, "model": m["sha"], "label": label, "it": it, "eval_every": 10}
+    key = {"image": image, "crop": crop, "model": sha, "label": label, "it": it, "eval_every": 10}
     steps = list(range(0, it + 1, 100)) if it else []
-    return {"key": json.dumps(key), "image": image, "crop": crop, "model": f"embedded m{q} q{q}",
-            "model_sha": m["sha"], "label": label, "method": label, "iterations": it,
-            "tau_max": None if label == "none" else 1.0, "lmbda_scale": 1.0, "lmbda": m["lmbda"],
-            "height": 512, "width": 768, "bpp": bpp, "psnr": psnr, "ms_ssim": 0.9, "loss": loss,
-            "seconds": 0.1 + it / 1000,
-            "history": {"step": steps, "loss": [loss * (1 + 0.1 * (1 - s / it)) for s in steps],
-                        "bpp": [bpp] * len(steps), "psnr": [psnr] * len(steps)} if it else None}
+    return Record(key=json.dumps(key), image=image, crop=crop, model=f"embedded m{q} q{q}", model_sha=sha,
+                  label=label, tag=label, height=512, width=768, bytes=int(bpp * 512 * 768 / 8), bpp=bpp,
+                  psnr=psnr, ms_ssim=0.9, lmbda=LAMBDAS[q], lmbda_scale=1.0,
+                  tau_max=None if label == "none" else 1.0, iterations=it, seconds=0.1 + it / 1000,
+                  method=label, loss=loss, provenance=provenance,
+                  history={"step": steps, "loss": [loss * (1 + 0.1 * (1 - s / it)) for s in steps],
+                           "bpp": [bpp] * len(steps), "psnr": [psnr] * len(steps)} if it else None)
 
 
-def classical(image, q, codec, crop=0):
-    m = MODELS[q - 1]
-    return {"key": json.dumps({"image": image, "crop": crop, "codec": codec, "anchor_model": m["sha"]}),
-            "image": image, "crop": crop, "model": codec, "model_sha": "", "label": codec, "method": codec,
-            "point": 0, "anchor_model": m["sha"], "iterations": 0, "tau_max": None, "lmbda_scale": None,
-            "lmbda": None, "height": 512, "width": 768, "bpp": (0.15, 0.4, 0.85)[q - 1],
-            "psnr": (27.0, 30.0, 33.0)[q - 1], "ms_ssim": 0.92, "seconds": 1.0, "history": None}
+def classical(image, q, codec, crop=0, quality=50, miss=0.0, provenance=None) -> Record:
+    """A classical record at model q's 'none' rate; ``miss``: how far its bpp is off the target."""
+    target = (0.15, 0.4, 0.85)[q - 1]
+    return Record(key=json.dumps({"image": image, "crop": crop, "codec": codec, "anchor_model": f"{q}" * 16}),
+                  image=image, crop=crop, model=codec, model_sha="", label=codec, tag=f"{codec}-p0", height=512,
+                  width=768, bytes=1000, bpp=target * (1 + miss), psnr=(27.0, 30.0, 33.0)[q - 1], ms_ssim=0.92,
+                  seconds=1.0, method=codec, quality=quality, target_bpp=target, point=0,
+                  anchor_model=f"{q}" * 16, provenance=provenance)
 
 
 def write(path, records):
-    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    path.write_text("".join(r.to_json() + "\n" for r in records))
 
 
-def test_page_shows_partial_full_section_then_reduced(mr):
+def section(text, start, end=None):
+    return text[text.index(start):text.index(end) if end else None]
+
+
+def test_page_shows_partial_full_section_then_reduced(page, tmp_path):
+    data, figs = tmp_path / "results", tmp_path / "figures"
     images = ["k/a.png", "k/b.png"]
     full = [record(i, q, "none", 0) for q in (1, 2, 3) for i in images]
     full += [record(i, q, label, it, gain=g) for q in (1, 2) for i in images
              for label, it, g in (("ssl", 500, 0.5), ("ssl", 2000, 1.0), ("atanh", 2000, 0.8))]
     full += [record("k/a.png", 3, "ssl", 500)]  # an interrupted setting: listed, not averaged
     full += [classical(i, q, "jpeg") for q in (1, 2, 3) for i in images]
-    write(mr.DATA / "full.jsonl", full)
-    (mr.DATA / "full.stageA.cmd").write_text("sgacodec refine k --records full.jsonl\n# stopped\n")
+    write(data / "full.jsonl", full)
+    (data / "full.stageA.cmd").write_text("sgacodec refine k --records full.jsonl\n# H100 session, stopped\n")
 
-    text = mr.page("reduced")
-    assert text == mr.page("full")  # one page, whichever profile the shell script names
-    assert "## Full-size Kodak on an H100 (partial)" in text
+    text = page()
+    assert "## Full-size Kodak (partial)" in text
     assert "- embedded m1 q1: no atanh 500" in text
     assert "- embedded m3 q3: no ssl 500 (1 of 2 images), ssl 2000, atanh 500, atanh 2000" in text
     assert "the tau_max study: not run" in text
-    assert "sgacodec refine k --records full.jsonl\n# stopped" in text
+    # the command lines are quoted, the hand-written comment under them is not
+    assert "```\nsgacodec refine k --records full.jsonl\n```" in text
+    assert "stopped" not in text and "H100" not in text
     assert "| ssl 2000it | none | 2 / 2 |" in text and "| ssl 2000it | atanh 2000it | 2 / 2 |" in text
     assert "| JPEG | none | 2 / 2 |" in text
     assert "weak evidence" in text and "500 iterations: cannot be shown" in text
     assert "(lower on 2 of 2 images)" in text
+    assert "one figure per model at its own lambda, mean over the images" in text
     for name in ("full_rd.png", "full_loss_embedded_m1_q1.png", "full_loss_embedded_m2_q2.png"):
-        assert (mr.FIG / name).exists() and f"figures/{name}" in text
-    assert "## Reduced CPU profile\n\n_No records of the shipped models yet_" in text
+        assert (figs / name).exists() and f"figures/{name}" in text
+    assert "## Reduced profile\n\n_No records of the shipped models yet_" in text
 
     reduced = [record(i, q, label, it, crop=64, gain=g) for q in (1, 2, 3) for i in images
                for label, it, g in (("none", 0, 0), ("ssl", 100, 1.0), ("atanh", 100, 0.3))]
-    write(mr.DATA / "reduced.jsonl", reduced)
-    text = mr.page("reduced")
-    assert text.index("## Full-size Kodak") < text.index("## Reduced CPU profile") < text.index(
+    write(data / "reduced.jsonl", reduced)
+    text = page()
+    assert text.index("## Full-size Kodak") < text.index("## Reduced profile") < text.index(
         "### 1. Refinement against the base model")
     assert "| ssl 100it | atanh 100it |" in text
+    assert "of embedded m2 q2 alone, at its own lambda, mean over the 2 images" in text
 
 
-def test_reduced_page_gives_bd_rates_of_methods_run_on_every_model(mr):
+def test_reduced_page_gives_bd_rates_of_methods_run_on_every_model(page, tmp_path):
     images = ["k/a.png", "k/b.png"]
     reduced = [record(i, q, label, it, crop=64, gain=g) for q in (1, 2, 3) for i in images
                for label, it, g in (("none", 0, 0), ("ssl", 500, 1.0), ("atanh", 500, 0.3),
                                     ("ssl", 2000, 1.2), ("atanh", 2000, 1.1), ("cosine", 500, 0.9))]
     reduced += [record(i, 2, "ste", 500, crop=64, gain=0.1) for i in images]  # the default model only
-    write(mr.DATA / "reduced.jsonl", reduced)
-    text = mr.page("reduced")
-    section2 = text[text.index("### 2. All rounding methods"):text.index("### 3. Sensitivity")]
+    write(tmp_path / "results" / "reduced.jsonl", reduced)
+    text = page()
+    section2 = section(text, "### 2. All rounding methods", "### 3. Sensitivity")
     bd = section2[section2.index("BD-rate and BD-PSNR against none over the 3 models"):]
     assert "| cosine 500it |" in bd and "| ssl 2000it |" in bd
     assert "| ste 500it |" not in bd  # one model: no curve to integrate
@@ -106,3 +139,73 @@ def test_reduced_page_gives_bd_rates_of_methods_run_on_every_model(mr):
     assert bd.index("| ssl 500it |") < bd.index("| ssl 2000it |")  # numeric order of iterations
     assert ("Iterations per study: the main comparison (none, atanh, SSL) 500 / 2000; the other "
             "rounding methods 500; tau_max not run; semi-multi-rate not run.") in text
+
+
+def test_page_names_machines_and_versions_from_the_records_provenance(page, tmp_path):
+    images = ["k/a.png", "k/b.png"]
+    full = [record(i, q, label, it, gain=g, provenance=H200) for q in (1, 2, 3) for i in images
+            for label, it, g in (("none", 0, 0), ("ssl", 2000, 1.0))]
+    full += [classical(i, q, "webp", provenance=CPU) for q in (1, 2, 3) for i in images]
+    write(tmp_path / "results" / "full.jsonl", full)
+    reduced = [record(i, q, label, it, crop=64, gain=g) for q in (1, 2, 3) for i in images
+               for label, it, g in (("none", 0, 0), ("ssl", 100, 1.0))]  # older records: no provenance
+    reduced[0] = replace(reduced[0], provenance=CPU)  # one newer record among them
+    write(tmp_path / "results" / "reduced.jsonl", reduced)
+    text = page()
+    full_part = section(text, "## Full-size Kodak", "## Reduced profile")
+    assert ("- NVIDIA H200, torch 2.9.1+cu128, CompressAI 1.2.8, sgacodec 0.5.0 (commit 0123456789), "
+            "16 CPU thread(s), 2026-12-01: 12 records (12 of the learned models)") in full_part
+    assert ("- CPU Test Xeon (16 cores), torch 2.9.1+cpu, CompressAI 1.2.8, sgacodec 0.5.0 (commit "
+            "fedcba9876+dirty), 1 CPU thread(s), 2026-12-02: 6 records (6 of the classical codecs)") in full_part
+    assert "not recorded" not in full_part
+    reduced_part = section(text, "## Reduced profile")
+    assert ("- machine and versions not recorded (records written before provenance was stored): "
+            "11 records (11 of the learned models)") in reduced_part
+    assert "- CPU Test Xeon (16 cores), torch 2.9.1+cpu" in reduced_part
+    assert "H100" not in text and "2-core" not in text
+
+
+def test_pinned_classical_points_are_left_out_of_bd_and_named(scripts, models, page, tmp_path):
+    ra, _ = scripts
+    images = ["k/a.png", "k/b.png"]
+    reduced = [record(i, q, label, it, crop=64, gain=g) for q in (1, 2, 3) for i in images
+               for label, it, g in (("none", 0, 0), ("ssl", 100, 1.0))]
+    reduced += [classical(i, q, "jpeg", crop=64) for q in (1, 2, 3) for i in images]
+    reduced += [classical(i, q, "webp", crop=64) for q in (2, 3) for i in images]
+    reduced += [classical("k/a.png", 1, "webp", crop=64),  # on target
+                classical("k/b.png", 1, "webp", crop=64, quality=1, miss=0.22)]  # WebP's lowest step, +22%
+    # off target but inside the quality range, or at its end but within 5%: kept
+    reduced += [classical(i, q, "avif", crop=64, quality=q, miss=m) for q, m in ((1, 0.03), (2, 0.08), (3, 0))
+                for i in images]
+    write(tmp_path / "results" / "reduced.jsonl", reduced)
+
+    pins = ra.pinned(load_records(tmp_path / "results" / "reduced.jsonl"))
+    assert [(p.codec, p.image, p.quality, p.end, round(p.miss, 2)) for p in pins] == [
+        ("webp", "k/b.png", 1, "low", 0.22)]
+    text = page()
+    main = section(text, "### 1. Refinement", "### 2. All rounding methods")
+    assert "| WebP | 3 (2 in BD) |" in main and "| JPEG | 3 |" in main and "| AVIF | 3 |" in main
+    assert ("- WebP at embedded m1 q1's rate point (point 0): mean 0.1665 bpp against a mean target of "
+            "0.1500 (+11.0%); 1 of 2 images at the low end of its quality range (quality 1), up to +22.0% "
+            "off their target (b.png).") in main
+    assert "JPEG at" not in main and "AVIF at" not in main
+    # the BD figure of WebP is that of its two other points
+    data = ra.load(tmp_path / "results" / "reduced.jsonl", models)
+    curves = {c.name: c for c in ra.analyse_reduced(data, models).curves}
+    assert curves["WebP"].bd_points == 2 and len(curves["WebP"].points) == 3
+
+
+def test_prune_removes_the_records_of_models_not_shipped(scripts, models, tmp_path):
+    ra, _ = scripts
+    path = tmp_path / "r.jsonl"
+    old = "e" * 16
+    kept = [record("k/a.png", 2, "none", 0), classical("k/a.png", 2, "jpeg")]
+    gone = [record("k/a.png", 2, "ssl", 100, sha=old), replace(classical("k/a.png", 2, "jpeg"), anchor_model=old)]
+    lines = [r.to_json() for r in kept + gone]
+    gone_line = json.loads(lines[2])
+    gone_line["provenance"] = "a free-text note of an older record"
+    lines[2] = json.dumps(gone_line)
+    path.write_text("\n".join(lines) + "\n")
+    assert ra.prune(path, models) == (2, 2)
+    assert path.read_text().splitlines() == lines[:2]  # the kept lines unchanged
+    assert ra.prune(path, [replace(m, sha=None) for m in models]) == (2, 0)  # CHECKPOINTS: nothing removed
