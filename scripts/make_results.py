@@ -63,11 +63,11 @@ def commit(c: str) -> str:
 def measured_on(records, where: str) -> list[str]:
     """Who measured the records: each device and versions from the records' provenance, or that
     the records do not say."""
-    out = []
-    for m in ra.machines(records):
+    out, found = [], ra.machines(records)
+    for m in found:
         kinds = [f"{k} of the {what}" for k, what in ((m.learned, "learned models"), (m.classical, "classical codecs"))
                  if k]
-        count = f"{m.learned + m.classical} records ({', '.join(kinds)})"
+        count = ("all " if len(found) == 1 else "") + f"{m.learned + m.classical} records ({', '.join(kinds)})"
         if m.device is None:
             out.append(f"machine and versions not recorded (records written before provenance was stored): {count}")
             continue
@@ -198,7 +198,7 @@ def full_section(w, a: ra.Full, data: Path, fig: Path):
     w("### Per model, at its own lambda")
     w("")
     w("The commands that wrote the records, run from the repository root (`.kodak/` holds the Kodak "
-      "images); the machine that ran each is in its records' provenance (above):")
+      "images); which machine ran them is what the records' provenance says (above), where it was stored:")
     w("")
     w(cmd(data, "full"))
     w("")

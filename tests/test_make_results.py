@@ -101,6 +101,9 @@ def test_page_shows_partial_full_section_then_reduced(page, tmp_path):
     assert "- embedded m1 q1: no atanh 500" in text
     assert "- embedded m3 q3: no ssl 500 (1 of 2 images), ssl 2000, atanh 500, atanh 2000" in text
     assert "the tau_max study: not run" in text
+    assert ("Measured on (the `provenance` field of the records in `docs/results/full.jsonl`): machine and "
+            "versions not recorded (records written before provenance was stored): all 25 records (19 of the "
+            "learned models, 6 of the classical codecs).") in text
     # the command lines are quoted, the hand-written comment under them is not
     assert "```\nsgacodec refine k --records full.jsonl\n```" in text
     assert "stopped" not in text and "H100" not in text
