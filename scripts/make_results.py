@@ -8,8 +8,9 @@
 
 The page shows every profile whose records exist, whatever --profile says: the full-size Kodak
 records (docs/results/full.jsonl) first, then the reduced profile (docs/results/reduced.jsonl).
-The numbers come from results_analysis.py; this module words them and draws the figures. Nothing
-about a machine is written here: who measured what comes from the records' provenance.
+The numbers come from results_analysis.py; this module words them and draws the figures (the page's
+prose is most of its length). Nothing about a machine is written here: who measured what comes from
+the records' provenance.
 """
 
 from __future__ import annotations
