@@ -1,4 +1,5 @@
-"""The codec of one batch: refined latents into sgacodec files, and files back into pixels.
+"""The codec of one batch: refined latents into sgacodec files, and files back into pixels
+(docs/method.md, "Entropy coding"; the container: docs/format.md).
 
     from sgacodec import load_model, encode, decode, RefineConfig
     model = load_model(checkpoint="msh.safetensors")

@@ -1,4 +1,5 @@
-"""One interface over CompressAI's hyperprior family, as refinement and entropy coding need it.
+"""One interface over CompressAI's hyperprior family, as refinement and entropy coding need it
+(docs/method.md, "What is optimised" and "Entropy coding").
 
     y = g_a(x),  z = h_a(y)            (ScaleHyperprior: z = h_a(|y|))
     z^ = Q(z - med) + med              med: the EntropyBottleneck's medians, what compress() codes

@@ -1,4 +1,5 @@
-"""Per-image latent refinement: minimise the R-D loss over (y, z) with the network frozen.
+"""Per-image latent refinement: minimise the R-D loss over (y, z) with the network frozen
+(docs/method.md, "What is optimised", "Schedule", "The true loss and the best iterate").
 
     L = lambda * 255^2 * MSE(x, g_s(y~)) + bpp(y~ | z~) + bpp(z~)
     z~ = R(z - med) + med,   (scales, mu) = h_s(z~),   y~ = R(y - mu) + mu

@@ -1,4 +1,4 @@
-"""Relaxed rounding for latent refinement (SGA and SGA+).
+"""Relaxed rounding for latent refinement (SGA and SGA+; docs/method.md, "Rounding methods").
 
 Two-class rounding samples v~ between floor(v) and ceil(v). With r = v - floor(v), each method
 defines p(floor) = f(r) through one logit per candidate (docs/method.md):

@@ -6,6 +6,8 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import pytest
+
 from .support import ROOT, python
 
 PACKAGE = ROOT / "sgacodec"
@@ -114,6 +116,7 @@ def test_compressai_internals_are_used_in_hyperprior_only():
                     assert not alias.name.startswith("compressai") or alias.name in PUBLIC_COMPRESSAI, name
 
 
+@pytest.mark.slow
 def test_importing_sgacodec_changes_no_global_state():
     """No warnings filter (or anything else) is installed by importing any sgacodec module."""
     names = [n for n in MODULES if not n.endswith("__main__")]

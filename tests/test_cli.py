@@ -12,6 +12,7 @@ import pytest
 from .support import ROOT, cli, leftovers, python, run_entry_point, run_process
 
 
+@pytest.mark.slow
 def test_help_and_usage_errors():
     res = run_process("--help")
     assert res.returncode == 0 and b"encode" in res.stdout
@@ -51,6 +52,7 @@ def test_ctrl_c_during_refinement_exits_130_and_leaves_nothing(tmp_path, png, ti
 
 
 
+@pytest.mark.slow
 def test_sigterm_in_a_real_process_exits_143_and_leaves_nothing(tmp_path, png, tiny_checkpoint):
     out = tmp_path / "out.bin"
     proc = subprocess.Popen([sys.executable, str(ROOT / "bin" / "sgacodec"), "encode", str(png), "-o", str(out),

@@ -2,9 +2,12 @@
 
 import json
 
+import pytest
+
 from .support import cli, invoke, perturbed, run_process
 
 
+@pytest.mark.slow
 def test_bad_bitstreams_in_a_real_process(tmp_path, png_333x217, tiny_checkpoint):
     good = tmp_path / "good.bin"
     assert cli("encode", png_333x217, "-o", good, "--checkpoint", tiny_checkpoint,

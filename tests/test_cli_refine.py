@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 import torch
 from click.testing import CliRunner
 
@@ -36,6 +37,7 @@ def test_refine_compares_methods_and_logs(tmp_path, png_333x217, tiny_checkpoint
 
 
 
+@pytest.mark.slow
 def test_refine_cli_dataset_grid_resume_and_plots(tmp_path, image_dir, tiny_checkpoint):
     # a second "model": the same weights declared at another lambda (another file, another sha)
     state = torch.load(tiny_checkpoint, weights_only=True)

@@ -116,6 +116,7 @@ def test_the_suite_wide_round_trip_check_is_active(every_encode_round_trips, tin
 
 
 
+@pytest.mark.slow
 def test_other_lambda_moves_along_the_rd_curve(tiny_model):
     image = make_image(128, 128, seed=8)
     config = RefineConfig(iterations=100)

@@ -195,6 +195,7 @@ def assert_same_results(records, reference):
 
 
 
+@pytest.mark.slow
 def test_evaluate_in_batches_gives_the_records_of_one_image_at_a_time(inputs, tiny_model):
     tasks = []
 

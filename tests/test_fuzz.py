@@ -9,6 +9,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
+pytestmark = pytest.mark.slow  # real processes, emulated CPUs, hundreds of mutants
+
 
 @pytest.fixture(scope="module")
 def fuzz():

@@ -101,6 +101,7 @@ def test_the_golden_image_encodes_to_the_same_v2_bytes_unrefined():
     assert hashlib.sha256(data).hexdigest() == json.loads(MANIFEST.read_text())["tiny_unrefined_v2_sha256"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("quality", [1, 2, 3])
 def test_estimated_bits_match_the_coded_bytes(quality):
     """The refinement's rate estimate (-log2 likelihoods) is what the entropy coder spends: the two

@@ -48,6 +48,8 @@ for quality in (1, 2, 3):
 print(json.dumps(out))
 """
 
+pytestmark = pytest.mark.slow  # real processes, emulated CPUs, hundreds of mutants
+
 
 def python(args, env_extra=None):
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT), **(env_extra or {}))

@@ -18,6 +18,7 @@ from sgacodec.refine import refine, true_rd
 from .support import TINY_LMBDA, make_image
 
 
+@pytest.mark.slow
 def test_refinement_lowers_the_true_rd_loss(tiny_model):
     image = make_image(128, 128, seed=3)
     x = to_tensor(image)
