@@ -34,6 +34,8 @@ def import_compressai():
     prints at CompressAI's import (sgacodec never uses torchvision); no global filter is left."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Failed to load image Python extension")
+        # torch_geometric, which CompressAI imports, decorates with torch.jit.script at import
+        warnings.filterwarnings("ignore", message=".*torch.jit.script.* is deprecated", category=FutureWarning)
         import compressai.models
 
     return compressai.models
