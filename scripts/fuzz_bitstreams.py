@@ -44,12 +44,12 @@ import zlib
 from pathlib import Path
 
 from sgacodec import bitstream as B
+from sgacodec.config import ZOO_NAMES
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "docs" / "example.png"
 
 BAD = ("wrong-output", "traceback", "hang", "crash")
-ARCHS = ("bmshj2018-hyperprior", "mbt2018-mean", "mbt2018", "cheng2020-anchor", "cheng2020-attn")
 
 
 # --- mutants ------------------------------------------------------------------------------------
@@ -157,7 +157,7 @@ def mutant(rng: random.Random, seeds: list[bytes]) -> tuple[str, int, bytes]:
         over["kind"] = rng.choice((0, 1, 2, 3, 255))
     elif op == "name":
         over["name"] = rng.choice((b"", b"x", b"\xff\xfe", "mbt2018-mean\u00e9".encode(), b"a" * 255,
-                                   *(a.encode() for a in ARCHS), rng.randbytes(rng.randint(1, 40))))
+                                   *(a.encode() for a in ZOO_NAMES), rng.randbytes(rng.randint(1, 40))))
     elif op == "name_len":
         over["name_len"] = rng.randrange(256)
     elif op == "metric":
