@@ -171,7 +171,8 @@ def ship(slice_json: Path, root: Path = ROOT, apply: bool = False, log=print) ->
         manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
         log(f"shipped: sgacodec/weights/{entry['file']} and the manifest updated. Then: regenerate the golden "
             "files (tests/test_golden.py's docstring), the BD-rate of the three models (benchmarks/eval_models.py "
-            "--update-manifest --quality <the new one>) and the R-D records (scripts/make_results.sh).")
+            f"--update-manifest --quality {entry['quality']}), docs/models.md's Kodak table and the R-D records "
+            "(scripts/make_results.sh).")
     (root / "docs" / "models.md").write_text(regenerate_docs(root, new_entry))
     log(f"recorded: docs/training/slices.jsonl (slice {number}) and docs/models.md's table")
     return verdict
