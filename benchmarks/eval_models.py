@@ -2,69 +2,101 @@
 
 Every image is encoded with ``sgacodec.encode`` and ``RefineConfig(method="none")``: bpp is
 8 * len(file) / pixels of the complete sgacodec file (header included) and PSNR is that of the
-pixels the stock CompressAI decoder returns. The table is set beside CompressAI's published
-mbt2018-mean (MSE) Kodak curve and the BD-rate against it is computed with the ``bjontegaard``
-package (``sgacodec.evaluation.bd``; ``pip install .[eval]``).
+pixels the stock CompressAI decoder returns (the first ``--verify-decode`` images are decoded and
+compared). The table is set beside CompressAI's published mbt2018-mean (MSE) Kodak curve: each
+model's rate at equal PSNR against it (``sgacodec.evaluation.published``) and, for several models,
+the BD-rate (``bjontegaard`` package, ``sgacodec.evaluation.bd``; ``pip install .[eval]``).
+``--workers N`` spreads the images over N processes (one torch thread each).
 
     python benchmarks/eval_models.py                       # the embedded models (manifest)
     python benchmarks/eval_models.py a.safetensors b.pt    # any checkpoints
     python benchmarks/eval_models.py --update-manifest     # write the Kodak figures into it
     python benchmarks/eval_models.py --compare-fp32 run.pt # fp16 vs fp32 export, same images
+    python benchmarks/eval_models.py w.safetensors --workers 16 --verify-decode 24 --json eval.json
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
+from sgacodec.evaluation.published import PUBLISHED, inside_published_range, published_curve, rate_vs_published
+
 ROOT = Path(__file__).resolve().parents[1]
 KODAK = ROOT.parent / "shared" / "datasets" / "kodak"
-# CompressAI's published Kodak results for its zoo mbt2018-mean (MSE), no refinement (listed in
-# docs/models.md too): quality -> (lambda, bpp, PSNR dB).
-PUBLISHED = {
-    1: (0.0018, 0.124, 27.70),
-    2: (0.0035, 0.198, 29.36),
-    3: (0.0067, 0.307, 31.13),
-    4: (0.0130, 0.461, 32.95),
-    5: (0.0250, 0.662, 34.97),
-    6: (0.0483, 0.914, 36.91),
-}
 
 
-def kodak_images(folder: Path, limit: int | None = None):
-    from sgacodec.imageio import read_image
-
+def kodak_files(folder: Path, limit: int | None = None) -> list[Path]:
     files = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() == ".png")
     if not files:
         raise SystemExit(f"no PNG images in {folder}")
-    files = files[:limit] if limit else files
-    return [(p.name, read_image(p)) for p in files]
+    return files[:limit] if limit else files
 
 
-def evaluate(model, images, verify_decode: int = 1) -> dict:
-    """Mean bpp / PSNR over the images (CompressAI convention: mean of per-image PSNR)."""
+# --- one process's share: the model is loaded once per process ---------------------------------
+_MODEL = None
+
+
+def _load(spec):
+    """A model from its spec: ("embedded", quality) or ("checkpoint", path)."""
+    from sgacodec.models import load_checkpoint, load_embedded
+
+    kind, ref = spec
+    return load_embedded(ref) if kind == "embedded" else load_checkpoint(ref)
+
+
+def _start(spec, threads: int) -> None:
+    global _MODEL
+    import torch
+
+    torch.set_num_threads(threads)
+    _MODEL = _load(spec)
+
+
+def _code(task) -> dict:
+    """Encode one image (and decode it when asked): its bytes, bpp and PSNR."""
     from sgacodec import RefineConfig, decode, encode
+    from sgacodec.imageio import read_image
 
-    rows = []
+    path, verify = task
+    img = read_image(path)
+    report = encode(_MODEL, [img], RefineConfig(method="none"))[0]
+    if verify:  # the stock decoder really returns the pixels measured
+        decoded = decode(report.data, _MODEL)
+        assert decoded.exact and np.array_equal(decoded.rgb, report.recon), f"{path}: decoded pixels differ"
+    return {"image": Path(path).name, "bytes": len(report.data), "bpp": report.bpp, "psnr": report.psnr,
+            "decoded": bool(verify)}
+
+
+def evaluate(spec, files, verify_decode: int = 1, workers: int = 1, threads: int = 1) -> dict:
+    """Mean bpp / PSNR over the images (CompressAI convention: mean of per-image PSNR)."""
     start = time.monotonic()
-    for k, (name, img) in enumerate(images):
-        report = encode(model, [img], RefineConfig(method="none"))[0]
-        if k < verify_decode:  # the stock decoder really returns the pixels measured
-            decoded = decode(report.data, model)
-            assert decoded.exact and np.array_equal(decoded.rgb, report.recon), f"{name}: decoded pixels differ"
-        rows.append({"image": name, "bytes": len(report.data), "bpp": report.bpp, "psnr": report.psnr})
-    return {"bpp": float(np.mean([r["bpp"] for r in rows])),
-            "psnr": float(np.mean([r["psnr"] for r in rows])),
-            "images": len(rows), "seconds": time.monotonic() - start, "rows": rows}
+    tasks = [(str(p), k < verify_decode) for k, p in enumerate(files)]
+    if workers <= 1:
+        _start(spec, threads)
+        rows = [_code(t) for t in tasks]
+    else:  # fresh processes (spawn): no OpenMP state inherited from this one
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                 initializer=_start, initargs=(spec, threads)) as pool:
+            rows = list(pool.map(_code, tasks))
+    bpp, psnr = float(np.mean([r["bpp"] for r in rows])), float(np.mean([r["psnr"] for r in rows]))
+    return {"bpp": bpp, "psnr": psnr, "images": len(rows), "decoded": sum(r["decoded"] for r in rows),
+            "rate_vs_published_percent": rate_vs_published(bpp, psnr),
+            "inside_published_range": inside_published_range(psnr),
+            "seconds": time.monotonic() - start, "workers": max(workers, 1), "rows": rows}
 
 
-def published_curve() -> list[tuple[float, float]]:
-    return [PUBLISHED[q][1:] for q in sorted(PUBLISHED)]
+def manifest_file(quality: int) -> str:
+    from sgacodec.models import embedded_manifest
+
+    return next(m["file"] for m in embedded_manifest()["models"] if m["quality"] == quality)
 
 
 def bd_rate(points: list[tuple[float, float]], anchor=None, method: str = "akima") -> tuple[float, float]:
@@ -90,8 +122,14 @@ def main(argv=None):
     ap.add_argument("checkpoints", nargs="*", help="model files; default: the embedded models")
     ap.add_argument("--kodak", type=Path, default=KODAK)
     ap.add_argument("--limit", type=int, default=None, help="only the first N images")
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--json", type=Path, default=None, help="write all figures here")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads per process")
+    ap.add_argument("--workers", type=int, default=1, help="processes sharing the images")
+    ap.add_argument("--verify-decode", type=int, default=1, metavar="N",
+                    help="decode the first N images of each model and compare the pixels")
+    ap.add_argument("--json", type=Path, default=None,
+                    help="write all figures here, with their provenance (device, versions, commit, date)")
+    ap.add_argument("--meta", type=Path, default=None,
+                    help="a JSON object merged into --json's (a training slice's description)")
     ap.add_argument("--update-manifest", action="store_true",
                     help="write the Kodak figures (and sha256) into sgacodec/weights/manifest.json")
     ap.add_argument("--quality", type=int, nargs="*", default=None,
@@ -103,9 +141,10 @@ def main(argv=None):
     import torch
 
     torch.set_num_threads(args.threads)
-    from sgacodec.models import MANIFEST, embedded_manifest, load_checkpoint, load_embedded, sha256_file
+    from sgacodec.models import MANIFEST, embedded_manifest, sha256_file
 
-    images = kodak_images(args.kodak, args.limit)
+    images = kodak_files(args.kodak, args.limit)
+    run = dict(verify_decode=args.verify_decode, workers=args.workers, threads=args.threads)
     results = []
     if args.compare_fp32:
         from sgacodec.train import export
@@ -114,7 +153,7 @@ def main(argv=None):
             for precision in ("fp32", "fp16"):
                 path = Path(tmp) / f"model-{precision}.safetensors"
                 export(args.compare_fp32, path, fp16=precision == "fp16")
-                res = evaluate(load_checkpoint(path), images, verify_decode=len(images))
+                res = evaluate(("checkpoint", path), images, **{**run, "verify_decode": len(images)})
                 res.update(name=f"{args.compare_fp32.name} {precision}", size=path.stat().st_size)
                 results.append(res)
                 print(f"{precision}: {res['bpp']:.5f} bpp  {res['psnr']:.4f} dB  "
@@ -125,7 +164,7 @@ def main(argv=None):
               f" of {len(images)} images (by size)")
     else:
         if args.checkpoints:
-            models = [(Path(c).name, None, load_checkpoint(c)) for c in args.checkpoints]
+            models = [(Path(c).name, None, ("checkpoint", Path(c))) for c in args.checkpoints]
         else:
             manifest = embedded_manifest()
             if not manifest["models"]:
@@ -142,21 +181,26 @@ def main(argv=None):
                     print(f"{name}: lambda {res['lmbda']} {res['bpp']:.4f} bpp {res['psnr']:.2f} dB "
                           "(from the manifest)", flush=True)
                     continue
-                model = load_embedded(quality)
-            res = evaluate(model, images)
-            res.update(name=name, quality=quality, lmbda=model.lmbda)
+                model = ("embedded", quality)
+            res = evaluate(model, images, **run)
+            path = model[1] if model[0] == "checkpoint" else MANIFEST.parent / manifest_file(quality)
+            res.update(name=name, quality=quality, lmbda=_load(model).lmbda, file=str(path),
+                       sha256=sha256_file(Path(path)).hex())
             results.append(res)
-            print(f"{name}: lambda {model.lmbda} {res['bpp']:.4f} bpp {res['psnr']:.2f} dB "
-                  f"({res['seconds']:.0f} s)", flush=True)
+            print(f"{name}: lambda {res['lmbda']} {res['bpp']:.4f} bpp {res['psnr']:.2f} dB, "
+                  f"{res['rate_vs_published_percent']:+.1f}% rate vs published mbt2018-mean at equal PSNR "
+                  f"({res['images']} images, {res['decoded']} decoded, {res['seconds']:.0f} s)", flush=True)
 
         print()
-        print("| model | lambda | Kodak bpp | Kodak PSNR dB | published mbt2018-mean bpp / PSNR at this lambda |")
-        print("|---|---|---|---|---|")
+        print("| model | lambda | Kodak bpp | Kodak PSNR dB | rate vs published at equal PSNR "
+              "| published mbt2018-mean bpp / PSNR at this lambda |")
+        print("|---|---|---|---|---|---|")
         published = {v[0]: v[1:] for v in PUBLISHED.values()}
         for r in results:
             pub = published.get(r["lmbda"])
             pub_txt = f"{pub[0]:.3f} / {pub[1]:.2f}" if pub else "-"
-            print(f"| {r['name']} | {r['lmbda']} | {r['bpp']:.4f} | {r['psnr']:.2f} | {pub_txt} |")
+            rate = rate_vs_published(r["bpp"], r["psnr"])
+            print(f"| {r['name']} | {r['lmbda']} | {r['bpp']:.4f} | {r['psnr']:.2f} | {rate:+.1f}% | {pub_txt} |")
         if len(results) >= 2:
             points = [(r["bpp"], r["psnr"]) for r in results]
             for method in ("akima", "pchip"):
@@ -184,7 +228,12 @@ def main(argv=None):
             MANIFEST.write_text(json.dumps(manifest, indent=2) + "\n")
             print(f"updated {MANIFEST}")
     if args.json:
-        args.json.write_text(json.dumps(results, indent=2))
+        from sgacodec.evaluation import Provenance
+
+        out = {"provenance": {**vars(Provenance.current("cpu")), "workers": args.workers}, "models": results}
+        if args.meta:
+            out.update(json.loads(args.meta.read_text()))
+        args.json.write_text(json.dumps(out, indent=2) + "\n")
 
 
 if __name__ == "__main__":

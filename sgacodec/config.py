@@ -32,6 +32,11 @@ GPU_EVAL_EVERY = 10  # eval_every on a GPU: same R-D, 1.37x faster on an H100 (d
 CPU_EVAL_EVERY = 1
 AUTO_BATCH_MEGAPIXELS = 12.0  # GPU batches: about 30 Kodak images (docs/performance.md)
 
+TRAIN_COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+TRAIN_POOLS = ("host", "device")
+LR_SCALINGS = {"none": 0.0, "sqrt": 0.5, "linear": 1.0}  # exponent of batch_size / LR_REFERENCE_BATCH
+LR_REFERENCE_BATCH = 16  # the batch the training lr was chosen at (docs/models.md)
+
 # --- models -----------------------------------------------------------------------------------
 ZOO_NAMES = ("bmshj2018-hyperprior", "mbt2018-mean", "mbt2018", "cheng2020-anchor", "cheng2020-attn")
 DEFAULT_MODEL = "default"  # the embedded model of the manifest's default quality
@@ -118,6 +123,12 @@ class TrainConfig:
     quantile_steps: int = 3000  # aux-only steps fitting the quantiles before update()
     report_every: int = 10  # steps between host read-backs of the loss (progress, finiteness check)
     amp: str = "off"  # "bf16": autocast the four transforms only (entropy models stay float32)
+    # speed options (docs/models.md, benchmarks/train_speed.py); batch_size is the global batch,
+    # shared by the processes of a torchrun (distributed.py)
+    compile: str = "off"  # torch.compile mode of the forward and loss, one of TRAIN_COMPILE_MODES
+    channels_last: bool = False  # the network and the crops in channels_last memory layout
+    pool: str = "host"  # where the decoded training images live and crops are cut: "host" or "device"
+    lr_scaling: str = "none"  # lr x (batch_size / LR_REFERENCE_BATCH) ** {none: 0, sqrt: 0.5, linear: 1}
 
 
 def method_label(method: str, three_class: bool = False) -> str:

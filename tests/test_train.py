@@ -38,23 +38,21 @@ def folders(tmp_path_factory):
     return root / "train", root / "val"
 
 
-def test_random_crops_are_in_range_and_flip():
-    from sgacodec.train import random_crops
-
-    im = np.arange(8 * 8 * 3, dtype=np.uint8).reshape(8, 8, 3)
-    batch = random_crops([im], 64, 8, np.random.default_rng(0))
-    assert batch.shape == (64, 3, 8, 8) and batch.dtype == torch.float32
-    assert 0 <= batch.min() and batch.max() <= 1
-    flavours = {tuple(b[0, 0, :2].tolist()) for b in batch}
-    assert len(flavours) == 4  # identity, h-flip, v-flip, both
-
-
 def test_learning_rate_decays_late():
     from sgacodec.train import TrainConfig, learning_rate
 
     config = TrainConfig(lr=1e-3, steps=100, decay_at=0.8)
     assert learning_rate(79, config) == 1e-3
     assert learning_rate(80, config) == pytest.approx(1e-4)
+    assert learning_rate(0, config, decayed=True) == pytest.approx(1e-4)  # a budget's decay point passed
+
+
+def test_learning_rate_scales_with_the_batch():
+    from sgacodec.train import TrainConfig, learning_rate
+
+    assert learning_rate(0, TrainConfig(lr=1e-4, batch_size=64)) == 1e-4  # lr_scaling none: as given
+    assert learning_rate(0, TrainConfig(lr=1e-4, batch_size=64, lr_scaling="sqrt")) == pytest.approx(2e-4)
+    assert learning_rate(0, TrainConfig(lr=1e-4, batch_size=64, lr_scaling="linear")) == pytest.approx(4e-4)
 
 
 def test_train_resume_validate_update_export(folders, tmp_path):
@@ -167,6 +165,108 @@ def test_bf16_forward_keeps_entropy_models_in_float32():
     assert torch.allclose(ref["x_hat"], amp["x_hat"], atol=0.05)
     with pytest.raises(ValueError):
         forward(net, x, "fp8")
+
+
+def test_training_forward_draws_what_compressai_draws():
+    """The EntropyBottleneck without device synchronisations: CompressAI's values, same seed."""
+    from compressai.models import MeanScaleHyperprior
+
+    from sgacodec.train import forward
+
+    torch.manual_seed(0)
+    net = MeanScaleHyperprior(8, 12).train()
+    x = torch.rand(2, 3, 64, 128)
+    torch.manual_seed(1)
+    ref = net(x)
+    torch.manual_seed(1)
+    out = forward(net, x)
+    assert torch.equal(ref["x_hat"], out["x_hat"])
+    for key in ("y", "z"):
+        assert torch.equal(ref["likelihoods"][key], out["likelihoods"][key])
+
+
+SPEED_OPTIONS = {"channels_last": {"channels_last": True}, "pool on the device": {"pool": "device"},
+                 "bf16": {"amp": "bf16"}, "batch 4, lr scaled": {"batch_size": 4, "lr_scaling": "sqrt"},
+                 "all at once": {"channels_last": True, "pool": "device", "amp": "bf16"}}
+
+
+@pytest.mark.parametrize("options", SPEED_OPTIONS.values(), ids=SPEED_OPTIONS.keys())
+def test_speed_options_train_with_finite_losses(options, folders, tmp_path):
+    from sgacodec.models import load_checkpoint
+    from sgacodec.train import TrainConfig, export, train
+
+    data, _ = folders
+    seen = []
+    config = TrainConfig(steps=3, report_every=1, **{**TINY, **options})
+    result = train(config, data, tmp_path / "run.pt", log=lambda s: None, on_progress=lambda s, st: seen.append(st))
+    assert result["done"] and len(seen) == 3
+    assert all(np.isfinite(v) for st in seen for v in st.values())
+    export(tmp_path / "run.pt", tmp_path / "w.safetensors")  # channels_last weights export as usual
+    assert load_checkpoint(tmp_path / "w.safetensors").lmbda == pytest.approx(TINY["lmbda"])
+
+
+@pytest.mark.slow
+def test_compiled_training_step_runs_with_finite_losses(folders, tmp_path, monkeypatch):
+    """--compile: the training step through torch.compile (graph capture and AOT autograd; the
+    aot_eager backend keeps this a CPU test of seconds, where Inductor's C++ build takes minutes)."""
+    import functools
+
+    from sgacodec.train import TrainConfig, train
+
+    monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend="aot_eager"))
+    data, _ = folders
+    seen = []
+    config = TrainConfig(steps=2, report_every=1, compile="default", **TINY)
+    result = train(config, data, tmp_path / "run.pt", log=lambda s: None, on_progress=lambda s, st: seen.append(st))
+    assert result["done"] and len(seen) == 2 and all(np.isfinite(v) for st in seen for v in st.values())
+
+
+def test_unknown_speed_option_is_refused(folders, tmp_path):
+    from sgacodec.train import TrainConfig, train
+
+    with pytest.raises(ValueError, match="pool"):
+        train(TrainConfig(steps=1, **{**TINY, "pool": "gpu"}), folders[0], tmp_path / "r.pt", log=lambda s: None)
+
+
+def test_a_budget_is_a_complete_run(folders, tmp_path):
+    """--budget: train for so many seconds, then finish as after the last step (quantile fit,
+    update(), a done checkpoint), with the lr decayed late in the budget."""
+    from sgacodec.train import TrainConfig, train
+
+    data, val = folders
+    logs = []
+    result = train(TrainConfig(steps=10**6, report_every=1, **TINY), data, tmp_path / "b.pt", val,
+                   budget=0.0, log=logs.append)
+    assert result["done"] and result["step"] == 0 and result["val"] is not None
+    state = torch.load(tmp_path / "b.pt", weights_only=True)
+    assert state["done"] and state["state_dict"]["gaussian_conditional._quantized_cdf"].numel() > 0
+    assert any("quantiles fitted" in line for line in logs)
+
+
+def test_a_budget_decays_the_lr_late_in_it(folders, tmp_path, monkeypatch):
+    """With a clock that advances one second per reading, a 12-second budget trains some steps at
+    the full lr, then at lr / 10 after decay_at of it, and ends complete."""
+    import itertools
+    from types import SimpleNamespace
+
+    import sgacodec.train as train_module
+    from sgacodec.train import TrainConfig, train
+
+    clock = itertools.count()
+    monkeypatch.setattr(train_module, "time", SimpleNamespace(monotonic=lambda: float(next(clock))))
+    lrs = []
+    real_step = train_module.TrainStep.__call__
+
+    def recording(self, x, lr):
+        lrs.append(lr)
+        return real_step(self, x, lr)
+
+    monkeypatch.setattr(train_module.TrainStep, "__call__", recording)
+    config = TrainConfig(steps=10**6, report_every=1, decay_at=0.5, **TINY)
+    result = train(config, folders[0], tmp_path / "b.pt", budget=12.0, log=lambda s: None)
+    assert result["done"] and result["step"] == len(lrs) >= 3
+    assert lrs[0] == TINY["lr"] and lrs[-1] == pytest.approx(TINY["lr"] / 10)
+    assert sorted(lrs, reverse=True) == lrs  # once decayed, it stays so
 
 
 def test_cli_train_command_runs_and_exports(folders, tmp_path):
