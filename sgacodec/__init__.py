@@ -26,6 +26,7 @@ _API = {
     "read_image": "imageio", "expand_inputs": "imageio",
     "SgacodecError": "errors", "BitstreamError": "errors", "DecodeError": "errors",
     "ModelError": "errors", "ImageError": "errors", "OutputError": "errors", "EvaluationError": "errors",
+    "EncodeError": "errors", "ResourceError": "errors",
 }
 
 
