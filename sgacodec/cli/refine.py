@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import click
@@ -81,8 +82,8 @@ def refine(inputs, as_json, log_file, output_dir, force, lmbda_scales, records_f
     except ValueError as exc:
         raise UserError(str(exc)) from None
     try:  # every output can be written, before any refinement
-        for folder in (output_dir, plot_dir):
-            if folder:
+        for folder in (output_dir, plot_dir, records_file and os.path.dirname(records_file)):
+            if folder:  # created, as the records writer creates its folder
                 prepare_directory(folder)
         for path in (log_file, records_file):
             if path:
