@@ -133,16 +133,16 @@ def check_outputs(inputs: list[str], outputs: list[str], force: bool) -> None:
         if kind == "file" and not force:
             raise OutputError(f"{dst} exists; pass --force to overwrite")
         if os.path.dirname(dst) not in folders:
-            check_writable(dst)
+            check_writable(dst, " (-o DIR/, ending in /, creates a directory)")
             folders.add(os.path.dirname(dst))
 
 
-def check_writable(dst: str) -> None:
+def check_writable(dst: str, hint: str = "") -> None:
     """OutputError unless ``dst``'s folder exists and a file can be created there (tried: a
     read-only file system or a permission refuses even root's mode bits)."""
     folder = os.path.dirname(dst) or "."
     if not os.path.isdir(folder):
-        raise OutputError(f"{dst}: the folder {folder} does not exist (end -o with / to create a directory)")
+        raise OutputError(f"{dst}: the folder {folder} does not exist{hint}")
     try:
         with tempfile.TemporaryFile(dir=folder, prefix=".sgacodec-check."):
             pass
