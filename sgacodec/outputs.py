@@ -9,8 +9,10 @@ records that strict parsers accept.
 The rules (docs/reliability.md, "No data lost"):
 
 - Only regular files are ever replaced (with ``force``). An existing FIFO or character device
-  (``-o /dev/null``, ``-o >(ssh host 'cat > a.bin')``) is written to in place, like ``-o -``,
-  without ``force``; block devices, sockets and directories are refused.
+  (``-o /dev/null``, ``-o >(ssh host 'cat > a.bin')``), and a link to an open file descriptor
+  (``-o /dev/stdout``, ``/dev/fd/3``), are written to in place, like ``-o -``, without ``force``;
+  block devices, sockets and directories are refused. A symbolic link to a file is written
+  through: the file it points to is replaced, the link stays.
 - No two inputs write the same output (``a.png`` and ``a.jpg`` beside each other, the same file
   named twice, two names of one file), and no output is an input: compared by device and inode,
   so symbolic links, hard links, ``./a`` and ``a``, and the file stdin was read from all count.
@@ -24,6 +26,7 @@ import io
 import json
 import math
 import os
+import re
 import stat
 import sys
 import tempfile
@@ -96,13 +99,30 @@ def input_identities(inputs: list[str]) -> frozenset:
     return frozenset(found)
 
 
+def descriptor_link(path: str) -> bool:
+    """Whether ``path`` leads, through symbolic links, to /proc/PID/fd/N: an open file descriptor
+    (/dev/stdout, /dev/fd/3, /proc/self/fd/1). Replacing such a path would replace the link (as
+    root, /dev/stdout itself), never the file the descriptor is open on."""
+    current = os.path.abspath(path)
+    for _ in range(40):
+        if re.fullmatch(r"/proc/[^/]+/fd", os.path.realpath(os.path.dirname(current))):
+            return True
+        if not os.path.islink(current):
+            return False
+        current = os.path.join(os.path.dirname(current), os.readlink(current))
+    return False
+
+
 def output_kind(path: str) -> str:
-    """'missing', 'file', 'directory', 'stream' (a FIFO or character device, written in place),
-    or what else it is ('block device', 'socket'), following symbolic links."""
+    """'missing', 'file', 'directory', 'stream' (a FIFO, a character device or a link to an open
+    file descriptor, written in place), or what else it is ('block device', 'socket'), following
+    symbolic links."""
     try:
         mode = os.stat(path).st_mode
     except OSError:
         return "missing"
+    if descriptor_link(path) and not stat.S_ISDIR(mode):
+        return "stream"
     if stat.S_ISREG(mode):
         return "file"
     if stat.S_ISDIR(mode):
@@ -121,8 +141,10 @@ def check_outputs(inputs: list[str], outputs: list[str], force: bool) -> None:
         if dst == STDIO:
             continue
         kind = output_kind(dst)
-        if kind == "stream":
-            continue  # written in place, like stdout
+        if kind == "stream":  # written in place, like stdout; but not into an input (>> a.png)
+            if _same_place(dst) in protected:
+                raise OutputError(f"{dst}: refusing to write into an input")
+            continue
         if kind == "directory":
             raise OutputError(f"{dst} is a directory")
         if kind == "file" and _same_place(dst) in protected:
@@ -177,12 +199,15 @@ def write_output(dst: str, data: bytes, force: bool = True, protected: frozenset
 
 
 def _write_stream(dst: str, data: bytes) -> None:
-    """Write into an existing FIFO or character device (a FIFO blocks until a reader opens it)."""
-    fd = os.open(dst, os.O_WRONLY | os.O_NOCTTY)
+    """Write into an existing FIFO or character device (a FIFO blocks until a reader opens it), or
+    into the file an open descriptor's link names (appended: a shell's ``>`` left it empty, its
+    ``>>`` wants the end)."""
+    on_descriptor = descriptor_link(dst)
+    fd = os.open(dst, os.O_WRONLY | os.O_NOCTTY | (os.O_APPEND if on_descriptor else 0))
     try:
         mode = os.fstat(fd).st_mode
-        if not (stat.S_ISFIFO(mode) or stat.S_ISCHR(mode)):  # replaced since the check
-            raise OutputError(f"{dst} is no longer a FIFO or device; not written")
+        if not (stat.S_ISFIFO(mode) or stat.S_ISCHR(mode) or (on_descriptor and stat.S_ISREG(mode))):
+            raise OutputError(f"{dst} is no longer a FIFO or device; not written")  # replaced since
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view):]
@@ -194,9 +219,11 @@ def atomic_write(path, data: bytes, overwrite: bool = True, protected: frozenset
     """Write via a temporary file in the same folder, then rename: never a partial file, even when
     interrupted (the temporary file is removed on any exception, Ctrl-C included). Without
     ``overwrite``, an existing ``path`` is left alone and FileExistsError is raised. Only a
-    regular file (or a symbolic link, which is replaced) is ever replaced, and never one in
-    ``protected``: OutputError."""
+    regular file is ever replaced, never one in ``protected`` (OutputError); a symbolic link is
+    written through (the file it points to is replaced, in that file's folder)."""
     path = Path(path)
+    if path.is_symlink():
+        path = Path(os.path.realpath(path))
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -229,7 +256,7 @@ def _check_replaceable(path: Path, protected: frozenset) -> None:
         mode = os.lstat(path).st_mode
     except FileNotFoundError:
         return
-    if not (stat.S_ISREG(mode) or stat.S_ISLNK(mode)):
+    if not stat.S_ISREG(mode):
         raise OutputError(f"{path} is not a regular file; not replaced")
     if _same_place(str(path)) in protected:
         raise OutputError(f"{path}: refusing to overwrite an input")

@@ -195,3 +195,36 @@ def test_json_records_hold_no_nan_or_infinity(tmp_path, png, tiny_checkpoint, mo
     assert record["psnr"] is None and record["bpp"] > 0
     line = outputs.json_line({"a": float("nan"), "b": [float("-inf"), np.float64(1.5)]})
     assert strict(line) == {"a": None, "b": [None, 1.5]}
+
+
+def test_a_symbolic_link_is_written_through_never_replaced(tmp_path, png, tiny_checkpoint):
+    target = tmp_path / "target.bin"
+    target.write_bytes(b"old")
+    link = tmp_path / "link.bin"
+    link.symlink_to(target)
+    res = invoke("encode", png, "-o", link, "--force", "--checkpoint", tiny_checkpoint, "--method", "none")
+    assert res.exit_code == 0, res.output
+    assert link.is_symlink() and target.read_bytes().startswith(b"SGAC") and not leftovers(tmp_path)
+
+
+@pytest.mark.slow
+def test_dev_stdout_is_written_in_place_never_replaced(tmp_path, png, tiny_checkpoint):
+    """/dev/stdout is a symbolic link in /dev: replacing it (as root, with --force) would have
+    replaced the system's /dev/stdout by a regular file."""
+    assert os.path.islink("/dev/stdout")
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+    forces = [()] + ([("--force",)] if outputs.output_kind("/dev/stdout") == "stream" else [])
+    for force in forces:  # never --force unless /dev/stdout is known to be written in place
+        out = tmp_path / "redirected.bin"
+        with open(out, "wb") as stdout:
+            res = subprocess.run([sys.executable, "-m", "sgacodec", "encode", str(png), "-o", "/dev/stdout", *force,
+                                  "--checkpoint", str(tiny_checkpoint), "--method", "none"],
+                                 stdout=stdout, stderr=subprocess.PIPE, env=env, timeout=300)
+        assert res.returncode == 0, res.stderr.decode()
+        assert out.read_bytes().startswith(b"SGAC") and os.path.islink("/dev/stdout")
+        with open(png, "ab") as appended:  # >> an input: refused like cat's "input file is output file"
+            res = subprocess.run([sys.executable, "-m", "sgacodec", "encode", str(png), "-o", "/dev/stdout",
+                                  "--checkpoint", str(tiny_checkpoint), "--method", "none"],
+                                 stdout=appended, stderr=subprocess.PIPE, env=env, timeout=300)
+        assert res.returncode == 1 and b"input" in res.stderr
+    assert os.path.islink("/dev/stdout")
