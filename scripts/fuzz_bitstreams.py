@@ -25,7 +25,10 @@ and one process for a batch of mutants (``--cli-batch``). Outcomes:
     hang                no answer within --timeout seconds
     crash               the process died (signal)
 
-Exit status 1 when any mutant ends in wrong-output, traceback, hang or crash.
+Exit status 1 when any mutant ends in wrong-output, traceback, hang or crash. With ``--out FILE``
+the summary is also written to FILE (created, with its folder) with what produced it: the command,
+the date, the commit, the model, the seed files, the machine and the versions; docs/reliability.md
+cites such files (docs/fuzz/) instead of typed figures.
 """
 
 from __future__ import annotations
@@ -399,6 +402,55 @@ def make_seeds(model, sizes=((70, 100), (1, 1), (64, 128), (130, 65))) -> list[b
     return seeds
 
 
+def _git(*args) -> str:
+    try:
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=30).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def provenance(argv, model, seeds, args) -> list[str]:
+    """What produced a run's figures: command, date, commit, model, seeds, machine, versions."""
+    import datetime
+    import platform
+
+    import compressai
+    import numpy
+    import torch
+
+    import sgacodec
+
+    cpu = ""
+    try:
+        cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                    if line.startswith("model name")), "")
+    except OSError:
+        pass
+    commit = _git("rev-parse", "HEAD") or "unknown"
+    dirty = " (with uncommitted changes)" if _git("status", "--porcelain", "--untracked-files=no") else ""
+    command = " ".join(["python", "scripts/fuzz_bitstreams.py", *(sys.argv[1:] if argv is None else argv)])
+    env = " ".join(f"{k}={os.environ[k]}" for k in ("OMP_NUM_THREADS", "SGACODEC_ISOLATE") if k in os.environ)
+    seed_files = ", ".join(f"{B.unpack(s).width}x{B.unpack(s).height} ({len(s)} B)" for s in seeds)
+    return [
+        f"command: {env + ' ' if env else ''}{command}",
+        f"date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC}",
+        f"commit: {commit}{dirty}",
+        f"model: {model.describe()} (weights {model.identity.weights_sha.hex()})",
+        f"seed files: {seed_files}; mutants from random.Random({args.seed}); hang after {args.timeout:g} s",
+        f"machine: {platform.platform()}, {cpu or platform.processor()}, {os.cpu_count()} cores",
+        f"versions: Python {platform.python_version()}, torch {torch.__version__}, CompressAI "
+        f"{compressai.__version__}, numpy {numpy.__version__}, sgacodec {sgacodec.__version__}",
+    ]
+
+
+def write_results(path, lines: list[str]) -> None:
+    from sgacodec.outputs import atomic_write
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, ("\n".join(lines) + "\n").encode())
+    print(f"summary written to {path}", file=sys.stderr)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("-n", type=int, default=10000, help="mutants through the library path")
@@ -410,6 +462,8 @@ def main(argv=None) -> int:
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds before a mutant counts as a hang")
     parser.add_argument("--save", default=None, help="folder to keep the mutants with a bad outcome")
     parser.add_argument("--verbose", action="store_true")
+    parser.add_argument("--out", default=None,
+                        help="also write the summary, with its provenance, to this file (e.g. docs/fuzz/fuzz-DATE.txt)")
     args = parser.parse_args(argv)
 
     import torch
@@ -462,24 +516,26 @@ def main(argv=None) -> int:
     seconds = time.monotonic() - begin
 
     outcomes = ("decoded-identical", "refused", *BAD)
-    print(f"sgacodec bitstream fuzz: {args.n} mutants of {len(seeds)} seed files, seed {args.seed}, "
-          f"{seconds:.0f} s")
-    print("library decode path:  " + ", ".join(f"{o} {counts[o]}" for o in outcomes))
+    lines = [f"sgacodec bitstream fuzz: {args.n} mutants of {len(seeds)} seed files, seed {args.seed}, "
+             f"{seconds:.0f} s",
+             "library decode path:  " + ", ".join(f"{o} {counts[o]}" for o in outcomes)]
     if args.cli:
-        print(f"CLI, one process each ({sum(cli_counts.values())}):  "
-              + ", ".join(f"{o} {cli_counts[o]}" for o in outcomes))
-    print(f"CLI, one process for a batch: {batch_result[0]} ({batch_result[1]})")
-    print("refused by (library path):")
-    for name, count in reasons.most_common():
-        print(f"  {count:6d}  {name}")
-    print("by mutator (library path):")
+        lines.append(f"CLI, one process each ({sum(cli_counts.values())}):  "
+                     + ", ".join(f"{o} {cli_counts[o]}" for o in outcomes))
+    lines.append(f"CLI, one process for a batch of {len(batch)}: {batch_result[0]} ({batch_result[1]})")
+    lines.append("refused by (library path):")
+    lines += [f"  {count:6d}  {name}" for name, count in reasons.most_common()]
+    lines.append("by mutator (library path):")
     for name in sorted(by_mutator):
         c = by_mutator[name]
-        print(f"  {name:26s} " + ", ".join(f"{o} {c[o]}" for o in outcomes if c[o]))
+        lines.append(f"  {name:26s} " + ", ".join(f"{o} {c[o]}" for o in outcomes if c[o]))
     if bad:
-        print(f"BAD OUTCOMES ({len(bad)}):")
-        for where, name, detail, _data in bad[:50]:
-            print(f"  [{where}] {name}: {detail[:200]}")
+        lines.append(f"BAD OUTCOMES ({len(bad)}):")
+        lines += [f"  [{where}] {name}: {detail[:200]}" for where, name, detail, _data in bad[:50]]
+    print("\n".join(lines))
+    if args.out:
+        write_results(args.out, provenance(argv, model, seeds, args) + [""] + lines)
+    if bad:
         if args.save:
             Path(args.save).mkdir(parents=True, exist_ok=True)
             for j, (where, name, _, data) in enumerate(bad):

@@ -9,7 +9,8 @@ The modules, one idea each: config (every choice and default), rounding (relaxed
 the temperature), refine (the refinement loop), hyperprior (CompressAI's models as refinement and
 coding need them), models (loading), bitstream (the file container), codec (one batch in and out),
 pipeline (many images: batches, out-of-memory handling), metrics, imageio, outputs, isolate
-(decoding untrusted bytes), train, evaluation (R-D studies), cli. docs/method.md is the spec.
+(decoding untrusted bytes and the encoder's coding in a child), memory (what an image needs),
+train, evaluation (R-D studies), cli. docs/method.md is the spec.
 
 The heavy modules (torch, CompressAI) load on first use of the API, so ``import sgacodec`` and
 ``sgacodec --help`` stay fast. Importing sgacodec changes no global state (no warnings filter).
@@ -26,6 +27,7 @@ _API = {
     "read_image": "imageio", "expand_inputs": "imageio",
     "SgacodecError": "errors", "BitstreamError": "errors", "DecodeError": "errors",
     "ModelError": "errors", "ImageError": "errors", "OutputError": "errors", "EvaluationError": "errors",
+    "EncodeError": "errors", "ResourceError": "errors",
 }
 
 

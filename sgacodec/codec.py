@@ -30,10 +30,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import bitstream, isolate, metrics
+from . import bitstream, isolate, memory, metrics
 from .config import RefineConfig
-from .errors import DecodeError  # noqa: F401 - raised here, defined with the other errors
-from .hyperprior import LatentModel, float64_coding_net
+from .errors import DecodeError, EncodeError, ResourceError  # noqa: F401 - raised here
+from .hyperprior import LatentModel, coding_problem, float64_coding_net, synthesis_channels
 from .models import LoadedModel, ModelError, load_for_bitstream
 from .refine import refine
 
@@ -121,6 +121,15 @@ def coding_net(model: LoadedModel, version: int = bitstream.VERSION) -> torch.nn
     return net
 
 
+# The coding step's time limit: CODING_TIME[0] seconds plus CODING_TIME[1] per padded pixel coded
+# (the decoder's limit, doubled: the encoder codes and decodes).
+CODING_TIME = (120.0, 4e-5)
+
+
+def coding_timeout(n_images: int, padded_pixels: int) -> float:
+    return CODING_TIME[0] + CODING_TIME[1] * n_images * padded_pixels
+
+
 def code_latents(model: LoadedModel, y: torch.Tensor, z: torch.Tensor, size,
                  version: int = bitstream.VERSION) -> list[tuple[bytes, np.ndarray]]:
     """Entropy-code latents on the CPU; returns (file bytes, decoded pixels) per image.
@@ -129,13 +138,24 @@ def code_latents(model: LoadedModel, y: torch.Tensor, z: torch.Tensor, size,
     what ``decode`` will produce. Each image is coded and decoded on its own, on one thread, as the
     decoder runs: a convolution over a batch of two can round differently from one over a single
     image, which would desynchronise h_s's scales or change the reconstruction. Several images are
-    coded in parallel, one per worker thread (torch releases the GIL): torch's intra-op thread
-    count is process-wide, so it is set to one once around the whole pool (see
-    isolate.single_thread), not per image, where the workers' restores would race.
+    coded in parallel, one per worker thread (torch releases the GIL), as many as the memory
+    allows: torch's intra-op thread count is process-wide, so it is set to one once around the
+    whole pool (see isolate.single_thread), not per image, where the workers' restores would race.
+
+    Latents that rANS cannot code (NaN, infinite, beyond +-2^20) are refused first (EncodeError):
+    CompressAI's encoder loops without end on a NaN. The coding itself runs, like the decoder,
+    in a forked child (isolate.call) with a time limit, which Ctrl-C and SIGTERM stop too.
     """
-    lm = LatentModel(coding_net(model, version))
+    problem = coding_problem(y.detach(), z.detach())
+    if problem:
+        raise EncodeError(f"cannot entropy-code this image: {problem}")
+    net = coding_net(model, version)
+    lm = LatentModel(net)
     height, width = size
     y, z = y.detach().float().cpu(), z.detach().float().cpu()
+    per_image = memory.image_bytes(synthesis_channels(net), height, width)
+    memory.check(per_image, f"coding a {width}x{height} image")
+    workers = memory.fitting(per_image, min(CODING_THREADS, y.size(0)))
 
     def code(i):
         with torch.no_grad():  # grad mode is per thread
@@ -145,25 +165,48 @@ def code_latents(model: LoadedModel, y: torch.Tensor, z: torch.Tensor, size,
         bs = bitstream.Bitstream(model.identity, height, width, tuple(z.shape[-2:]),
                                  tuple(y.shape[-2:]), recon_hash(rgb), z_strings[0], y_strings[0],
                                  version)
-        return bitstream.pack(bs), rgb
+        return [bitstream.pack(bs), rgb]
 
-    with isolate.single_thread():
-        if y.size(0) == 1 or CODING_THREADS == 1:
-            return [code(i) for i in range(y.size(0))]
-        return list(_coding_pool().map(code, range(y.size(0))))
+    def code_all():
+        with isolate.single_thread():
+            if workers == 1:
+                return [code(i) for i in range(y.size(0))]
+            if isolate.in_child():  # the parent's pool threads do not exist in a forked child
+                with ThreadPoolExecutor(workers, "sgacodec-coding", initializer=torch.get_num_threads) as pool:
+                    return list(pool.map(code, range(y.size(0))))
+            return list(_coding_pool().map(code, range(y.size(0))))
+
+    timeout = coding_timeout(y.size(0), 256 * y.size(-2) * y.size(-1))
+    try:
+        coded = isolate.call(code_all, timeout, what="entropy coding")
+    except isolate.OutOfMemory as exc:
+        raise ResourceError(f"not enough memory to code a {width}x{height} image ({exc})") from None
+    except isolate.IsolatedError as exc:
+        raise EncodeError(f"entropy coding failed: {exc}") from None
+    return [(data, rgb) for data, rgb in coded]
 
 
-CODING_THREADS = min(os.cpu_count() or 1, 16)  # images code_latents codes in parallel
+CODING_THREADS = min(os.cpu_count() or 1, 16)  # images code_latents codes in parallel, at most
 
 
 @functools.cache
 def _coding_pool() -> ThreadPoolExecutor:
-    """code_latents' worker threads, kept for the process's life: a thread that exits frees MKL's
-    per-thread buffers under a lock, and a fork meanwhile (isolate.call decodes in a forked child)
-    leaves the child spinning on that lock. Workers start inside isolate.single_thread, and a
-    thread takes torch's process-wide thread count at its first torch call (the initializer), so
-    each worker computes on one thread, like the decoder."""
+    """code_latents' worker threads when coding in-process (SGACODEC_ISOLATE=0, or not Linux),
+    kept for the process's life: a thread that exits frees MKL's per-thread buffers under a lock,
+    and a fork meanwhile (isolate.call decodes in a forked child) leaves the child spinning on
+    that lock. Workers start inside isolate.single_thread, and a thread takes torch's
+    process-wide thread count at its first torch call (the initializer), so each worker computes
+    on one thread, like the decoder."""
     return ThreadPoolExecutor(CODING_THREADS, "sgacodec-coding", initializer=torch.get_num_threads)
+
+
+def check_memory(model: LoadedModel, n_images: int, height: int, width: int, device: torch.device) -> None:
+    """ResourceError before any work when the images cannot be coded in this machine's memory
+    (memory.py): refinement on the CPU holds the whole batch; coding holds one image at least."""
+    per_image = memory.image_bytes(synthesis_channels(model.net), height, width)
+    count = n_images if device.type == "cpu" else 1
+    what = f"encoding {n_images} image(s) of {width}x{height}" if count > 1 else f"encoding {width}x{height}"
+    memory.check(per_image * count, what)
 
 
 def encode_batch(
@@ -186,11 +229,18 @@ def encode_batch(
     size = images[0].shape[:2]
     bitstream.check_size(*size)  # refuse before refining what the decoder would refuse
     device = torch.device(device)
-    lm = refine_model or device_model(model, device, config.channels_last)
-    x = pad(torch.cat([to_tensor(image) for image in images])).to(device)
-    with torch.no_grad():
-        y0, z0 = lm.analysis(x)
-    result = refine(lm, x, size, lmbda, config, y0, z0, on_step=on_step, keep_history=keep_history)
+    check_memory(model, len(images), *size, device)
+    try:
+        lm = refine_model or device_model(model, device, config.channels_last)
+        x = pad(torch.cat([to_tensor(image) for image in images])).to(device)
+        with torch.no_grad():
+            y0, z0 = lm.analysis(x)
+        result = refine(lm, x, size, lmbda, config, y0, z0, on_step=on_step, keep_history=keep_history)
+    except (RuntimeError, MemoryError) as exc:
+        if isinstance(exc, torch.cuda.OutOfMemoryError) or not isolate.is_allocation_failure(exc):
+            raise  # pipeline.py halves the batch on a GPU out-of-memory error
+        raise ResourceError(f"not enough memory to encode {size[1]}x{size[0]} "
+                            f"({len(images)} image(s)): an allocation failed") from None
     coded = code_latents(model, result.y, result.z, size)
     base = coded if config.method == "none" else code_latents(model, y0, z0, size)
     reports = []
@@ -220,22 +270,26 @@ def device_model(model: LoadedModel, device: torch.device, channels_last: bool |
 
 
 def decode(data: bytes, model: LoadedModel | None = None, checkpoint=None,
-           verify: bool = True, strict: bool = False) -> Decoded:
+           verify: bool = True, strict: bool = False, allow_download: bool = False) -> Decoded:
     """Decode an sgacodec file with the stock CompressAI decoder: (RGB uint8, header, exact).
 
     The pixels are checked against the encoder's reference decode (a hash in the file): ``exact``
     says whether they match; with ``strict`` a mismatch raises DecodeError instead;
-    ``verify=False`` skips the check (``exact`` None).
+    ``verify=False`` skips the check (``exact`` None). A zoo model the file names is read from
+    torch.hub's cache, never downloaded unless ``allow_download``. An image whose synthesis
+    needs more memory than allowed (memory.py) is refused before anything is allocated.
     """
     bs = bitstream.unpack(data)
     if model is None:
-        model = load_for_bitstream(bs.model, checkpoint)
+        model = load_for_bitstream(bs.model, checkpoint, allow_download)
     elif model.identity.weights_sha != bs.model.weights_sha:
         raise ModelError(f"model mismatch: the file needs {bs.model.describe()}, "
                          f"not {model.identity.describe()}")
     # Untrusted strings: padded, checked, and decoded in a child process where possible, because
     # CompressAI's rANS decoder reads past the end of a forged string (see isolate.py).
     net = coding_net(model, bs.version)
+    memory.check(memory.image_bytes(synthesis_channels(net), bs.height, bs.width),
+                 f"decoding {bs.width}x{bs.height}")
 
     def run():
         x_hat = isolate.decompress_untrusted(net, bs.y_string, bs.z_string, bs.z_shape)
@@ -243,6 +297,8 @@ def decode(data: bytes, model: LoadedModel | None = None, checkpoint=None,
 
     try:
         rgb = isolate.call(run, timeout=60.0 + 2e-5 * 256 * bs.y_shape[0] * bs.y_shape[1])
+    except isolate.OutOfMemory as exc:
+        raise ResourceError(f"not enough memory to decode {bs.width}x{bs.height} ({exc})") from None
     except isolate.IsolatedError as exc:
         legacy = ("; a version 1 file, coded in float32, may not decode on a CPU other than its "
                   "encoder's (docs/format.md)") if bs.version < 2 else ""

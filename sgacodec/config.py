@@ -7,6 +7,8 @@ in docs/method.md.
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import dataclass, replace
 
 # --- rounding methods (docs/method.md, "Rounding methods") ----------------------------------
@@ -51,6 +53,9 @@ ZOO_LAMBDAS = {
 MAX_QUALITY = len(ZOO_LAMBDAS["mse"])
 
 
+POSITIVE = ("lr", "a", "factor", "power", "tau_max", "lmbda")  # RefineConfig fields that must be > 0
+
+
 @dataclass(frozen=True)
 class RefineConfig:
     """Refinement settings; defaults are the paper's (SSL, a = 2.3, Adam lr 0.005, 2000 steps).
@@ -80,6 +85,19 @@ class RefineConfig:
     channels_last: bool | None = None
 
     def __post_init__(self):
+        for name in ("lr", "a", "factor", "power", "tau_max", "temp_rate", "lmbda", "time_budget"):
+            value = getattr(self, name)
+            if value is None and name in ("a", "lmbda", "time_budget"):
+                continue
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+                raise ValueError(f"{name.replace('_', '-')} must be a finite number, not {value!r}")
+            if value < 0 or (value == 0 and name in POSITIVE):
+                raise ValueError(f"{name.replace('_', '-')} must be "
+                                 f"{'positive' if name in POSITIVE else 'zero or positive'}, not {value!r}")
+        for name in ("iterations", "seed", "eval_every"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Integral)):
+                raise ValueError(f"{name.replace('_', '-')} must be an integer, not {value!r}")
         if self.method not in METHODS:
             raise ValueError(f"unknown method {self.method!r}; choose from {', '.join(METHODS)}")
         if self.three_class and self.method not in THREE_CLASS_METHODS:

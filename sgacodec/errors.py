@@ -31,5 +31,14 @@ class OutputError(SgacodecError, ValueError):
     """An output that cannot or must not be written."""
 
 
+class EncodeError(SgacodecError, RuntimeError):
+    """Latents that cannot be entropy-coded (non-finite or out of range), or a coding step that
+    failed or ran past its time limit."""
+
+
+class ResourceError(SgacodecError, RuntimeError):
+    """Work that needs more memory than this machine (or SGACODEC_MEMORY_LIMIT) allows."""
+
+
 class EvaluationError(SgacodecError, ValueError):
     """A bad evaluation request (no inputs, unknown codec, ...)."""

@@ -2,9 +2,11 @@
 
 Any mode Pillow opens becomes 8-bit RGB: EXIF orientation is applied; grayscale and palette
 images are expanded; 16-bit images are scaled to 8 bits; CMYK is converted; an alpha channel is
-dropped (the codec stores colour only; transparent pixels keep the colour they hold, and the
-caller is told through ``notes``). Images larger than the format's limits (8192 x 8192 pixels,
-32768 a side) are refused before their pixels are decoded (decompression bombs).
+dropped (the codec stores colour only; transparent pixels keep the colour they hold). Every
+lossy step (alpha dropped, 16-bit or floating-point pixels reduced to 8 bits, only the first
+frame of a GIF, APNG or multi-page TIFF encoded) is told to the caller through ``notes``.
+Images larger than the format's limits (8192 x 8192 pixels, 32768 a side) are refused before
+their pixels are decoded (decompression bombs).
 """
 
 from __future__ import annotations
@@ -47,11 +49,13 @@ def read_limited(source, name: str, limit: int = MAX_INPUT_BYTES) -> bytes:
 def read_image(source, notes: list | None = None) -> np.ndarray:
     """RGB uint8 array [H, W, 3] from a path, bytes, or binary file object.
 
-    ``notes``, when given, receives one line per lossy conversion (alpha dropped, 16 bits to 8).
+    ``notes``, when given, receives one line per lossy conversion (alpha dropped, 16 bits or
+    floating point to 8 bits, only the first frame of an animation or multi-page file).
     """
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     name = str(source) if isinstance(source, (str, Path)) else "input"
+    notes = notes if notes is not None else []
     if isinstance(source, (bytes, bytearray)):
         source = io.BytesIO(source)
     Image.MAX_IMAGE_PIXELS = MAX_PIXELS
@@ -64,9 +68,12 @@ def read_image(source, notes: list | None = None) -> np.ndarray:
                                      f"({MAX_PIXELS} pixels, {MAX_SIDE} a side)")
                 if img.width < 1 or img.height < 1:
                     raise ImageError(f"{name}: image has no pixels")
+                frames = getattr(img, "n_frames", 1)
+                if frames > 1:
+                    notes.append(f"{name}: {frames} frames or pages; only the first is encoded")
                 img.load()
                 img = ImageOps.exif_transpose(img)
-                return _to_rgb8(img, name, notes if notes is not None else [])
+                return _to_rgb8(img, name, notes)
     except FileNotFoundError:
         raise ImageError(f"{name}: no such file") from None
     except IsADirectoryError:
@@ -92,7 +99,11 @@ def _to_rgb8(img, name: str = "input", notes: list | None = None) -> np.ndarray:
         arr = np.clip(np.round(arr / peak * 255.0), 0, 255).astype(np.uint8)
         return np.ascontiguousarray(np.repeat(arr[..., None], 3, axis=2))
     if img.mode == "F":
-        arr = np.clip(np.round(np.nan_to_num(np.asarray(img, dtype=np.float64))), 0, 255).astype(np.uint8)
+        raw = np.asarray(img, dtype=np.float64)
+        outside = int((~np.isfinite(raw) | (raw < 0) | (raw > 255)).sum())
+        notes.append(f"{name}: floating-point image read as 0..255 and rounded to 8 bits"
+                     + (f" ({outside} values outside 0..255 clipped, NaN as 0)" if outside else ""))
+        arr = np.clip(np.round(np.nan_to_num(raw)), 0, 255).astype(np.uint8)
         return np.ascontiguousarray(np.repeat(arr[..., None], 3, axis=2))
     if img.mode == "P" and "transparency" in img.info:
         img = img.convert("RGBA")

@@ -15,6 +15,10 @@ declares a large latent reads past the end of its buffer, which can segfault the
   thread pool does not survive a fork). A crash, a hang past the time limit, or an allocation
   failure there becomes an ``IsolatedError`` with one line, and the parent process carries on.
   Elsewhere, or with ``SGACODEC_ISOLATE=0``, the decode runs in-process.
+
+The encoder's entropy coding (``codec.code_latents``) runs through ``call`` too: CompressAI's rANS
+encoder, given a symbol it cannot code (a NaN cast to an integer), loops in C++ where neither
+Ctrl-C nor SIGTERM reaches it; in a child it is bounded by a time limit and killed with the parent.
 """
 
 from __future__ import annotations
@@ -33,6 +37,13 @@ import numpy as np
 
 class IsolatedError(RuntimeError):
     """The isolated computation failed: crashed, timed out, or raised; the message is one line."""
+
+
+class OutOfMemory(IsolatedError):
+    """The isolated computation ran out of memory (an allocation failed, or the child was killed)."""
+
+
+OUT_OF_MEMORY = "out of memory (an allocation failed)"
 
 
 class CorruptData(ValueError):
@@ -96,10 +107,20 @@ def decompress_untrusted(net, y_string: bytes, z_string: bytes, z_shape):
         return net.g_s(y_hat).clamp_(0, 1)
 
 
+ALLOCATION_FAILURES = ("can't allocate memory", "DefaultCPUAllocator", "std::bad_alloc")
+
+
+def is_allocation_failure(exc: BaseException) -> bool:
+    """A MemoryError, or torch's RuntimeError for a failed allocation."""
+    return isinstance(exc, MemoryError) or any(text in str(exc) for text in ALLOCATION_FAILURES)
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     if isinstance(exc, CorruptData):
         return text
+    if is_allocation_failure(exc):
+        return OUT_OF_MEMORY
     return f"{type(exc).__name__}: {text.splitlines()[0][:300]}" if text else type(exc).__name__
 
 
@@ -125,19 +146,82 @@ def single_thread():
         torch.set_num_threads(threads)
 
 
-def call(fn: Callable[[], np.ndarray], timeout: float) -> np.ndarray:
-    """``fn()`` (a uint8 array), computed in a forked child where available."""
+# --- results sent from the child: uint8 arrays, bytes, and lists of them (never pickle) -------
+
+def _normalise(value):
+    if isinstance(value, (list, tuple)):
+        return [_normalise(v) for v in value]
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value)
+    return np.ascontiguousarray(value, dtype=np.uint8)
+
+
+def _pack(value) -> bytes:
+    if isinstance(value, list):
+        return b"L" + struct.pack(">Q", len(value)) + b"".join(_pack(v) for v in value)
+    if isinstance(value, bytes):
+        return b"B" + struct.pack(">Q", len(value)) + value
+    return (b"A" + struct.pack(">B", value.ndim) + struct.pack(f">{value.ndim}Q", *value.shape)
+            + value.tobytes())
+
+
+def _unpack(payload: bytes, pos: int = 0):
+    """(value, next position); IsolatedError when the payload is incomplete."""
+    def take(n):
+        if pos + n > len(payload):
+            raise IsolatedError("the child process sent an incomplete result")
+        return payload[pos : pos + n]
+
+    tag = take(1)
+    pos += 1
+    if tag == b"L":
+        (count,) = struct.unpack(">Q", take(8))
+        pos += 8
+        items = []
+        for _ in range(count):
+            item, pos = _unpack(payload, pos)
+            items.append(item)
+        return items, pos
+    if tag == b"B":
+        (n,) = struct.unpack(">Q", take(8))
+        pos += 8
+        return bytes(take(n)), pos + n
+    if tag == b"A":
+        ndim = take(1)[0]
+        pos += 1
+        shape = struct.unpack(f">{ndim}Q", take(8 * ndim))
+        pos += 8 * ndim
+        n = int(np.prod(shape, dtype=np.int64))
+        return np.frombuffer(take(n), dtype=np.uint8).reshape(shape).copy(), pos + n
+    raise IsolatedError("the child process sent an incomplete result")
+
+
+_IN_CHILD = False
+
+
+def in_child() -> bool:
+    """Whether this code runs in a child that ``call`` forked (threads started by the parent do
+    not exist here)."""
+    return _IN_CHILD
+
+
+def call(fn: Callable[[], object], timeout: float, what: str = "decoding"):
+    """``fn()``, computed in a forked child where available: a uint8 array, bytes, or a list of
+    them (nested lists too). A crash, a run past ``timeout`` seconds or an exception there is an
+    IsolatedError of one line; Ctrl-C or SIGTERM in the parent stops the child too."""
     if not available():
         try:
             with single_thread():
-                return np.ascontiguousarray(fn(), dtype=np.uint8)
+                return _normalise(fn())
         except (RuntimeError, ValueError, IndexError, OverflowError, MemoryError, TypeError) as exc:
-            raise IsolatedError(_first_line(exc)) from None
+            raise (OutOfMemory if is_allocation_failure(exc) else IsolatedError)(_first_line(exc)) from None
     read_fd, write_fd = os.pipe()
     pid = os.fork()
     if pid == 0:  # child: compute, send, and leave without running the parent's exit handlers
         code = 1
         try:
+            global _IN_CHILD
+            _IN_CHILD = True
             os.close(read_fd)
             import faulthandler
 
@@ -148,9 +232,7 @@ def call(fn: Callable[[], np.ndarray], timeout: float) -> np.ndarray:
 
             torch.set_num_threads(1)
             try:
-                arr = np.ascontiguousarray(fn(), dtype=np.uint8)
-                payload = (b"K" + struct.pack(">B", arr.ndim) + struct.pack(f">{arr.ndim}Q", *arr.shape)
-                           + arr.tobytes())
+                payload = b"K" + _pack(_normalise(fn()))
             except BaseException as exc:  # noqa: BLE001 - reported to the parent as one line
                 payload = b"E" + _first_line(exc).encode("utf-8", "replace")
             _write_all(write_fd, payload)
@@ -164,7 +246,7 @@ def call(fn: Callable[[], np.ndarray], timeout: float) -> np.ndarray:
         while True:
             left = deadline - time.monotonic()
             if left <= 0:
-                raise IsolatedError(f"decoding took longer than {timeout:.0f} s; stopped")
+                raise IsolatedError(f"{what} took longer than {timeout:.0f} s; stopped")
             ready, _, _ = select.select([read_fd], [], [], min(left, 1.0))
             if ready:
                 chunk = os.read(read_fd, 1 << 20)
@@ -176,7 +258,7 @@ def call(fn: Callable[[], np.ndarray], timeout: float) -> np.ndarray:
         except ChildProcessError:  # SIGCHLD ignored: reaped already; the payload tells
             status = 0
         done = True
-    finally:
+    finally:  # a timeout, Ctrl-C or SIGTERM (SystemExit) in the parent: the child goes too
         os.close(read_fd)
         if not done:
             try:
@@ -186,17 +268,19 @@ def call(fn: Callable[[], np.ndarray], timeout: float) -> np.ndarray:
                 pass
     if os.WIFSIGNALED(status):
         sig = os.WTERMSIG(status)
+        if sig == signal.SIGINT:  # Ctrl-C reached the child first: the parent stops as well
+            raise KeyboardInterrupt
         name = signal.Signals(sig).name if sig in signal.Signals._value2member_map_ else str(sig)
-        reason = "out of memory?" if sig == signal.SIGKILL else "invalid data"
-        raise IsolatedError(f"the decoder crashed ({name}, {reason})")
+        if sig == signal.SIGKILL:  # the kernel's out-of-memory killer, most likely
+            raise OutOfMemory(f"the {what} process was killed ({name}, out of memory?)")
+        raise IsolatedError(f"the {what} process crashed ({name}, invalid data)")
     payload = b"".join(chunks)
     if payload[:1] == b"E":
-        raise IsolatedError(payload[1:].decode("utf-8", "replace"))
-    if payload[:1] != b"K" or len(payload) < 2:
-        raise IsolatedError("the decoder exited without a result")
-    ndim = payload[1]
-    shape = struct.unpack(f">{ndim}Q", payload[2 : 2 + 8 * ndim])
-    body = payload[2 + 8 * ndim :]
-    if len(body) != int(np.prod(shape, dtype=np.int64)):
-        raise IsolatedError("the decoder sent an incomplete result")
-    return np.frombuffer(body, dtype=np.uint8).reshape(shape).copy()
+        message = payload[1:].decode("utf-8", "replace")
+        raise (OutOfMemory if message == OUT_OF_MEMORY else IsolatedError)(message)
+    if payload[:1] != b"K":
+        raise IsolatedError(f"the {what} process exited without a result")
+    value, end = _unpack(payload, 1)
+    if end != len(payload):
+        raise IsolatedError(f"the {what} process sent an incomplete result")
+    return value

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,10 +51,80 @@ def sha256_file(path: Path) -> bytes:
     return h.digest()
 
 
-def _prepare(net):
+def _prepare(net, source: str):
     net = net.float().eval()
+    check_weights(net, source)
     net.update(force=True)
     return net
+
+
+MAX_CHANNELS = 1024  # CompressAI's zoo models have at most 320; the model is built from these sizes
+
+
+def check_weights(net, source: str) -> None:
+    """Refuse, with one line, weights that would hang or exhaust the coder: NaN or infinite
+    values anywhere (a NaN latent makes CompressAI's rANS encoder loop forever), or entropy
+    bottleneck quantiles whose rANS tables would need gigabytes. Runs before ``update()``."""
+    import torch
+
+    from .hyperprior import coder_table_problem
+
+    for name, tensor in net.state_dict().items():
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise ModelError(f"{source}: {name} holds {bad} NaN or infinite value(s); refused")
+    problem = coder_table_problem(net)
+    if problem:
+        raise ModelError(f"{source}: {problem}; refused")
+
+
+def _check_sizes(state_dict, source: str) -> None:
+    """Weights whose shapes would build an absurdly large model (the architecture's sizes N and M
+    are read from them) are refused before the model is built."""
+    for name, tensor in state_dict.items():
+        if name.endswith(".weight") and tensor.dim() >= 2 and max(tensor.shape[:2]) > MAX_CHANNELS:
+            raise ModelError(f"{source}: {name} has shape {list(tensor.shape)}, more channels than any "
+                             f"CompressAI model (at most {MAX_CHANNELS}); refused")
+
+
+def first_sentence(text: str, limit: int = 200) -> str:
+    """The first sentence of an error message, on one line, never cut inside a word."""
+    text = " ".join(str(text).split())
+    match = re.match(r"(.+?[.:;])(\s|$)", text)
+    sentence = match.group(1).rstrip(".:;") if match else text
+    if len(sentence) > limit:
+        sentence = sentence[:limit].rsplit(" ", 1)[0] + " ..."
+    return sentence
+
+
+def mismatch_reason(exc: BaseException) -> str:
+    """One line for load_state_dict's many-line RuntimeError (size mismatch, missing or
+    unexpected keys)."""
+    text = str(exc)
+    size = re.search(r"size mismatch for ([\w.]+): copying a param with shape torch.Size\((\[[^\]]*\])\) "
+                     r"from checkpoint, the shape in current model is torch.Size\((\[[^\]]*\])\)", text)
+    if size:
+        return f"{size.group(1)} has shape {size.group(2)}, the architecture needs {size.group(3)}"
+    for label, what in (("Missing", "missing"), ("Unexpected", "unexpected")):
+        keys = re.search(label + r' key\(s\) in state_dict: ((?:"[^"]*"(?:, )?)+)', text)
+        if keys:
+            names = re.findall(r'"([^"]*)"', keys.group(1))
+            more = f" and {len(names) - 3} more" if len(names) > 3 else ""
+            return f"{len(names)} {what} weight(s): {', '.join(names[:3])}{more}"
+    details = [line.strip() for line in text.splitlines()[1:] if line.strip()]
+    return first_sentence(details[0] if details else text) or type(exc).__name__
+
+
+def load_failure(exc: BaseException) -> str:
+    """Why torch.load refused a file, in one line (never PyTorch's advice to turn weights_only off)."""
+    text = " ".join(str(exc).split())
+    if "Weights only load failed" in text or type(exc).__name__ == "UnpicklingError":
+        found = re.search(r"GLOBAL ([\w.]+)", text)
+        what = f" ({found.group(1)})" if found else ""
+        return f"it holds pickled objects other than tensors{what}; sgacodec loads weights only, never code"
+    if "PytorchStreamReader" in text or "zip archive" in text:
+        return "damaged or truncated file (not a readable torch zip archive)"
+    return f"not a torch or safetensors checkpoint ({type(exc).__name__})"
 
 
 # --- architecture from a state dict ---------------------------------------------------------
@@ -82,17 +155,18 @@ def _architecture_class(name: str):
     return architecture_class(name)
 
 
-def net_from_state_dict(state_dict, architecture: str | None = None):
+def net_from_state_dict(state_dict, architecture: str | None = None, source: str = "checkpoint"):
     from .hyperprior import rename_legacy_keys
 
     state_dict = rename_legacy_keys(state_dict)
     architecture = architecture or infer_architecture(state_dict)
+    _check_sizes(state_dict, source)
     try:
         net = _architecture_class(architecture).from_state_dict(state_dict)
     except (RuntimeError, KeyError, IndexError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelError(f"checkpoint does not fit architecture {architecture}: {first}") from None
-    return _prepare(net.float()), architecture
+        reason = mismatch_reason(exc) if isinstance(exc, RuntimeError) else f"no weight {exc}"
+        raise ModelError(f"{source} does not fit architecture {architecture}: {reason}") from None
+    return _prepare(net.float(), source), architecture
 
 
 # --- loaders ----------------------------------------------------------------------------------
@@ -114,13 +188,12 @@ def read_state_dict(path: Path):
                 meta = dict(f.metadata() or {})
             state = load_file(str(path))
         except (SafetensorError, OSError, ValueError) as exc:
-            raise ModelError(f"cannot read safetensors checkpoint {path}: {exc}") from None
+            raise ModelError(f"cannot read safetensors checkpoint {path}: {first_sentence(exc)}") from None
     else:
         try:
             state = torch.load(str(path), map_location="cpu", weights_only=True)
         except Exception as exc:  # UnpicklingError for payloads, RuntimeError for junk
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ModelError(f"refusing or unable to load checkpoint {path}: {reason[:200]}") from None
+            raise ModelError(f"refusing or unable to load checkpoint {path}: {load_failure(exc)}") from None
         if isinstance(state, dict) and "state_dict" in state:
             meta = {k: v for k, v in state.items() if isinstance(v, (int, float, str))}
             state = state["state_dict"]
@@ -134,12 +207,14 @@ def read_state_dict(path: Path):
 def load_checkpoint(path, architecture: str | None = None, lmbda: float | None = None) -> LoadedModel:
     path = Path(path)
     state, meta = read_state_dict(path)
-    net, architecture = net_from_state_dict(state, architecture)
+    net, architecture = net_from_state_dict(state, architecture, f"checkpoint {path}")
     if lmbda is None and "lmbda" in meta:
         try:
             lmbda = float(meta["lmbda"])
         except (TypeError, ValueError):
             raise ModelError(f"checkpoint {path}: lmbda {str(meta['lmbda'])[:40]!r} is not a number") from None
+        if not (math.isfinite(lmbda) and lmbda > 0):
+            raise ModelError(f"checkpoint {path}: lmbda {lmbda} is not a positive number")
     metric = meta.get("metric", "mse")
     identity = ModelId("checkpoint", architecture, metric if metric in METRICS else "mse",
                        0, sha256_file(path)[:8])
@@ -156,8 +231,16 @@ def zoo_cache_path(name: str, quality: int, metric: str = "mse") -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]
 
 
-def load_zoo(name: str, quality: int, metric: str = "mse") -> LoadedModel:
-    """CompressAI's pretrained model through its own zoo (downloads once into torch.hub's cache)."""
+DOWNLOAD_ENV = "SGACODEC_ALLOW_DOWNLOAD"  # "1": decoding may download the zoo weights a file names
+
+
+def load_zoo(name: str, quality: int, metric: str = "mse", allow_download: bool = True) -> LoadedModel:
+    """CompressAI's pretrained model through its own zoo (downloads once into torch.hub's cache,
+    unless ``allow_download`` is False: then only the cache is read). torch.hub's messages go to
+    stderr: stdout may carry a bitstream (-o -) or JSON records."""
+    import contextlib
+    import sys
+
     from .hyperprior import zoo_network
 
     if name not in ZOO_NAMES:
@@ -165,18 +248,27 @@ def load_zoo(name: str, quality: int, metric: str = "mse") -> LoadedModel:
     if metric not in METRICS:
         raise ModelError(f"unknown metric {metric!r}; choose mse or ms-ssim")
     try:
-        net = zoo_network(name, quality, metric)
-    except (ValueError, RuntimeError) as exc:
-        raise ModelError(f"{name}: {exc}") from None
+        cache = zoo_cache_path(name, quality, metric)
+    except KeyError:
+        raise ModelError(f"CompressAI publishes no pretrained {name} of quality {quality} ({metric})") from None
+    if not allow_download and not cache.is_file():
+        raise ModelError(f"the weights of the zoo model {name} q{quality} ({metric}) are not in the local "
+                         f"cache ({cache}) and decoding does not download; allow it with --allow-download "
+                         f"(or {DOWNLOAD_ENV}=1), or encode once with --model {name} --quality {quality}")
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            net = zoo_network(name, quality, metric)
+    except (ValueError, RuntimeError, KeyError) as exc:
+        raise ModelError(f"{name} q{quality}: {first_sentence(exc)}") from None
     except OSError as exc:  # URLError and friends: no network
         raise ModelError(
-            f"cannot download the pretrained weights of {name} q{quality} ({metric}): {exc}; "
-            "no network? pass a local file with --checkpoint FILE"
+            f"cannot download the pretrained weights of {name} q{quality} ({metric}): "
+            f"{first_sentence(exc, 120)}; no network? pass a local file with --checkpoint FILE"
         ) from None
-    cache = zoo_cache_path(name, quality, metric)
     sha = sha256_file(cache)[:8] if cache.is_file() else bytes(8)
     lmbda = ZOO_LAMBDAS[metric][quality - 1]
-    return LoadedModel(_prepare(net), ModelId("zoo", name, metric, quality, sha), lmbda)
+    return LoadedModel(_prepare(net, f"zoo model {name} q{quality}"), ModelId("zoo", name, metric, quality, sha),
+                       lmbda)
 
 
 def embedded_manifest() -> dict:
@@ -197,7 +289,7 @@ def load_embedded(quality: int | None = None) -> LoadedModel:
     entry = models[quality]
     path = WEIGHTS_DIR / entry["file"]
     state, _ = read_state_dict(path)
-    net, _ = net_from_state_dict(state, entry["architecture"])
+    net, _ = net_from_state_dict(state, entry["architecture"], f"embedded model {entry['file']}")
     sha = sha256_file(path)
     if sha.hex() != entry["sha256"]:
         raise ModelError(f"embedded model {entry['file']} is damaged (sha256 mismatch)")
@@ -214,8 +306,10 @@ def load_model(model: str = DEFAULT_MODEL, quality: int | None = None, metric: s
     return load_zoo(model, ZOO_DEFAULT_QUALITY if quality is None else quality, metric)
 
 
-def load_for_bitstream(model_id: ModelId, checkpoint=None) -> LoadedModel:
-    """The model a bitstream names; a checkpoint file must be given for checkpoint-coded files."""
+def load_for_bitstream(model_id: ModelId, checkpoint=None, allow_download: bool = False) -> LoadedModel:
+    """The model a bitstream names; a checkpoint file must be given for checkpoint-coded files.
+    A zoo model is read from torch.hub's cache only: an untrusted file never starts a download,
+    unless ``allow_download`` (or SGACODEC_ALLOW_DOWNLOAD=1)."""
     if model_id.kind == "checkpoint" and checkpoint is None:
         raise ModelError(f"this file was coded with a checkpoint ({model_id.describe()}); "
                          "pass it with --checkpoint FILE")
@@ -224,7 +318,10 @@ def load_for_bitstream(model_id: ModelId, checkpoint=None) -> LoadedModel:
     elif model_id.kind == "embedded":
         loaded = load_embedded(model_id.quality)
     else:
-        loaded = load_zoo(model_id.name, model_id.quality, model_id.metric)
+        if model_id.name not in ZOO_NAMES or not 1 <= model_id.quality <= len(ZOO_LAMBDAS["mse"]):
+            raise ModelError(f"this file names an unknown zoo model ({model_id.describe()})")
+        allow = allow_download or os.environ.get(DOWNLOAD_ENV, "") == "1"
+        loaded = load_zoo(model_id.name, model_id.quality, model_id.metric, allow_download=allow)
     if loaded.identity.weights_sha != model_id.weights_sha and any(model_id.weights_sha):
         raise ModelError(f"model mismatch: the file was coded with weights {model_id.weights_sha.hex()}, "
                          f"the loaded model has {loaded.identity.weights_sha.hex()}")

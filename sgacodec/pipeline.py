@@ -23,7 +23,7 @@ from typing import Callable, ContextManager, Iterable, Iterator, Sequence
 import numpy as np
 import torch
 
-from .codec import EncodeReport, device_model, encode_batch, pad, to_tensor
+from .codec import EncodeReport, check_memory, device_model, encode_batch, pad, to_tensor
 from .config import AUTO_BATCH_MEGAPIXELS, RefineConfig, eval_every_for
 from .models import LoadedModel, ModelError
 from .refine import refine
@@ -198,6 +198,7 @@ class BatchEncoder:
         step did (its first step carries one-off costs), and the rest of the probe's time is each
         refinement's fixed part."""
         config = self.config_for(config).with_(iterations=probe_steps, time_budget=None)
+        check_memory(self.model, 1, *image.shape[:2], self.device)
         lm = self.refine_model
         x = pad(to_tensor(image)).to(lm.device)
         stamps: list[float] = []

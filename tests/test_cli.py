@@ -92,3 +92,58 @@ def test_outputs_get_ordinary_file_permissions(tmp_path, png_333x217, tiny_check
     finally:
         os.umask(old)
     assert stat.S_IMODE(out.stat().st_mode) == 0o644
+
+
+HUNG_CODER = """
+import pathlib, sys
+from sgacodec import hyperprior
+from sgacodec.cli import run
+
+real = hyperprior.LatentModel.compress_latents
+
+def nan_latents(self, y, z):  # what a NaN model gives, past every earlier check: CompressAI's
+    pathlib.Path(sys.argv[1]).write_text("coding")  # rANS encoder then loops in C++ for good
+    return real(self, y * float("nan"), z * float("nan"))
+
+hyperprior.LatentModel.compress_latents = nan_latents
+run(sys.argv[2:])
+"""
+
+
+def processes_running(marker: str) -> list[int]:
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if marker.encode() in f.read():
+                    found.append(int(pid))
+        except OSError:
+            pass
+    return found
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_and_sigterm_stop_a_coding_step_hung_in_cpp(tmp_path, png, tiny_checkpoint, signum):
+    """Before the fix, the rANS encoder's endless loop (a NaN symbol) ignored both signals."""
+    script, started, out = tmp_path / "hung_coder.py", tmp_path / "started", tmp_path / "out.bin"
+    script.write_text(HUNG_CODER)
+    proc = subprocess.Popen([sys.executable, str(script), str(started), "encode", str(png), "-o", str(out),
+                             "--checkpoint", str(tiny_checkpoint), "--method", "none"],
+                            stderr=subprocess.PIPE, env=dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT)))
+    try:
+        for _ in range(1200):  # the coding step starts after torch's import and the model's load
+            if started.exists() or proc.poll() is not None:
+                break
+            time.sleep(0.1)
+        assert started.exists(), proc.stderr.read().decode()
+        time.sleep(1)  # inside the C++ loop by now
+        proc.send_signal(signum)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 128 + signum, err.decode()
+    assert b"Traceback" not in err and not out.exists() and not leftovers(tmp_path)
+    assert not processes_running(str(script))  # the child that coded is gone too

@@ -307,3 +307,19 @@ def test_cpu_refinement_says_roughly_how_long_it_will_take(tmp_path, png_333x217
     res = cli("encode", png_333x217, "-o", tmp_path / "b.bin", "--checkpoint", tiny_checkpoint,
               "--method", "none", "--device", "cpu")
     assert res.exit_code == 0 and "Refining on the CPU" not in res.stderr
+
+
+@pytest.mark.parametrize("option", [("--lmbda", "nan"), ("--lmbda", "inf"), ("--lmbda", "-1"), ("--lmbda", "0"),
+                                    ("--lr", "nan"), ("--tau-max", "inf"), ("--time-budget", "-5"),
+                                    ("--a", "nan")])
+def test_non_finite_or_negative_settings_are_refused_before_any_work(tmp_path, png, tiny_checkpoint,
+                                                                    monkeypatch, option):
+    import sgacodec.pipeline
+    from sgacodec.config import RefineConfig
+
+    monkeypatch.setattr(sgacodec.pipeline, "encode_batch", lambda *a, **k: pytest.fail("encoded"))
+    res = invoke("encode", png, "-o", tmp_path / "a.bin", "--checkpoint", tiny_checkpoint, *option)
+    assert res.exit_code == 1 and option[0][2:] in res.output and "Traceback" not in res.output, res.output
+    name = option[0][2:].replace("-", "_")
+    with pytest.raises(ValueError, match=option[0][2:]):  # the library refuses too
+        RefineConfig(**{name: float(option[1])})

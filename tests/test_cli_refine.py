@@ -8,7 +8,7 @@ from click.testing import CliRunner
 
 from sgacodec.cli import main
 
-from .support import cli, save_png
+from .support import cli, invoke, save_png
 
 
 def test_refine_without_a_known_lambda_says_so(tmp_path, png_333x217, tiny_checkpoint):
@@ -104,3 +104,14 @@ def test_the_cpu_estimate_counts_only_what_is_not_resumed(tmp_path, png_333x217,
     assert res.exit_code == 0 and "Refining on the CPU: 1 refinement(s) of 3 iterations" in res.stderr, res.stderr
     res = cli(*args)
     assert res.exit_code == 0 and "Refining on the CPU" not in res.stderr and "resumed" in res.stderr
+
+
+def test_refine_outputs_are_checked_before_any_work_and_the_records_folder_is_made(tmp_path, png,
+                                                                                  tiny_checkpoint):
+    res = invoke("refine", png, "--checkpoint", tiny_checkpoint, "--method", "none",
+                 "--log", tmp_path / "missing" / "log.csv")
+    assert res.exit_code == 1 and "does not exist" in res.output
+    records = tmp_path / "new" / "records.jsonl"
+    res = invoke("refine", png, "--checkpoint", tiny_checkpoint, "--method", "none", "--records", records)
+    assert res.exit_code == 0, res.output
+    assert records.read_text().count("\n") == 1

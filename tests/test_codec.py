@@ -3,6 +3,7 @@
 import copy
 import dataclasses
 import threading
+import time
 import warnings
 
 import numpy as np
@@ -143,6 +144,8 @@ def test_coding_side_runs_single_threaded_whatever_the_caller_set(tiny_model, mo
         return real(self, y, z)
 
     monkeypatch.setattr(LatentModel, "compress_latents", spy)
+    monkeypatch.setenv("SGACODEC_ISOLATE", "0")  # coding in-process, where the spy sees it (the
+    # forked child that codes otherwise sets one thread itself)
     before = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
@@ -171,6 +174,8 @@ def test_parallel_coding_gives_the_bytes_of_coding_each_image_alone(tiny_model, 
         return real(self, y, z)
 
     monkeypatch.setattr(LatentModel, "compress_latents", spy)
+    monkeypatch.setenv("SGACODEC_ISOLATE", "0")  # in-process, where the spy sees the workers; the
+    # images coded alone above went through the forked child: the same bytes either way
     before = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
@@ -212,3 +217,28 @@ def test_a_flipped_hash_is_said_or_refused(tiny_model, coded):
     assert decode(data, tiny_model, verify=False).exact is None
     rgb, _, exact = decode(coded.data, tiny_model, strict=True)  # the genuine file passes
     assert np.array_equal(rgb, coded.recon) and exact is True
+
+
+def test_a_coding_step_that_hangs_is_stopped_with_one_line(tiny_model, monkeypatch):
+    """The encoder's rANS coding runs, like the decoder, in a child with a time limit: CompressAI's
+    encoder can loop in C++ where no signal reaches it (a NaN symbol)."""
+    def hang(self, y, z):
+        time.sleep(20)  # in-process (before the fix) this returned after 20 s, with no result
+        raise AssertionError("the coding step was not stopped")
+
+    monkeypatch.setattr(LatentModel, "compress_latents", hang)
+    monkeypatch.setattr(codec, "CODING_TIME", (1.0, 0.0))
+    with pytest.raises(codec.EncodeError, match="entropy coding took longer than 1 s; stopped") as stopped:
+        encode(tiny_model, [make_image(32, 40)], RefineConfig(method="none"))
+    assert "\n" not in str(stopped.value)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), 1e9])
+def test_latents_rans_cannot_code_are_refused_before_coding(tiny_model, value):
+    """A NaN latent (a diverged refinement, a broken model) hung the rANS encoder for good."""
+    lm = codec.device_model(tiny_model, torch.device("cpu"))
+    with torch.no_grad():
+        y, z = lm.analysis(codec.pad(codec.to_tensor(make_image(32, 40))))
+    y[0, 0, 0, 0] = value
+    with pytest.raises(codec.EncodeError, match="cannot entropy-code this image: the latent y"):
+        codec.code_latents(tiny_model, y, z, (32, 40))

@@ -62,3 +62,16 @@ def test_mutants_through_one_cli_process(fuzz, corpus, tiny_checkpoint, tmp_path
     outcome, detail = fuzz.check_cli_batch(items, references, tiny_checkpoint, tmp_path, timeout=300)
     assert outcome == "ok", detail
     assert "exit 1" in detail
+
+
+def test_the_fuzz_script_writes_its_summary_with_provenance(fuzz, tiny_checkpoint, tmp_path):
+    out = tmp_path / "fuzz" / "run.txt"
+    code = fuzz.main(["-n", "20", "--cli", "0", "--cli-batch", "0", "--checkpoint", str(tiny_checkpoint),
+                      "--out", str(out)])
+    text = out.read_text()
+    assert code == 0, text
+    for field in ("command: ", "date: ", "commit: ", "model: checkpoint mbt2018-mean", "seed files: ",
+                  "machine: ", "versions: Python", "library decode path:  decoded-identical"):
+        assert field in text, field
+    counts = dict(part.rsplit(" ", 1) for part in text.split("library decode path:  ")[1].splitlines()[0].split(", "))
+    assert sum(map(int, counts.values())) == 20 and counts["crash"] == counts["hang"] == "0"

@@ -150,3 +150,19 @@ def test_center_crop_keeps_the_middle():
     crop = center_crop(image, 16)
     assert crop.shape == (10, 16, 3) and np.array_equal(crop, image[:, 12:28])
     assert center_crop(image, None) is image
+
+
+def test_multi_frame_and_floating_point_images_are_said_to_be_reduced(tmp_path):
+    frames = [Image.fromarray(np.full((8, 10, 3), 40 * i, np.uint8)) for i in range(3)]
+    frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:])
+    frames[0].save(tmp_path / "pages.tiff", save_all=True, append_images=frames[1:])
+    for name in ("anim.gif", "pages.tiff"):
+        notes = []
+        rgb = read_image(tmp_path / name, notes)
+        assert rgb.shape == (8, 10, 3) and notes == [f"{tmp_path / name}: 3 frames or pages; only the first is encoded"]
+    values = np.linspace(-10, 300, 80, dtype=np.float32).reshape(8, 10)
+    Image.fromarray(values, "F").save(tmp_path / "float.tiff")
+    notes = []
+    rgb = read_image(tmp_path / "float.tiff", notes)
+    assert rgb[0, 0, 0] == 0 and rgb[-1, -1, 0] == 255
+    assert len(notes) == 1 and "floating-point image" in notes[0] and "clipped" in notes[0]

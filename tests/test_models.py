@@ -129,8 +129,9 @@ def test_checkpoint_pickle_payloads_never_run(tmp_path, monkeypatch, tiny_checkp
     else:  # a real state dict, and a payload in another key
         state = torch.load(tiny_checkpoint, weights_only=True)
         torch.save({**state, "extra": Payload()}, path)
-    with pytest.raises(ModelError, match="refusing or unable"):
+    with pytest.raises(ModelError, match="refusing or unable") as refused:
         load_checkpoint(path)
+    assert "weights_only" not in str(refused.value)  # never PyTorch's advice to turn it off
     assert not (tmp_path / "pwned-by-checkpoint").exists()
     image = tmp_path / "img.png"
     Image.fromarray(make_image(20, 20)).save(image)
@@ -151,3 +152,125 @@ def test_checkpoints_that_hold_no_weights_are_refused(tmp_path):
     with pytest.raises(ModelError):
         load_checkpoint(tmp_path / "bad.safetensors")
 
+
+
+def broken_checkpoint(tmp_path, tiny_checkpoint, change):
+    state = torch.load(tiny_checkpoint, weights_only=True)
+    change(state["state_dict"])
+    path = tmp_path / "broken.pth.tar"
+    torch.save(state, path)
+    return path
+
+
+def last_weight(state_dict, part):
+    return [k for k in state_dict if k.startswith(part + ".") and k.endswith("weight")][-1]
+
+
+@pytest.mark.parametrize("part", ["h_s", "g_a", "entropy_bottleneck"])
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_non_finite_weights_are_refused_at_load(tmp_path, tiny_checkpoint, part, value):
+    """A NaN in g_a made encode spin in CompressAI's rANS encoder, beyond Ctrl-C's reach."""
+    def poison(sd):
+        key = "entropy_bottleneck.quantiles" if part == "entropy_bottleneck" else last_weight(sd, part)
+        sd[key].view(-1)[:5] = value
+
+    path = broken_checkpoint(tmp_path, tiny_checkpoint, poison)
+    with pytest.raises(ModelError, match="NaN or infinite") as refused:
+        load_checkpoint(path)
+    assert len(str(refused.value).splitlines()) == 1
+    image = tmp_path / "img.png"
+    Image.fromarray(make_image(20, 20)).save(image)
+    res = invoke("encode", image, "-o", tmp_path / "o.bin", "--checkpoint", path, "--method", "none")
+    assert res.exit_code == 1 and len(res.output.strip().splitlines()) == 1 and "NaN" in res.output
+
+
+def test_absurd_quantiles_are_refused_before_the_coder_tables_are_built(tmp_path, tiny_checkpoint, monkeypatch):
+    """Quantiles of +-1e7 made update() ask for gigabytes (the rANS tables are sized from them)."""
+    from compressai.entropy_models import EntropyBottleneck
+
+    def absurd(sd):
+        sd["entropy_bottleneck.quantiles"][:, 0, 0] = -2e5  # 400,001 symbols per channel
+        sd["entropy_bottleneck.quantiles"][:, 0, 2] = 2e5
+
+    path = broken_checkpoint(tmp_path, tiny_checkpoint, absurd)
+    updates = []
+    monkeypatch.setattr(EntropyBottleneck, "update", lambda self, *a, **k: updates.append(1))
+    with pytest.raises(ModelError, match=r"quantiles span 4000\d\d values"):
+        load_checkpoint(path)
+    assert not updates
+
+
+def test_weights_of_the_wrong_shape_are_refused_with_one_full_line(tmp_path, tiny_checkpoint):
+    def reshape(sd):
+        key = last_weight(sd, "h_s")
+        sd[key] = torch.zeros(sd[key].shape[0], sd[key].shape[1] + 1, *sd[key].shape[2:])
+
+    with pytest.raises(ModelError) as refused:
+        load_checkpoint(broken_checkpoint(tmp_path, tiny_checkpoint, reshape))
+    message = str(refused.value)
+    assert "h_s.4.weight has shape [48, 37, 3, 3], the architecture needs [48, 36, 3, 3]" in message, message
+    with pytest.raises(ModelError, match="missing weight"):
+        load_checkpoint(broken_checkpoint(tmp_path, tiny_checkpoint, lambda sd: sd.pop("h_s.2.weight")))
+    # channel counts no CompressAI model has are refused before the model is built (N x N weights)
+    def huge(sd):
+        sd["g_a.0.weight"] = torch.zeros(5000, 3, 5, 5)
+
+    with pytest.raises(ModelError, match="more channels than any CompressAI model"):
+        load_checkpoint(broken_checkpoint(tmp_path, tiny_checkpoint, huge))
+
+
+def test_checkpoint_errors_are_one_whole_line_without_pytorchs_advice(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    evil = tmp_path / "evil.pth"
+    torch.save({"state_dict": Payload()}, evil)
+    cut = tmp_path / "cut.pth"
+    buf = __import__("io").BytesIO()
+    torch.save({"w": torch.zeros(1000)}, buf)
+    cut.write_bytes(buf.getvalue()[:2000])
+    for path, why in ((evil, "pickled objects other than tensors"), (cut, "damaged or truncated")):
+        with pytest.raises(ModelError) as refused:
+            load_checkpoint(path)
+        message = str(refused.value)
+        assert why in message and "weights_only" not in message and "\n" not in message, message
+        assert not message.rstrip().endswith((":", ",")), message
+
+
+@pytest.fixture
+def fake_hub(tmp_path, monkeypatch):
+    """torch.hub with an empty cache and a 'network' that serves a small mbt2018-mean: downloads
+    lists the URLs fetched. torch.hub's own code runs (its messages included)."""
+    from compressai.zoo.image import model_architectures
+
+    torch.hub.set_dir(str(tmp_path / "hub"))
+    torch.manual_seed(0)
+    state = model_architectures["mbt2018-mean"](16, 24).state_dict()
+    downloads = []
+
+    def download(url, dst, hash_prefix=None, progress=True):
+        downloads.append(url)
+        torch.save(state, dst)
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", download)
+    yield downloads
+    torch.hub.set_dir(str(tmp_path / "unused"))
+
+
+def test_torch_hub_messages_never_reach_stdout(fake_hub, capfd):
+    """torch.hub prints 'Downloading: ...' on stdout, where -o - writes a bitstream and --json records."""
+    load_zoo("mbt2018-mean", 1)
+    out, err = capfd.readouterr()
+    assert fake_hub and out == "" and "Downloading" in err
+
+
+def test_decoding_never_downloads_unless_allowed(fake_hub, monkeypatch):
+    model = load_zoo("mbt2018-mean", 1)
+    [report] = encode(model, [make_image(32, 32)], RefineConfig(method="none"))
+    zoo_cache_path("mbt2018-mean", 1).unlink()
+    fake_hub.clear()
+    with pytest.raises(ModelError, match="not in the local cache .* --allow-download"):
+        decode(report.data)
+    assert not fake_hub
+    assert np.array_equal(decode(report.data, allow_download=True).rgb, report.recon) and fake_hub
+    zoo_cache_path("mbt2018-mean", 1).unlink()
+    monkeypatch.setenv("SGACODEC_ALLOW_DOWNLOAD", "1")
+    assert np.array_equal(decode(report.data).rgb, report.recon)

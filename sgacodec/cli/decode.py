@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 
 import click
@@ -18,10 +17,14 @@ from .options import MAX_BITSTREAM_BYTES, Failures, UserError, user_errors
               help="The checkpoint the files were encoded with (needed for checkpoint-coded files).")
 @click.option("--force", is_flag=True, help="Overwrite existing outputs.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON record per file on stdout.")
+@click.option("--allow-download", is_flag=True,
+              help="Files coded with a CompressAI zoo model: download its weights when they are not in "
+                   "torch.hub's cache (by default decoding never downloads; SGACODEC_ALLOW_DOWNLOAD=1 "
+                   "too).")
 @click.option("--strict", is_flag=True,
               help="Refuse a file whose decoded pixels differ from the encoder's (another machine's "
                    "float arithmetic; by default: a warning, and the image is written).")
-def decode(inputs, output, checkpoint, force, as_json, strict):
+def decode(inputs, output, checkpoint, force, as_json, allow_download, strict):
     """Decode sgacodec files to PNG with the model's stock CompressAI decoder.
 
     Each image is checked against the encoder's own decode (a hash stored in the file). The
@@ -33,7 +36,7 @@ def decode(inputs, output, checkpoint, force, as_json, strict):
     from ..codec import decode as decode_bytes
     from ..imageio import encode_png, read_limited
     from ..models import load_for_bitstream
-    from ..outputs import check_outputs, plan_outputs, write_output
+    from ..outputs import check_outputs, input_identities, json_line, plan_outputs, write_output
 
     if output == "-" and as_json:
         raise UserError("--json and -o - both write to stdout; choose one")
@@ -41,6 +44,7 @@ def decode(inputs, output, checkpoint, force, as_json, strict):
     try:
         outputs = plan_outputs(list(inputs), output, ".png")
         check_outputs(list(inputs), outputs, force)
+        protected = input_identities(list(inputs))
     except errors as exc:
         raise UserError(str(exc)) from None
     models, failures = {}, Failures(inputs)
@@ -49,9 +53,9 @@ def decode(inputs, output, checkpoint, force, as_json, strict):
             data = read_limited(sys.stdin.buffer if src == "-" else src, src, MAX_BITSTREAM_BYTES)
             header = unpack(data)
             if header.model not in models:
-                models[header.model] = load_for_bitstream(header.model, checkpoint)
+                models[header.model] = load_for_bitstream(header.model, checkpoint, allow_download)
             decoded = decode_bytes(data, models[header.model], strict=strict)
-            write_output(dst, encode_png(decoded.rgb), force)
+            write_output(dst, encode_png(decoded.rgb), force, protected)
         except errors as exc:
             failures.add(src, exc)
             continue
@@ -59,6 +63,6 @@ def decode(inputs, output, checkpoint, force, as_json, strict):
             click.echo(f"sgacodec: warning: {src}: {MISMATCH_TEXT}; written anyway (--strict refuses)",
                        err=True)
         if as_json:
-            click.echo(json.dumps({"input": src, "output": dst, "height": header.height,
+            click.echo(json_line({"input": src, "output": dst, "height": header.height,
                                    "width": header.width, "bytes": len(data), "exact": decoded.exact}))
     failures.finish()

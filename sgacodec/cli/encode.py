@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import click
 
 from .options import (
@@ -39,7 +37,7 @@ def encode(inputs, output, force, as_json, **o):
     sgacodec encode photos/*.png -o coded/ --iterations 500
     """
     from ..imageio import read_image
-    from ..outputs import check_outputs, plan_outputs, write_output
+    from ..outputs import check_outputs, input_identities, json_line, plan_outputs, write_output
     from ..pipeline import BatchEncoder
 
     if output == "-" and as_json:
@@ -48,6 +46,7 @@ def encode(inputs, output, force, as_json, **o):
     try:
         outputs = plan_outputs(list(inputs), output, ".bin")
         check_outputs(list(inputs), outputs, force)
+        protected = input_identities(list(inputs))
     except errors as exc:
         raise UserError(str(exc)) from None
     config = config_from_options(o)
@@ -69,12 +68,12 @@ def encode(inputs, output, force, as_json, **o):
                 failures.add(src, outcome.error)
                 continue
             try:
-                write_output(dst, report.data, force)
+                write_output(dst, report.data, force, protected)
             except errors as exc:
                 failures.add(src, exc)
                 continue
             if as_json:
-                click.echo(json.dumps({"input": src, "output": dst, **report.record()}))
+                click.echo(json_line({"input": src, "output": dst, **report.record()}))
             console.print(f"{src} -> {dst}: {report.bpp:.4f} bpp, {report.psnr:.2f} dB "
                           f"(base {report.base_bpp:.4f} bpp, {report.base_psnr:.2f} dB), "
                           f"{report.iterations} it, {report.seconds:.1f} s",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import click
@@ -64,7 +65,7 @@ def refine(inputs, as_json, log_file, output_dir, force, lmbda_scales, records_f
     """
     from ..evaluation import EvalResult, Evaluation, expand_grid, parse_classical
     from ..imageio import center_crop, expand_inputs, read_image
-    from ..outputs import write_output
+    from ..outputs import check_writable, json_line, prepare_directory, write_output
 
     errors = user_errors()
     try:
@@ -80,6 +81,15 @@ def refine(inputs, as_json, log_file, output_dir, force, lmbda_scales, records_f
             s.config(base)
     except ValueError as exc:
         raise UserError(str(exc)) from None
+    try:  # every output can be written, before any refinement
+        for folder in (output_dir, plot_dir, records_file and os.path.dirname(records_file)):
+            if folder:  # created, as the records writer creates its folder
+                prepare_directory(folder)
+        for path in (log_file, records_file):
+            if path:
+                check_writable(path)
+    except errors as exc:
+        raise UserError(str(exc)) from None
     console = stderr_console()
     choices = ([{"checkpoint": c, "quality": None} for c in o["checkpoint"]]
                or [{"checkpoint": None, "quality": q} for q in (o["quality"] or (None,))])
@@ -90,8 +100,6 @@ def refine(inputs, as_json, log_file, output_dir, force, lmbda_scales, records_f
                 for c in choices]
     except errors as exc:
         raise UserError(str(exc)) from None
-    if output_dir:
-        Path(output_dir).mkdir(parents=True, exist_ok=True)
     device = runs[0].encoder.device
     try:
         pending = [(run, s, src) for run in runs for s, src in run.pending()]
@@ -119,7 +127,7 @@ def refine(inputs, as_json, log_file, output_dir, force, lmbda_scales, records_f
             data = json.loads(record.to_json())
             data.pop("key", None)
             data.pop("history", None)
-            click.echo(json.dumps({"input": record.image, **data, **({"output": output} if output else {})}))
+            click.echo(json_line({"input": record.image, **data, **({"output": output} if output else {})}))
 
     result = EvalResult()
     try:

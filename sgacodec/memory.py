@@ -1,0 +1,103 @@
+"""How much memory coding an image needs, and whether this machine may spend it.
+
+The synthesis transform of the coding network (g_s in float64, docs/method.md "Entropy coding")
+is the largest allocation of both sides: about 2.1 GB per megapixel for the shipped models
+(N = 128 channels), measured with ``getrusage`` (docs/reliability.md, "Memory"); the encoder's
+analysis and refinement stay below it on the CPU. A small file can declare a large image (2.5 kB
+for a flat 1024 x 1024 one), so every decode and encode is checked against the limit before
+anything is allocated:
+
+    check(image_bytes(channels=128, height=1024, width=1024), "decoding 1024x1024")
+
+The limit is the memory available (Linux: MemAvailable, a cgroup's memory.max, ``ulimit -v``), or
+``SGACODEC_MEMORY_LIMIT`` (``8G``, ``500M``, a number of bytes, or ``off``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import resource
+
+from .errors import ResourceError  # noqa: F401 - raised here, defined with the other errors
+
+LIMIT_ENV = "SGACODEC_MEMORY_LIMIT"
+# Peak bytes per padded pixel of the float64 synthesis with N = 128 channels (2.1 GB/MP measured,
+# rounded up); it grows with the number of channels.
+BYTES_PER_PIXEL = 2400
+REFERENCE_CHANNELS = 128
+UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+
+def image_bytes(channels: int, height: int, width: int, multiple: int = 64) -> int:
+    """Peak memory, in bytes, of coding or decoding one image with a g_s of ``channels``."""
+    padded = -(-height // multiple) * multiple * -(-width // multiple) * multiple
+    return padded * BYTES_PER_PIXEL * max(channels, 1) // REFERENCE_CHANNELS
+
+
+def parse_size(text: str) -> int | None:
+    """'8G' -> bytes; 'off' -> None (no limit). ResourceError for anything else."""
+    text = text.strip().lower()
+    if text in ("off", "none", "0"):
+        return None
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?", text)
+    if not match:
+        raise ResourceError(f"{LIMIT_ENV}={text!r} is not a size (for example 8G, 500M, or off)")
+    return int(float(match.group(1)) * UNITS[match.group(2)])
+
+
+def _read(path: str) -> str | None:
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError:
+        return None
+
+
+def available_bytes() -> int | None:
+    """What this process may still allocate: the least of MemAvailable, the cgroup's remaining
+    memory and the address-space limit; None when none of them is known."""
+    found = []
+    meminfo = _read("/proc/meminfo") or ""
+    match = re.search(r"^MemAvailable:\s+(\d+) kB", meminfo, re.M)
+    if match:
+        found.append(int(match.group(1)) << 10)
+    limit, current = _read("/sys/fs/cgroup/memory.max"), _read("/sys/fs/cgroup/memory.current")
+    if limit and current and limit.strip().isdigit() and current.strip().isdigit():
+        found.append(max(int(limit) - int(current), 0))
+    soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+    if soft != resource.RLIM_INFINITY:
+        status = _read("/proc/self/status") or ""
+        match = re.search(r"^VmSize:\s+(\d+) kB", status, re.M)
+        found.append(max(soft - (int(match.group(1)) << 10 if match else 0), 0))
+    return min(found) if found else None
+
+
+def allowed_bytes() -> int | None:
+    """The memory sgacodec may use for one image: SGACODEC_MEMORY_LIMIT, else what is available."""
+    setting = os.environ.get(LIMIT_ENV)
+    if setting is not None:
+        return parse_size(setting)
+    return available_bytes()
+
+
+def human(n: int) -> str:
+    """Bytes for people: '2.4 GB', '300 MB'."""
+    return f"{n / (1 << 30):.1f} GB" if n >= 1 << 30 else f"{n / (1 << 20):.0f} MB"
+
+
+def check(needed: int, what: str) -> None:
+    """ResourceError, before anything is allocated, when ``needed`` bytes exceed the limit."""
+    allowed = allowed_bytes()
+    if allowed is not None and needed > allowed:
+        source = f"{LIMIT_ENV} allows" if os.environ.get(LIMIT_ENV) else "this machine has"
+        raise ResourceError(f"{what} needs about {human(needed)} of memory and {source} "
+                            f"{human(allowed)}; refused (set {LIMIT_ENV} to change the limit)")
+
+
+def fitting(needed_each: int, most: int) -> int:
+    """How many computations of ``needed_each`` bytes may run at once (at least 1, at most ``most``)."""
+    allowed = allowed_bytes()
+    if allowed is None or needed_each <= 0:
+        return most
+    return max(1, min(most, allowed // needed_each))

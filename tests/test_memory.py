@@ -1,0 +1,87 @@
+"""Memory bounded per megapixel: sizes whose coding would not fit are refused before anything is
+allocated, and allocation failures are one line (sgacodec/memory.py)."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from sgacodec import codec, isolate, memory
+from sgacodec.config import RefineConfig
+from sgacodec.errors import ResourceError
+from sgacodec.hyperprior import LatentModel
+from sgacodec.pipeline import encode
+
+from .support import invoke
+
+
+def flat(height, width):
+    return np.full((height, width, 3), 128, np.uint8)
+
+
+def test_sizes_and_limits_parse():
+    assert memory.parse_size("8G") == 8 << 30 and memory.parse_size("500M") == 500 << 20
+    assert memory.parse_size("1.5g") == 3 << 29 and memory.parse_size("off") is None
+    with pytest.raises(ResourceError, match="not a size"):
+        memory.parse_size("lots")
+    assert memory.image_bytes(128, 1024, 1024) == 1024 * 1024 * memory.BYTES_PER_PIXEL
+    assert memory.image_bytes(16, 1, 1) == 64 * 64 * memory.BYTES_PER_PIXEL // 8  # padded, by channels
+    assert memory.available_bytes() is None or memory.available_bytes() > 0
+
+
+def test_a_small_file_of_a_large_image_is_refused_before_its_synthesis(tiny_model, monkeypatch):
+    """A 2.5 kB file of a flat 1024 x 1024 image needed 2.4 GB to decode: the memory a decode
+    needs is known from the header, and beyond the limit the file is refused before allocating."""
+    [report] = encode(tiny_model, [flat(256, 256)], RefineConfig(method="none"))
+    needed = memory.image_bytes(16, 256, 256)
+    monkeypatch.setenv(memory.LIMIT_ENV, str(needed - 1))
+    calls = []
+    monkeypatch.setattr(isolate, "decompress_untrusted", lambda *a: calls.append(1))
+    with pytest.raises(ResourceError, match=r"decoding 256x256 needs about \d+ MB of memory and "
+                                            r"SGACODEC_MEMORY_LIMIT allows \d+ MB; refused") as refused:
+        codec.decode(report.data, tiny_model)
+    assert not calls and "\n" not in str(refused.value)
+    monkeypatch.undo()
+    monkeypatch.setenv(memory.LIMIT_ENV, str(needed))
+    assert np.array_equal(codec.decode(report.data, tiny_model).rgb, report.recon)
+
+
+def test_an_image_too_large_for_the_memory_is_refused_before_any_allocation(tmp_path, tiny_model,
+                                                                           tiny_checkpoint, monkeypatch):
+    """An 8000 x 8000 PNG of 186 kB asked for 8 GB in its first convolution."""
+    def analysis(self, x):
+        raise AssertionError("allocated before the memory check")
+
+    monkeypatch.setattr(LatentModel, "analysis", analysis)
+    monkeypatch.setenv(memory.LIMIT_ENV, "100M")
+    with pytest.raises(ResourceError, match="encoding 2000x1500 needs about"):
+        encode(tiny_model, [flat(1500, 2000)], RefineConfig(method="none"))
+    Image.fromarray(flat(1500, 2000)).save(tmp_path / "big.png")
+    res = invoke("encode", tmp_path / "big.png", "-o", tmp_path / "big.bin", "--checkpoint", tiny_checkpoint,
+                 "--iterations", 5)
+    lines = res.output.strip().splitlines()
+    assert res.exit_code == 1 and "needs about" in lines[-1] and "Traceback" not in res.output, res.output
+    assert not (tmp_path / "big.bin").exists()
+
+
+def test_allocation_failures_are_one_clear_line(tiny_model, monkeypatch):
+    def fails(self, x):
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't "
+                           "allocate memory: you tried to allocate 8192000000 bytes. Error code 12")
+
+    monkeypatch.setattr(LatentModel, "analysis", fails)
+    with pytest.raises(ResourceError, match=r"^not enough memory to encode 40x32 \(1 image\(s\)\): an "
+                                            r"allocation failed$"):
+        encode(tiny_model, [flat(32, 40)], RefineConfig(method="none"))
+    with pytest.raises(isolate.OutOfMemory):
+        isolate.call(lambda: torch.empty(1 << 62, dtype=torch.uint8), timeout=60)
+
+
+def test_parallel_coding_is_bounded_by_the_memory(monkeypatch):
+    each = memory.image_bytes(128, 512, 768)
+    monkeypatch.setenv(memory.LIMIT_ENV, str(3 * each + 1))
+    assert memory.fitting(each, 16) == 3
+    monkeypatch.setenv(memory.LIMIT_ENV, "1")
+    assert memory.fitting(each, 16) == 1
+    monkeypatch.setenv(memory.LIMIT_ENV, "off")
+    assert memory.fitting(each, 16) == 16
