@@ -32,6 +32,11 @@ GPU_EVAL_EVERY = 10  # eval_every on a GPU: same R-D, 1.37x faster on an H100 (d
 CPU_EVAL_EVERY = 1
 AUTO_BATCH_MEGAPIXELS = 12.0  # GPU batches: about 30 Kodak images (docs/performance.md)
 
+# --- Ray clusters (ray_pipeline.py, docs/scaling.md) -------------------------------------------
+RAY_RETRIES = 3  # a unit of work whose worker died (killed, out of memory) runs again this many times
+RAY_CPU_WORKER_CPUS = 1  # CPUs (torch threads) each worker reserves on a cluster without GPUs
+RAY_LOCAL_ADDRESSES = ("auto", "local")  # Ray's own names; anything else is HOST:PORT or ray://HOST:PORT
+
 # --- models -----------------------------------------------------------------------------------
 ZOO_NAMES = ("bmshj2018-hyperprior", "mbt2018-mean", "mbt2018", "cheng2020-anchor", "cheng2020-attn")
 DEFAULT_MODEL = "default"  # the embedded model of the manifest's default quality

@@ -18,10 +18,11 @@ from .errors import OutputError  # noqa: F401 - raised here, defined with the ot
 STDIO = "-"
 
 
-def plan_outputs(inputs: list[str], output: str | None, suffix: str) -> list[str]:
-    """Where each input's output goes: a file, a directory (several inputs, or an existing
-    directory), stdout ('-'), or beside the input with ``suffix``."""
-    many = len(inputs) > 1
+def plan_outputs(inputs: list[str], output: str | None, suffix: str, directory: bool = False) -> list[str]:
+    """Where each input's output goes: a file, a directory (several inputs, an existing directory,
+    a path ending in '/', or ``directory``: inputs named by a folder or glob), stdout ('-'), or
+    beside the input with ``suffix``."""
+    many = len(inputs) > 1 or directory or (output or "").endswith(("/", os.sep))
     if output == STDIO:
         if many:
             raise OutputError("-o - (stdout) takes a single input")
@@ -97,6 +98,33 @@ def atomic_write(path, data: bytes, overwrite: bool = True) -> None:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
+
+
+def remove_leftovers(paths) -> int:
+    """Remove the temporary files of atomic writes of ``paths`` that were cut short (a process
+    killed mid-write cannot clean up after itself); one directory listing per folder. Returns
+    how many were removed."""
+    by_folder: dict[Path, set[str]] = {}
+    for p in paths:
+        if p != STDIO:
+            by_folder.setdefault(Path(p).parent, set()).add(Path(p).name)
+    removed = 0
+    for folder, names in by_folder.items():
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:
+            continue
+        for entry in entries:
+            if not (entry.name.startswith(".") and entry.name.endswith(".part")):
+                continue
+            name, dot, _ = entry.name[1 : -len(".part")].rpartition(".")  # '.NAME.XXXXXXXX.part'
+            if dot and name in names:
+                try:
+                    os.unlink(entry.path)
+                    removed += 1
+                except FileNotFoundError:
+                    pass
+    return removed
 
 
 def _umask() -> int:
