@@ -5,17 +5,16 @@
     for outcome in encoder.encode_files(paths, outputs):      # outputs: outputs.plan_outputs(paths, ...)
         print(outcome.source, outcome.record or outcome.error or "skipped (exists)")
 
-- The driver splits the inputs into units of consecutive files (at most what a local run reads at
-  once, ``BatchEncoder.window_size``) and hands each unit to an idle worker (a Ray actor holding the
-  model); the worker's BatchEncoder batches same-size images, halves on GPU out-of-memory and falls
-  back to the CPU, exactly as a local run.
+- The driver hands units of consecutive files (at most what a local run reads at once) to idle
+  workers (Ray actors holding the model), whose BatchEncoder batches same-size images, halves on
+  GPU out-of-memory and falls back to the CPU, exactly as a local run.
 - Workers write each output atomically (``outputs.atomic_write``) on the shared file system and
   return one record per image; the driver yields them as units finish (not in input order).
 - A worker that dies (killed, out of memory, node lost) is restarted by Ray, and its unit runs
   again, up to RAY_RETRIES times; a rerun rewrites the unit's outputs whole, so no output is ever
   half-written and no record is lost. Temporary files of writes cut short are removed at the end.
-- Resume: outputs that exist are skipped (``force`` re-encodes them).
-- ``evaluate_on_ray`` runs ``sgacodec refine``'s evaluations the same way; the driver writes the records.
+- Resume: outputs that exist are skipped (``force`` re-encodes them). ``evaluate_on_ray`` runs
+  ``sgacodec refine``'s evaluations the same way; the driver writes the records.
 
 Ray is an optional dependency (``pip install 'sgacodec[ray]'``), imported only when used.
 """
@@ -70,13 +69,13 @@ def connected(address: str | None = None, **init_options):
         yield ray
         return
     address = check_address(address)
-    if (address or os.environ.get("RAY_ADDRESS")) in (None, "", "local"):
+    where = address or os.environ.get("RAY_ADDRESS")
+    if where in (None, "", "local"):
         init_options.setdefault("include_dashboard", False)
     try:
         ray.init(address=address, **init_options)
     except ConnectionError as exc:
-        raise SgacodecError(f"cannot reach the Ray cluster at {address or os.environ.get('RAY_ADDRESS')} "
-                            f"({first_line(exc)})") from None
+        raise SgacodecError(f"cannot reach the Ray cluster at {where} ({first_line(exc)})") from None
     try:
         yield ray
     finally:
@@ -87,8 +86,7 @@ def no_progress(description: str, total: int):  # pipeline.no_progress, without 
     return contextlib.nullcontext(None)
 
 
-def first_line(exc: BaseException) -> str:
-    """The exception's first line (after its type, unless it is an expected error)."""
+def first_line(exc: BaseException) -> str:  # after its type, unless it is an expected error
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     if isinstance(exc, (SgacodecError, OSError)):
         return text or type(exc).__name__
@@ -97,8 +95,7 @@ def first_line(exc: BaseException) -> str:
 
 @dataclass
 class FileOutcome:
-    """What became of one input: its record (the EncodeReport's summary), its error, or skipped
-    (the output existed)."""
+    """What became of one input: its record (EncodeReport.record()), its error, or skipped (it existed)."""
 
     index: int
     source: str
@@ -130,8 +127,7 @@ def placement(device: str = "auto", workers: int | None = None, worker_cpus: int
     if device == "cuda" and not gpus:
         raise SgacodecError("--device cuda: the Ray cluster has no GPU")
     if gpus and device != "cpu":
-        each = worker_cpus or max(1, cpus // gpus)
-        return Placement(workers or gpus, 1, each, "cuda")
+        return Placement(workers or gpus, 1, worker_cpus or max(1, cpus // gpus), "cuda")
     each = worker_cpus or RAY_CPU_WORKER_CPUS
     return Placement(workers or max(1, cpus // each), 0, each, "cpu")
 
@@ -151,14 +147,18 @@ class Worker:
     def __init__(self, config: RefineConfig, device: str, batch_size: int | None, threads: int):
         import torch
 
+        from .hyperprior import import_compressai
+
+
         torch.set_num_threads(threads)
+        import_compressai()  # seconds: before the worker says it is ready (and without torchvision's warning)
         self.config, self.device, self.batch_size = config, device, batch_size
         self.models = None
         self.notes: list[str] = []
         self.encoders: dict = {}
 
-    def ready(self) -> None:
-        """Returns once the worker has started (the driver waits for every worker)."""
+    def ready(self) -> None:  # returns once the worker has started (the driver waits for them all)
+        pass
 
     def load(self, models: list) -> None:
         """``models``: [the ObjectRef of the models], fetched on a worker's (or restarted worker's)

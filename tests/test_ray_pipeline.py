@@ -95,6 +95,29 @@ def test_a_folder_or_glob_input_encodes_into_a_directory(tmp_path, tiny_checkpoi
 
 
 @needs_ray
+def test_one_worker_per_gpu_else_per_cpu(monkeypatch):
+    """Placement from the cluster's resources (no cluster needed: its resources are given)."""
+    import ray
+
+    from sgacodec.ray_pipeline import Placement, placement, unit_size
+
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 64.0, "GPU": 8.0})
+    assert placement() == Placement(workers=8, gpus=1, cpus=8, device="cuda")
+    assert placement("cuda", workers=4, worker_cpus=2) == Placement(4, 1, 2, "cuda")
+    assert placement("cpu") == Placement(64, 0, 1, "cpu")
+    assert unit_size(10_000, placement(), None) == 64  # what a local GPU run reads at once
+    assert unit_size(10_000, placement(), 8) == 32
+    assert unit_size(10_000, placement("cpu"), None) == 4
+    assert unit_size(6, placement("cpu"), None) == 1  # an even share: every worker gets work
+    with pytest.raises(SgacodecError, match="auto, cpu or cuda"):
+        placement("cuda:1")
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 2.0})
+    assert placement() == Placement(2, 0, 1, "cpu")
+    with pytest.raises(SgacodecError, match="no GPU"):
+        placement("cuda")
+
+
+@needs_ray
 @pytest.mark.slow
 @pytest.mark.parametrize("method", [["--method", "none"], ["--method", "ssl", "--iterations", "3", "--seed", "7"]],
                          ids=["none", "ssl-seed7"])
