@@ -16,81 +16,29 @@
 - Resume: outputs that exist are skipped (``force`` re-encodes them). ``evaluate_on_ray`` runs
   ``sgacodec refine``'s evaluations the same way; the driver writes the records.
 
-Ray is an optional dependency (``pip install 'sgacodec[ray]'``), imported only when used.
+The Ray machinery (connecting, placing workers, retrying units) is ray_cluster's; Ray is an
+optional dependency (``pip install 'sgacodec[ray]'``), imported only when used.
 """
 
 from __future__ import annotations
 
 import contextlib
-import math
 import os
-import re
 import socket
-from collections import deque
 from dataclasses import dataclass, replace
 from typing import Callable, Iterator, Sequence
 
-from .config import RAY_CPU_WORKER_CPUS, RAY_LOCAL_ADDRESSES, RAY_RETRIES, RefineConfig
+from .config import RAY_RETRIES, RefineConfig
 from .errors import SgacodecError
 from .outputs import atomic_write, remove_leftovers
+from .ray_cluster import WorkerPool, check_address, connected, first_line, placement, unit_size
 
 EXIT_ONCE_ENV = "SGACODEC_RAY_EXIT_ONCE"  # fault injection: a path; the first worker to write an
 # output after it creates that file exits at once (os._exit), as a killed worker would
-FORWARDED_ENV_PREFIX = "SGACODEC_"  # the driver's SGACODEC_* variables are set in the workers too
-ADDRESS = re.compile(r"^(ray://)?[\w.\-\[\]:]+:\d+$")
-
-
-def require_ray():
-    """The ray module, or an SgacodecError that says how to install it."""
-    try:
-        import ray
-    except ImportError:
-        raise SgacodecError("--ray needs Ray, an optional dependency: pip install 'sgacodec[ray]'") from None
-    return ray
-
-
-def check_address(address: str | None) -> str | None:
-    """A Ray address as given ('auto', 'local', HOST:PORT, ray://HOST:PORT); None or '': the
-    RAY_ADDRESS variable, or a new local Ray."""
-    if not address:
-        return None
-    if address in RAY_LOCAL_ADDRESSES or ADDRESS.match(address):
-        return address
-    raise SgacodecError(f"{address!r} is not a Ray address (auto, local, HOST:PORT or ray://HOST:PORT); on "
-                        "the command line, put --ray after the inputs, or write --ray=ADDRESS")
-
-
-@contextlib.contextmanager
-def connected(address: str | None = None, **init_options):
-    """Ray connected for the block: the one already initialised in this process, else the cluster
-    at ``address`` (or RAY_ADDRESS), else a new local Ray that is shut down afterwards."""
-    ray = require_ray()
-    if ray.is_initialized():
-        yield ray
-        return
-    address = check_address(address)
-    where = address or os.environ.get("RAY_ADDRESS")
-    if where in (None, "", "local"):
-        init_options.setdefault("include_dashboard", False)
-    try:
-        ray.init(address=address, **init_options)
-    except ConnectionError as exc:
-        raise SgacodecError(f"cannot reach the Ray cluster at {where} ({first_line(exc)})") from None
-    try:
-        yield ray
-    finally:
-        ray.shutdown()
 
 
 def no_progress(description: str, total: int):  # pipeline.no_progress, without importing torch here
     return contextlib.nullcontext(None)
-
-
-def first_line(exc: BaseException) -> str:  # after its type, unless it is an expected error
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    if isinstance(exc, (SgacodecError, OSError)):
-        return text or type(exc).__name__
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 @dataclass
@@ -104,41 +52,6 @@ class FileOutcome:
     error: str | None = None
     skipped: bool = False
     worker: str | None = None  # 'HOST:PID' of the worker that encoded it
-
-
-@dataclass(frozen=True)
-class Placement:
-    """How many workers, what each reserves, and the device they refine on."""
-
-    workers: int
-    gpus: int  # per worker: 1 or 0
-    cpus: int  # per worker (and its torch threads)
-    device: str  # 'cuda' (each worker sees its own GPU as cuda:0) or 'cpu'
-
-
-def placement(device: str = "auto", workers: int | None = None, worker_cpus: int | None = None) -> Placement:
-    """One worker per GPU of the cluster (``device`` auto or cuda), else one per
-    RAY_CPU_WORKER_CPUS CPUs; GPU workers share the CPUs evenly unless ``worker_cpus`` says."""
-    if device not in ("auto", "cpu", "cuda"):
-        raise SgacodecError(f"with --ray, --device is auto, cpu or cuda (each worker gets a GPU of its own), "
-                            f"not {device}")
-    resources = require_ray().cluster_resources()
-    gpus, cpus = int(resources.get("GPU", 0)), max(1, int(resources.get("CPU", 1)))
-    if device == "cuda" and not gpus:
-        raise SgacodecError("--device cuda: the Ray cluster has no GPU")
-    if gpus and device != "cpu":
-        return Placement(workers or gpus, 1, worker_cpus or max(1, cpus // gpus), "cuda")
-    each = worker_cpus or RAY_CPU_WORKER_CPUS
-    return Placement(workers or max(1, cpus // each), 0, each, "cpu")
-
-
-def unit_size(count: int, place: Placement, batch_size: int | None) -> int:
-    """Inputs per unit of work: what a local run reads at once on that device, but no more than
-    an even share, so that every worker gets some."""
-    from .pipeline import AUTO_WINDOW, WINDOW_PER_BATCH
-
-    window = AUTO_WINDOW if place.gpus and batch_size is None else (batch_size or 1) * WINDOW_PER_BATCH
-    return max(1, min(window, math.ceil(count / place.workers)))
 
 
 class Worker:
@@ -228,61 +141,6 @@ def exit_once() -> None:
             os._exit(1)
 
 
-class WorkerPool:
-    """Ray actors holding the models; units of work go to whichever is idle, and a unit whose
-    worker died runs again (the actor is restarted by Ray)."""
-
-    def __init__(self, models: list, config: RefineConfig, place: Placement, batch_size: int | None,
-                 count: int, retries: int = RAY_RETRIES):
-        ray = require_ray()
-        self.place, self.retries = place, retries
-        env = {k: v for k, v in os.environ.items() if k.startswith(FORWARDED_ENV_PREFIX)}
-        options = dict(num_cpus=place.cpus, num_gpus=place.gpus, max_restarts=-1, max_task_retries=0)
-        if env:
-            options["runtime_env"] = {"env_vars": env}
-        actor = ray.remote(Worker).options(**options)
-        self.models = [ray.put(models)]  # held here for restarted workers; in a list: passed as a reference
-        self.actors = [actor.remote(config, place.device, batch_size, place.cpus)
-                       for _ in range(max(1, min(place.workers, count)))]
-        try:
-            ray.get([a.ready.remote() for a in self.actors])
-        except ray.exceptions.RayError as exc:
-            self.close()
-            lines = [line.strip() for line in str(exc).splitlines() if line.strip()]  # a traceback
-            raise SgacodecError(f"the Ray workers did not start: {lines[-1] if lines else exc}") from None
-
-    def run(self, units: Sequence, submit: Callable) -> Iterator[tuple[object, object, str | None]]:
-        """(unit, result, None) or (unit, None, error) as units finish; ``submit(actor, unit)``
-        returns the ObjectRef of the unit's call."""
-        ray = require_ray()
-        rex = ray.exceptions  # a worker's death, and what a node's loss looks like:
-        died = (rex.RayActorError, rex.WorkerCrashedError, rex.OutOfMemoryError, rex.NodeDiedError,
-                rex.ObjectLostError)
-        queue, idle, running = deque((unit, 0) for unit in units), list(self.actors), {}
-        while queue or running:
-            while idle and queue:
-                actor, (unit, tries) = idle.pop(), queue.popleft()
-                running[submit(actor, unit)] = (actor, unit, tries)
-            [ref], _ = ray.wait(list(running), num_returns=1)
-            actor, unit, tries = running.pop(ref)
-            idle.append(actor)
-            result, error = None, None
-            try:
-                result = ray.get(ref)
-            except died as exc:
-                if tries < self.retries:
-                    queue.appendleft((unit, tries + 1))  # Ray restarts the worker (max_restarts=-1)
-                    continue
-                error = f"a worker died {tries + 1} times on it ({first_line(exc)})"
-            except rex.RayTaskError as exc:
-                error = first_line(getattr(exc, "cause", None) or exc)
-            yield unit, result, error
-
-    def close(self) -> None:
-        for actor in self.actors:
-            require_ray().kill(actor)
-
-
 class RayEncoder:
     """``sgacodec encode --ray``: files in, files out, on a Ray cluster: the one this process is
     connected to, else ``address`` (see ``connected``), connected only when there is work."""
@@ -314,8 +172,9 @@ class RayEncoder:
         place = placement(self.device, self.workers, self.worker_cpus)
         size = unit_size(len(todo), place, self.batch_size)
         units = [todo[k : k + size] for k in range(0, len(todo), size)]
-        pool = WorkerPool([self.model], self.config, place, self.batch_size, len(units), self.retries)
-        submit = lambda actor, unit: actor.encode.remote(pool.models, [sources[i] for i in unit],
+        pool = WorkerPool(Worker, place, len(units), self.config, place.device, self.batch_size, place.cpus,
+                          shared=[self.model], retries=self.retries)
+        submit = lambda actor, unit: actor.encode.remote(pool.shared, [sources[i] for i in unit],
                                                          [outputs[i] for i in unit])
         finished = 0
         try:
@@ -356,13 +215,14 @@ def _evaluate(runs, device, batch_size, workers, worker_cpus, retries, progress,
     units = [(position, *unit) for position, unit in enumerate(units)]  # (position, run, inputs)
     if not units:
         return EvalResult()
-    pool = WorkerPool([run.model for run in runs], runs[0].encoder.config, place, batch_size, len(units), retries)
+    pool = WorkerPool(Worker, place, len(units), runs[0].encoder.config, place.device, batch_size, place.cpus,
+                      shared=[run.model for run in runs], retries=retries)
 
     def submit(actor, unit):
         _, index, inputs = unit
         run, chosen = runs[index], set(inputs)
         done = [r for r in run.done.values() if r.image in chosen]
-        return actor.evaluate.remote(pool.models, index, inputs, run.settings, run.crop, run.classical,
+        return actor.evaluate.remote(pool.shared, index, inputs, run.settings, run.crop, run.classical,
                                      run.anchor, done, run.errors)
 
     writers = {path: RecordWriter(path) for path in {str(run.records_path) for run in runs if run.records_path}}

@@ -57,7 +57,7 @@ def encode(inputs, output, force, as_json, ray_address, workers, worker_cpus, **
     on_ray = ray_address is not None
     try:
         if on_ray:
-            from ..ray_pipeline import check_address, require_ray
+            from ..ray_cluster import check_address, require_ray
 
             require_ray()
             check_address(ray_address)

@@ -105,7 +105,7 @@ def check_ray_address(ctx, param, value):
     """--ray's value: '' (no address) or an address; a path taken for one is a usage error."""
     if value:
         from ..errors import SgacodecError
-        from ..ray_pipeline import check_address  # no torch, no Ray
+        from ..ray_cluster import check_address  # no torch, no Ray
 
         try:
             check_address(value)

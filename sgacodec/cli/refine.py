@@ -74,7 +74,7 @@ def refine(inputs, as_json, log_file, output_dir, force, lmbda_scales, records_f
     on_ray = ray_address is not None
     try:
         if on_ray:
-            from ..ray_pipeline import check_address, require_ray
+            from ..ray_cluster import check_address, require_ray
 
             require_ray()
             check_address(ray_address)
