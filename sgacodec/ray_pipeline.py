@@ -62,7 +62,6 @@ class Worker:
 
         from .hyperprior import import_compressai
 
-
         torch.set_num_threads(threads)
         import_compressai()  # seconds: before the worker says it is ready (and without torchvision's warning)
         self.config, self.device, self.batch_size = config, device, batch_size

@@ -24,6 +24,8 @@ def test_a_ray_address_is_checked_before_any_work():
         check_address("photos/")
     res = run_process("encode", "--ray", "photos/", "-o", "coded/")  # --ray took the folder as its address
     assert res.returncode == 2 and b"put --ray after the inputs, or write --ray=ADDRESS" in res.stderr
+    res = run_process("encode", "photos/", "-o", "coded/", "--workers", "2")
+    assert res.returncode == 1 and res.stderr.strip() == b"sgacodec: error: --workers and --worker-cpus go with --ray"
 
 
 @needs_ray

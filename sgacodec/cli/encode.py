@@ -17,6 +17,7 @@ from .options import (
     note,
     progress_bar,
     ray_options,
+    ray_requested,
     read_input,
     records_on_stdout,
     refine_options,
@@ -54,13 +55,8 @@ def encode(inputs, output, force, as_json, ray_address, workers, worker_cpus, **
     if output == "-" and as_json:
         raise UserError("--json and -o - both write to stdout; choose one")
     errors = user_errors()
-    on_ray = ray_address is not None
+    on_ray = ray_requested(ray_address, workers, worker_cpus)
     try:
-        if on_ray:
-            from ..ray_cluster import check_address, require_ray
-
-            require_ray()
-            check_address(ray_address)
         paths = expand_inputs(inputs)
         outputs = plan_outputs(paths, output, ".bin", directory=any(names_collection(a) for a in inputs))
         check_outputs(paths, outputs, force or on_ray)  # --ray: existing outputs are skipped

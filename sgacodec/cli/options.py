@@ -134,6 +134,23 @@ def ray_options(f):
     return f
 
 
+def ray_requested(address, workers, worker_cpus) -> bool:
+    """Whether --ray was given (its address is checked as it is parsed); --workers or --worker-cpus
+    without it, and --ray where Ray is not installed, are errors."""
+    if address is None:
+        if workers or worker_cpus:
+            raise UserError("--workers and --worker-cpus go with --ray")
+        return False
+    from ..errors import SgacodecError
+    from ..ray_cluster import require_ray
+
+    try:
+        require_ray()
+    except SgacodecError as exc:
+        raise UserError(str(exc)) from None
+    return True
+
+
 CONFIG_OPTIONS = {"ssl_a": "a"}  # option name -> RefineConfig field, where they differ
 
 

@@ -16,6 +16,7 @@ from .options import (
     note,
     progress_bar,
     ray_options,
+    ray_requested,
     records_on_stdout,
     refine_options,
     stderr_console,
@@ -71,13 +72,8 @@ def refine(inputs, as_json, log_file, output_dir, force, lmbda_scales, records_f
     from ..outputs import write_output
 
     errors = user_errors()
-    on_ray = ray_address is not None
+    on_ray = ray_requested(ray_address, workers, worker_cpus)
     try:
-        if on_ray:
-            from ..ray_cluster import check_address, require_ray
-
-            require_ray()
-            check_address(ray_address)
         paths = expand_inputs(inputs)
         if on_ray and "-" in paths:
             raise UserError("--ray reads files, not stdin")
