@@ -39,6 +39,11 @@ TRAIN_POOLS = ("host", "device")
 LR_SCALINGS = {"none": 0.0, "sqrt": 0.5, "linear": 1.0}  # exponent of batch_size / LR_REFERENCE_BATCH
 LR_REFERENCE_BATCH = 16  # the batch the training lr was chosen at (docs/models.md)
 
+# --- Ray clusters (ray_pipeline.py, docs/scaling.md) -------------------------------------------
+RAY_RETRIES = 3  # a unit of work whose worker died (killed, out of memory) runs again this many times
+RAY_CPU_WORKER_CPUS = 1  # CPUs (torch threads) each worker reserves on a cluster without GPUs
+RAY_LOCAL_ADDRESSES = ("auto", "local")  # Ray's own names; anything else is HOST:PORT or ray://HOST:PORT
+
 # --- models -----------------------------------------------------------------------------------
 ZOO_NAMES = ("bmshj2018-hyperprior", "mbt2018-mean", "mbt2018", "cheng2020-anchor", "cheng2020-attn")
 DEFAULT_MODEL = "default"  # the embedded model of the manifest's default quality

@@ -139,22 +139,30 @@ def expand_inputs(args) -> list[str]:
     error; a glob that matches nothing, or a directory without images, is an ImageError.
     """
     out: list[str] = []
+    seen: set[str] = set()  # a set: folders may hold millions of files
     for arg in args:
-        if arg == "-":
-            found = ["-"]
+        if not names_collection(arg):
+            found = [arg]
         elif os.path.isdir(arg):
             found = sorted(str(p) for p in Path(arg).iterdir()
                            if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
             if not found:
                 raise ImageError(f"{arg}: no images in this directory")
-        elif not os.path.exists(arg) and glob.has_magic(arg):
+        else:
             found = sorted(p for p in glob.glob(arg, recursive=True) if os.path.isfile(p))
             if not found:
                 raise ImageError(f"{arg}: matches no file")
-        else:
-            found = [arg]
-        out += [f for f in found if f not in out]
+        for f in found:
+            if f not in seen:
+                seen.add(f)
+                out.append(f)
     return out
+
+
+def names_collection(arg: str) -> bool:
+    """Whether an input argument names a folder or a glob (expand_inputs lists its images) rather
+    than one file (or '-')."""
+    return arg != "-" and (os.path.isdir(arg) or (not os.path.exists(arg) and glob.has_magic(arg)))
 
 
 def center_crop(rgb: np.ndarray, size: int | None) -> np.ndarray:

@@ -37,11 +37,12 @@ from .errors import OutputError  # noqa: F401 - raised here, defined with the ot
 STDIO = "-"
 
 
-def plan_outputs(inputs: list[str], output: str | None, suffix: str) -> list[str]:
+def plan_outputs(inputs: list[str], output: str | None, suffix: str, directory: bool = False) -> list[str]:
     """Where each input's output goes: a file, a directory (several inputs, an existing directory,
-    or a path ending in '/', created), stdout ('-'), or beside the input with ``suffix``. Two
-    inputs that would write the same output are refused here."""
-    many = len(inputs) > 1
+    a path ending in '/', created, or ``directory``: inputs named by a folder or glob), stdout
+    ('-'), or beside the input with ``suffix``. Two inputs that would write the same output are
+    refused here."""
+    many = len(inputs) > 1 or directory
     if output == STDIO:
         if many:
             raise OutputError("-o - (stdout) takes a single input")
@@ -275,6 +276,33 @@ def json_line(record: dict) -> str:
         return value
 
     return json.dumps(clean(record), allow_nan=False)
+
+
+def remove_leftovers(paths) -> int:
+    """Remove the temporary files of atomic writes of ``paths`` that were cut short (a process
+    killed mid-write cannot clean up after itself); one directory listing per folder. Returns
+    how many were removed."""
+    by_folder: dict[Path, set[str]] = {}
+    for p in paths:
+        if p != STDIO:
+            by_folder.setdefault(Path(p).parent, set()).add(Path(p).name)
+    removed = 0
+    for folder, names in by_folder.items():
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:
+            continue
+        for entry in entries:
+            if not (entry.name.startswith(".") and entry.name.endswith(".part")):
+                continue
+            name, dot, _ = entry.name[1 : -len(".part")].rpartition(".")  # '.NAME.XXXXXXXX.part'
+            if dot and name in names:
+                try:
+                    os.unlink(entry.path)
+                    removed += 1
+                except FileNotFoundError:
+                    pass
+    return removed
 
 
 def _umask() -> int:

@@ -25,14 +25,15 @@ def test_help_and_usage_errors():
 
 def test_cli_import_and_help_load_neither_torch_nor_compressai():
     res = python("import sgacodec, sgacodec.cli, sys; "
-                  "bad = [m for m in ('torch', 'compressai', 'numpy') if m in sys.modules]; "
+                  "bad = [m for m in ('torch', 'compressai', 'numpy', 'ray') if m in sys.modules]; "
                   "assert not bad, bad")
     assert res.returncode == 0, res.stderr.decode()
     for args in (["--help"], ["encode", "--help"], ["decode", "--help"], ["encode"],
-                 ["encode", "x.png", "--method", "bogus"]):
+                 ["encode", "x.png", "--method", "bogus"], ["refine", "--help"]):
         res = python("import sys; from sgacodec.cli import main\n"
                       f"try:\n    main({args!r})\nexcept SystemExit:\n    pass\n"
-                      "assert 'torch' not in sys.modules and 'compressai' not in sys.modules")
+                      "assert 'torch' not in sys.modules and 'compressai' not in sys.modules\n"
+                      "assert 'ray' not in sys.modules")
         assert res.returncode == 0, (args, res.stderr.decode())
 
 

@@ -1,4 +1,5 @@
-"""``sgacodec encode``: images into sgacodec files (pipeline.BatchEncoder does the work)."""
+"""``sgacodec encode``: images into sgacodec files (pipeline.BatchEncoder does the work; with
+--ray, ray_pipeline.RayEncoder on a Ray cluster)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,10 @@ from .options import (
     model_options,
     note,
     progress_bar,
+    ray_options,
+    ray_requested,
     read_input,
+    records_on_stdout,
     refine_options,
     stderr_console,
     task_progress,
@@ -24,58 +28,100 @@ from .options import (
 @click.command()
 @click.argument("inputs", nargs=-1, required=True)
 @click.option("-o", "--output", default=None,
-              help="Output file, directory (many inputs), or - for stdout. Default: beside the input, .bin.")
+              help="Output file, directory (many inputs, a folder or a glob), or - for stdout. Default: beside "
+                   "the input, .bin.")
 @click.option("--force", is_flag=True, help="Overwrite existing outputs.")
-@click.option("--json", "as_json", is_flag=True, help="One JSON record per image on stdout.")
+@click.option("--json", "as_json", is_flag=True,
+              help="One JSON record per image on stdout (with --ray: as images finish, not in input order).")
 @model_options()
 @refine_options()
-def encode(inputs, output, force, as_json, **o):
+@ray_options
+def encode(inputs, output, force, as_json, ray_address, workers, worker_cpus, **o):
     """Encode images (PNG, JPEG, ... or - for stdin) into sgacodec files.
+
+    INPUTS are images, directories of images, or globs.
 
     \b
     sgacodec encode img.png -o img.bin --method ssl --a 2.3
-    sgacodec encode photos/*.png -o coded/ --iterations 500
+    sgacodec encode photos/ -o coded/ --iterations 500
+    sgacodec encode 'photos/**/*.png' -o coded/ --iterations 500 --ray      # on a Ray cluster
     """
-    from ..imageio import read_image
+    from ..imageio import expand_inputs, names_collection, read_image
     from ..outputs import check_outputs, input_identities, json_line, plan_outputs, write_output
     from ..pipeline import BatchEncoder
 
     if output == "-" and as_json:
         raise UserError("--json and -o - both write to stdout; choose one")
     errors = user_errors()
+    on_ray = ray_requested(ray_address, workers, worker_cpus)
     try:
-        outputs = plan_outputs(list(inputs), output, ".bin")
-        check_outputs(list(inputs), outputs, force)
-        protected = input_identities(list(inputs))
+        paths = expand_inputs(inputs)
+        outputs = plan_outputs(paths, output, ".bin", directory=any(names_collection(a) for a in inputs))
+        check_outputs(paths, outputs, force or on_ray)  # --ray: existing outputs are skipped
+        protected = input_identities(paths)
     except errors as exc:
         raise UserError(str(exc)) from None
     config = config_from_options(o)
     console = stderr_console()
     try:
         model = load_model_from_options(o)
-        encoder = BatchEncoder(model, config, o["device"], o["batch_size"], on_note=note)
+        encoder = None if on_ray else BatchEncoder(model, config, o["device"], o["batch_size"], on_note=note)
     except errors as exc:
         raise UserError(str(exc)) from None
+    failures = Failures(paths)
+
+    def report(src, dst, record, echo=click.echo):
+        if as_json:
+            echo(json_line({"input": src, "output": dst, **record}))
+        console.print(f"{src} -> {dst}: {record['bpp']:.4f} bpp, {record['psnr']:.2f} dB "
+                      f"(base {record['base_bpp']:.4f} bpp, {record['base_psnr']:.2f} dB), "
+                      f"{record['iterations']} it, {record['seconds']:.1f} s", soft_wrap=True, highlight=False)
+
+    if on_ray:
+        encode_on_ray(ray_address, model, config, o, workers, worker_cpus, paths, outputs, force, as_json,
+                      console, failures, report)
+        failures.finish()
+        return
     if config.refines and encoder.device.type == "cpu":
-        announce_cpu_estimate(console, len(inputs), [config.iterations],
-                              lambda: None if inputs[0] == "-" else encoder.estimate_seconds(
-                                  read_image(inputs[0]), [config.iterations] * len(inputs)))
-    failures = Failures(inputs)
+        announce_cpu_estimate(console, len(paths), [config.iterations],
+                              lambda: None if paths[0] == "-" else encoder.estimate_seconds(
+                                  read_image(paths[0]), [config.iterations] * len(paths)))
     with progress_bar(console) as progress:
-        for outcome in encoder.encode_sources(list(inputs), read_input, task_progress(progress), errors):
-            src, dst, report = outcome.source, outputs[outcome.index], outcome.report
+        for outcome in encoder.encode_sources(paths, read_input, task_progress(progress), errors):
+            src, dst = outcome.source, outputs[outcome.index]
             if outcome.error is not None:
                 failures.add(src, outcome.error)
                 continue
             try:
-                write_output(dst, report.data, force, protected)
+                write_output(dst, outcome.report.data, force, protected)
             except errors as exc:
                 failures.add(src, exc)
                 continue
-            if as_json:
-                click.echo(json_line({"input": src, "output": dst, **report.record()}))
-            console.print(f"{src} -> {dst}: {report.bpp:.4f} bpp, {report.psnr:.2f} dB "
-                          f"(base {report.base_bpp:.4f} bpp, {report.base_psnr:.2f} dB), "
-                          f"{report.iterations} it, {report.seconds:.1f} s",
-                          soft_wrap=True, highlight=False)
+            report(src, dst, outcome.report.record())
     failures.finish()
+
+
+def encode_on_ray(address, model, config, o, workers, worker_cpus, paths, outputs, force, as_json, console,
+                  failures, report):
+    """The --ray path: RayEncoder's outcomes printed as they come; skipped outputs counted."""
+    from ..outputs import json_line
+    from ..ray_pipeline import RayEncoder
+
+    errors = user_errors()
+    skipped = 0
+    try:
+        with records_on_stdout() as echo, progress_bar(console) as progress:
+            encoder = RayEncoder(model, config, o["device"], o["batch_size"], workers, worker_cpus, address=address)
+            for outcome in encoder.encode_files(paths, outputs, force, task_progress(progress), note):
+                if outcome.skipped:
+                    skipped += 1
+                    if as_json:
+                        echo(json_line({"input": outcome.source, "output": outcome.output, "skipped": True}))
+                elif outcome.error is not None:
+                    failures.add(outcome.source, UserError(outcome.error))
+                else:
+                    report(outcome.source, outcome.output, outcome.record, echo)
+    except errors as exc:
+        raise UserError(str(exc)) from None
+    if skipped:
+        note(f"{skipped} of {len(paths)} output(s) exist and were skipped (resume); --force encodes them again")

@@ -6,6 +6,7 @@ once; the library is imported inside the functions that need it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from dataclasses import fields
@@ -100,6 +101,56 @@ def _refine_options(f, grid: bool):
     return f
 
 
+def check_ray_address(ctx, param, value):
+    """--ray's value: '' (no address) or an address; a path taken for one is a usage error."""
+    if value:
+        from ..errors import SgacodecError
+        from ..ray_cluster import check_address  # no torch, no Ray
+
+        try:
+            check_address(value)
+        except SgacodecError as exc:
+            raise click.BadParameter(str(exc)) from None
+    return value
+
+
+def ray_options(f):
+    """Decorator: --ray [ADDRESS], --workers, --worker-cpus (sgacodec.ray_pipeline)."""
+    for option in reversed([
+        click.option("--ray", "ray_address", is_flag=False, flag_value="", default=None, metavar="[ADDRESS]",
+                     callback=check_ray_address,
+                     help="Run on a Ray cluster: ADDRESS (HOST:PORT, ray://HOST:PORT, auto), else $RAY_ADDRESS, "
+                          "else a local Ray for this run; one worker per GPU (CPU workers without GPUs). "
+                          "Existing outputs are skipped (resume). Put it after the inputs, or write "
+                          "--ray=ADDRESS. Needs pip install 'sgacodec[ray]'."),
+        click.option("--workers", type=click.IntRange(min=1), default=None,
+                     help="With --ray: how many workers [default: one per GPU of the cluster; without GPUs, "
+                          f"one per {cfg.RAY_CPU_WORKER_CPUS} CPU(s)]."),
+        click.option("--worker-cpus", type=click.IntRange(min=1), default=None,
+                     help="With --ray: CPUs (torch threads) each worker reserves [default: "
+                          f"{cfg.RAY_CPU_WORKER_CPUS} without GPUs; the CPUs shared evenly among GPU workers]."),
+    ]):
+        f = option(f)
+    return f
+
+
+def ray_requested(address, workers, worker_cpus) -> bool:
+    """Whether --ray was given (its address is checked as it is parsed); --workers or --worker-cpus
+    without it, and --ray where Ray is not installed, are errors."""
+    if address is None:
+        if workers or worker_cpus:
+            raise UserError("--workers and --worker-cpus go with --ray")
+        return False
+    from ..errors import SgacodecError
+    from ..ray_cluster import require_ray
+
+    try:
+        require_ray()
+    except SgacodecError as exc:
+        raise UserError(str(exc)) from None
+    return True
+
+
 CONFIG_OPTIONS = {"ssl_a": "a"}  # option name -> RefineConfig field, where they differ
 
 
@@ -155,6 +206,16 @@ def task_progress(progress):
             progress.remove_task(task)
 
     return on_task
+
+
+@contextlib.contextmanager
+def records_on_stdout():
+    """For the block, ``sys.stdout`` is stderr (what libraries print there goes to stderr: Ray's
+    messages about its workers, among them), and the function yielded writes a line on the real
+    stdout: --json records stay alone on it."""
+    out = sys.stdout
+    with contextlib.redirect_stdout(sys.stderr):
+        yield lambda line: click.echo(line, file=out)
 
 
 def note(text: str) -> None:

@@ -16,6 +16,9 @@ from .options import (
     model_options,
     note,
     progress_bar,
+    ray_options,
+    ray_requested,
+    records_on_stdout,
     refine_options,
     stderr_console,
     task_progress,
@@ -48,8 +51,9 @@ from .tables import print_tables
               show_default=True, help="Interpolation of the BD-rate / BD-PSNR computation.")
 @model_options(multiple=True)
 @refine_options(grid=True)
+@ray_options
 def refine(inputs, as_json, log_file, output_dir, force, lmbda_scales, records_file, classical,
-           plot_dir, crop, bd_method, **o):
+           plot_dir, crop, bd_method, ray_address, workers, worker_cpus, **o):
     """Evaluate methods and settings on images: real-byte bpp, PSNR, MS-SSIM, R-D loss, time, BD-rate.
 
     INPUTS are images, directories of images, or globs. Every combination of the repeatable
@@ -62,14 +66,18 @@ def refine(inputs, as_json, log_file, output_dir, force, lmbda_scales, records_f
     sgacodec refine kodak/ --method none --method atanh --method ssl --iterations 500 \\
         --lmbda-scale 0.5 --lmbda-scale 1 --lmbda-scale 2 --classical jpeg,webp \\
         --records kodak.jsonl --plot figures/
+    sgacodec refine kodak/ --method none --method ssl --records kodak.jsonl --ray   # on a Ray cluster
     """
     from ..evaluation import EvalResult, Evaluation, expand_grid, parse_classical
     from ..imageio import center_crop, expand_inputs, read_image
     from ..outputs import check_writable, json_line, prepare_directory, write_output
 
     errors = user_errors()
+    on_ray = ray_requested(ray_address, workers, worker_cpus)
     try:
         paths = expand_inputs(inputs)
+        if on_ray and "-" in paths:
+            raise UserError("--ray reads files, not stdin")
         settings = expand_grid(o["methods"], o["iterations"], o["lmbda"], lmbda_scales, o["tau_max"],
                                o["three_class"])
         codecs = parse_classical(classical)
@@ -93,8 +101,8 @@ def refine(inputs, as_json, log_file, output_dir, force, lmbda_scales, records_f
     console = stderr_console()
     choices = ([{"checkpoint": c, "quality": None} for c in o["checkpoint"]]
                or [{"checkpoint": None, "quality": q} for q in (o["quality"] or (None,))])
-    try:
-        runs = [Evaluation(load_model_from_options(o, **c), paths, settings, base, o["device"],
+    try:  # with --ray the workers choose their device; the driver's runs only describe the work
+        runs = [Evaluation(load_model_from_options(o, **c), paths, settings, base, "cpu" if on_ray else o["device"],
                            records_file, crop, codecs, batch_size=o["batch_size"], errors=errors,
                            on_note=note)
                 for c in choices]
@@ -102,7 +110,7 @@ def refine(inputs, as_json, log_file, output_dir, force, lmbda_scales, records_f
         raise UserError(str(exc)) from None
     device = runs[0].encoder.device
     try:
-        pending = [(run, s, src) for run in runs for s, src in run.pending()]
+        pending = [] if on_ray else [(run, s, src) for run in runs for s, src in run.pending()]
     except errors as exc:
         raise UserError(str(exc)) from None
     if pending and device.type == "cpu":  # only what is not resumed from the records
@@ -113,7 +121,7 @@ def refine(inputs, as_json, log_file, output_dir, force, lmbda_scales, records_f
                                   run.planned(first)[0]))
     grid = len(settings) > len({s.label for s in settings})
 
-    def on_record(record, report):
+    def on_record(record, report, echo=click.echo):
         output = None
         if output_dir and report is not None:
             name = record.tag if grid else record.label
@@ -127,13 +135,22 @@ def refine(inputs, as_json, log_file, output_dir, force, lmbda_scales, records_f
             data = json.loads(record.to_json())
             data.pop("key", None)
             data.pop("history", None)
-            click.echo(json_line({"input": record.image, **data, **({"output": output} if output else {})}))
+            echo(json_line({"input": record.image, **data, **({"output": output} if output else {})}))
 
     result = EvalResult()
     try:
-        with progress_bar(console) as progress:
-            for run in runs:
-                result.add(run.run(task_progress(progress), on_record))
+        if on_ray:
+            from ..ray_pipeline import evaluate_on_ray
+
+            with records_on_stdout() as echo, progress_bar(console) as progress:
+                result = evaluate_on_ray(runs, o["device"], o["batch_size"], workers, worker_cpus,
+                                         progress=task_progress(progress),
+                                         on_record=lambda r, report: on_record(r, report, echo), on_note=note,
+                                         address=ray_address)
+        else:
+            with progress_bar(console) as progress:
+                for run in runs:
+                    result.add(run.run(task_progress(progress), on_record))
     except errors as exc:
         raise UserError(str(exc)) from None
     for message in result.failures:

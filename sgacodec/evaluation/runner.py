@@ -58,7 +58,7 @@ class Evaluation:
                  crop: int | None = None, classical: Iterable[str] = (),
                  classical_anchor: str | None = None, batch_size: int | None = None,
                  read: Callable | None = None, errors: tuple = (OSError, ValueError),
-                 on_note: Callable[[str], None] | None = None):
+                 on_note: Callable[[str], None] | None = None, done: Iterable[Record] = ()):
         self.model, self.inputs, self.settings = model, list(inputs), list(settings)
         self.encoder = BatchEncoder(model, base_config, device, batch_size, on_note)
         self.records_path, self.crop, self.classical = records_path, crop, list(classical)
@@ -67,6 +67,7 @@ class Evaluation:
         self.anchor = classical_anchor or ("none" if "none" in labels else labels[0] if labels else None)
         self.sha = model.identity.weights_sha.hex()
         self.done = {r.key: r for r in load_records(records_path)} if records_path else {}
+        self.done.update((r.key, r) for r in done)  # records known otherwise (a Ray worker's share)
 
     def planned(self, setting: Setting) -> tuple[RefineConfig, float]:
         """The full RefineConfig (lambda and eval_every resolved for the device) of a setting."""
