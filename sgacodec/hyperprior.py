@@ -16,27 +16,25 @@ from __future__ import annotations
 
 import copy
 import math
-import warnings
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
+from . import _compressai
+
 LOG2 = 0.6931471805599453
 
-# This module is the one place that uses CompressAI's private or undocumented APIs (entropy model
-# internals, the autoregressive coder, the zoo's tables); the versions it was checked against:
-COMPRESSAI_CHECKED = ("1.2.6", "1.2.8")
+# This module and _compressai.py (its import) are the only ones that use CompressAI's private or
+# undocumented APIs (entropy model internals, the autoregressive coder, the zoo's tables); the
+# versions they were checked against:
+COMPRESSAI_CHECKED = _compressai.COMPRESSAI_CHECKED
 
 
 def import_compressai():
-    """Import CompressAI's models, without the warning a torchvision built for another PyTorch
-    prints at CompressAI's import (sgacodec never uses torchvision); no global filter is left."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Failed to load image Python extension")
-        import compressai.models
-
-    return compressai.models
+    """``compressai.models``, imported without the CompressAI subpackages sgacodec never uses
+    (datasets, transforms: torchvision, torch_geometric) where its version allows (_compressai.py)."""
+    return _compressai.load()
 
 
 # --- the zoo's tables (compressai.zoo internals) ---------------------------------------------
