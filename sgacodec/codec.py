@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from . import bitstream, isolate, metrics
 from .config import RefineConfig
 from .errors import DecodeError  # noqa: F401 - raised here, defined with the other errors
-from .hyperprior import LatentModel, float64_coding_net
+from .hyperprior import LatentModel, float64_coding_net, with_float32_tables
 from .models import LoadedModel, ModelError, load_for_bitstream
 from .refine import refine
 
@@ -109,12 +109,12 @@ def coding_net(model: LoadedModel, version: int = bitstream.VERSION) -> torch.nn
 
     Version 2: a copy of the model with h_s, g_s, the scale table and the rANS tables computed in
     float64 (hyperprior.float64_coding_net), made once per model. In float32 (version 1: the model
-    itself) another CPU's rounding moved scale indexes or table entries and the decoder
-    desynchronised: 12 to 24 of the 24 Kodak files of each shipped model failed to decode on an
+    itself, with CompressAI's float32 tables) another CPU's rounding moved scale indexes or table
+    entries and the decoder desynchronised: 12 to 24 of the 24 Kodak files of each shipped model failed to decode on an
     emulated other CPU; in version 2 all decoded to the encoder's pixels (docs/format.md).
     """
     if version < 2:
-        return model.net
+        return with_float32_tables(model.net)
     net = _CODING_NETS.get(model.net)
     if net is None:
         net = _CODING_NETS[model.net] = float64_coding_net(model.net)

@@ -60,6 +60,26 @@ def test_coding_net_runs_the_transforms_in_float64(tiny_model):
 
 
 
+def test_float32_coder_tables_are_built_only_for_version_1(tiny_checkpoint, monkeypatch):
+    """Version 2 codes with the coding network's float64 tables: loading a model, and coding and
+    decoding version 2 files, never run the model's float32 update() (which loading used to);
+    coding version 1 runs it, once."""
+    from sgacodec.hyperprior import import_compressai
+    from sgacodec.models import load_checkpoint
+
+    cls, calls = import_compressai().MeanScaleHyperprior, []
+    real = cls.update
+    monkeypatch.setattr(cls, "update", lambda self, *a, **k: calls.append(self) or real(self, *a, **k))
+    model = load_checkpoint(tiny_checkpoint)
+    y, z = LatentModel(model.net).analysis(pad(to_tensor(make_image(64, 64, seed=6))))
+    [(data, rgb)] = code_latents(model, y, z, (64, 64))
+    assert np.array_equal(decode(data, model, strict=True).rgb, rgb)
+    assert calls == []
+    for _ in range(2):
+        code_latents(model, y, z, (64, 64), version=1)
+    assert calls == [model.net]
+
+
 def test_version_1_files_still_decode(tiny_model):
     """Files written before version 2 were coded with the float32 model; they decode as they were."""
     image = make_image(70, 90, seed=4)

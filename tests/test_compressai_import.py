@@ -99,7 +99,8 @@ def test_an_already_imported_compressai_is_used_as_it_is():
 
 
 def test_a_decode_imports_neither_torchvision_nor_torch_geometric(coded, tiny_checkpoint, tmp_path):
-    """The real CompressAI: decoding a file imports none of the unused subpackages."""
+    """The real CompressAI: decoding a file (twice, in two processes, so the second reads the
+    coder tables from the cache) imports none of the unused subpackages, nor scipy.stats."""
     if _compressai.installed_version() not in _compressai.COMPRESSAI_CHECKED:
         pytest.skip("an unchecked CompressAI version takes the plain import")
     (tmp_path / "a.bin").write_bytes(coded.data)
@@ -119,3 +120,5 @@ def test_a_decode_imports_neither_torchvision_nor_torch_geometric(coded, tiny_ch
         loaded = json.loads(res.stdout.splitlines()[-1])
         assert not [m for m in loaded if m.split(".")[0] in ("torchvision", "torch_geometric", "pandas")]
         assert "compressai.datasets" not in loaded and "compressai.models" in loaded
+    assert "scipy.stats" in json.loads(first.stdout.splitlines()[-1])  # update() computed the tables
+    assert "scipy.stats" not in json.loads(second.stdout.splitlines()[-1])  # read from the cache
