@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from . import _compressai, cache
+from . import _compressai, cache, deconv
 
 LOG2 = 0.6931471805599453
 
@@ -211,7 +211,8 @@ def float64_coding_net(net: torch.nn.Module) -> torch.nn.Module:
     """A copy of ``net`` for file format version 2, computing in float64 whatever CompressAI
     computes at load time or while coding, so that every CPU gets the same numbers:
 
-    - h_s and g_s run in float64 (``InFloat64``);
+    - h_s and g_s run in float64 (``InFloat64``; their transposed convolutions one matrix product
+      per kernel tap, deconv.py, which is faster in float64 than PyTorch's kernel);
     - the GaussianConditional's scale table, exp(linspace(ln 0.11, ln 256, 64)) (CompressAI's
       ``get_scale_table``, which ``update()`` recomputes in float32), is computed in float64 and
       rounded to float32;
@@ -228,8 +229,8 @@ def float64_coding_net(net: torch.nn.Module) -> torch.nn.Module:
     from compressai.models.google import SCALES_LEVELS, SCALES_MAX, SCALES_MIN
 
     coding = copy.deepcopy(net)
-    coding.h_s = InFloat64(coding.h_s)  # coding's own copies: the model stays float32
-    coding.g_s = InFloat64(coding.g_s)
+    coding.h_s = InFloat64(deconv.by_taps(coding.h_s))  # coding's own copies: the model stays float32
+    coding.g_s = InFloat64(deconv.by_taps(coding.g_s))
     gc = coding.gaussian_conditional
     gc.scale_table = torch.exp(torch.linspace(math.log(SCALES_MIN), math.log(SCALES_MAX), SCALES_LEVELS,
                                               dtype=torch.float64)).float()
