@@ -190,21 +190,26 @@ def encode_batch(
     x = pad(torch.cat([to_tensor(image) for image in images])).to(device)
     with torch.no_grad():
         y0, z0 = lm.analysis(x)
-    result = refine(lm, x, size, lmbda, config, y0, z0, on_step=on_step, keep_history=keep_history)
-    coded = code_latents(model, result.y, result.z, size)
-    base = coded if config.method == "none" else code_latents(model, y0, z0, size)
+    if config.refines or keep_history:
+        result = refine(lm, x, size, lmbda, config, y0, z0, on_step=on_step, keep_history=keep_history)
+        y, z, iterations, seconds, histories = result.y, result.z, result.iterations, result.seconds, result.history
+    else:  # nothing to refine: the encoder's latents, measured on their real bytes below (refine()
+        # would first evaluate their loss with another g_s pass, for nothing)
+        y, z, iterations, seconds, histories = y0, z0, 0, 0.0, []
+    coded = code_latents(model, y, z, size)
+    base = coded if not config.refines else code_latents(model, y0, z0, size)
     reports = []
     for j, image in enumerate(images):
         (data, rgb), (base_data, base_rgb) = coded[j], base[j]
         mse, base_mse = metrics.mse(image, rgb), metrics.mse(image, base_rgb)
         bpp, base_bpp = (metrics.bpp(len(d), *size) for d in (data, base_data))
         history = [{"step": h["step"], "loss": h["loss"][j], "bpp": h["bpp"][j],
-                    "psnr": h["psnr"][j]} for h in result.history]
+                    "psnr": h["psnr"][j]} for h in histories]
         reports.append(EncodeReport(
             data, rgb, size[0], size[1], config.method, lmbda, bpp, metrics.psnr_from_mse(mse),
             metrics.rd_loss(lmbda, mse, bpp), base_bpp, metrics.psnr_from_mse(base_mse),
-            metrics.rd_loss(lmbda, base_mse, base_bpp), result.iterations,
-            result.seconds / len(images), base_rgb, history))
+            metrics.rd_loss(lmbda, base_mse, base_bpp), iterations,
+            seconds / len(images), base_rgb, history))
     return reports
 
 

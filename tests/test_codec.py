@@ -110,6 +110,17 @@ def test_unrefined_encode_matches_compressais_compress(tiny_model):
 
 
 
+def test_method_none_codes_the_encoders_latents_without_evaluating_them_first(tiny_model, monkeypatch):
+    """Nothing to refine: refine() (whose first step is a true-loss pass through g_s) is not run;
+    the report's figures come from the real bytes as always."""
+    image = make_image(64, 96, seed=8)
+    [expected] = encode(tiny_model, [image], RefineConfig(method="ste", iterations=0))
+    monkeypatch.setattr(codec, "refine", lambda *a, **k: pytest.fail("refine() ran for method none"))
+    [report] = encode(tiny_model, [image], RefineConfig(method="none"))
+    assert report.data == expected.data and report.iterations == 0
+    assert (report.bpp, report.psnr) == (report.base_bpp, report.base_psnr) == (expected.bpp, expected.psnr)
+
+
 def test_refinement_improves_real_bytes_rd(tiny_model):
     image = make_image(128, 128, seed=6)
     [report] = encode(tiny_model, [image], RefineConfig(iterations=150))
