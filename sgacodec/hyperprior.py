@@ -207,12 +207,47 @@ class InFloat64(torch.nn.Module):
         return self.module(x.double()).to(x.dtype)
 
 
+class MatmulGDN(torch.nn.Module):
+    """CompressAI's GDN or inverse GDN ``gdn`` (sharing its parameters) computed with its 1x1
+    convolution as one matrix product per image and the normalisation in place: the same float64
+    operations as GDN.forward (``x * sqrt(beta + gamma x^2)``, rsqrt for GDN) with less memory
+    traffic, which float64 on the CPU is bound by (docs/performance.md)."""
+
+    def __init__(self, gdn: torch.nn.Module):
+        super().__init__()
+        self.gdn = gdn
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gdn = self.gdn
+        beta, gamma = gdn.beta_reparam(gdn.beta), gdn.gamma_reparam(gdn.gamma)
+        out = torch.empty_like(x)
+        for b in range(x.size(0)):
+            flat = x[b].reshape(x.size(1), -1)
+            norm = torch.addmm(beta[:, None], gamma, flat * flat)
+            norm = norm.sqrt_() if gdn.inverse else norm.rsqrt_()
+            out[b] = norm.mul_(flat).view_as(x[b])
+        return out
+
+
+def gdn_by_matmul(module: torch.nn.Module) -> torch.nn.Module:
+    """``module`` with each CompressAI GDN inside it (not its subclasses) replaced, in place, by
+    a MatmulGDN sharing its parameters; ``module`` itself when it is one."""
+    from compressai.layers import GDN
+
+    if type(module) is GDN:
+        return MatmulGDN(module)
+    for name, child in list(module.named_children()):
+        setattr(module, name, gdn_by_matmul(child))
+    return module
+
+
 def float64_coding_net(net: torch.nn.Module) -> torch.nn.Module:
     """A copy of ``net`` for file format version 2, computing in float64 whatever CompressAI
     computes at load time or while coding, so that every CPU gets the same numbers:
 
     - h_s and g_s run in float64 (``InFloat64``; their transposed convolutions one matrix product
-      per kernel tap, deconv.py, which is faster in float64 than PyTorch's kernel);
+      per kernel tap, deconv.py, and g_s's GDN layers one per image, ``MatmulGDN``: faster in
+      float64 than PyTorch's kernels);
     - the GaussianConditional's scale table, exp(linspace(ln 0.11, ln 256, 64)) (CompressAI's
       ``get_scale_table``, which ``update()`` recomputes in float32), is computed in float64 and
       rounded to float32;
@@ -230,7 +265,7 @@ def float64_coding_net(net: torch.nn.Module) -> torch.nn.Module:
 
     coding = copy.deepcopy(net)
     coding.h_s = InFloat64(deconv.by_taps(coding.h_s))  # coding's own copies: the model stays float32
-    coding.g_s = InFloat64(deconv.by_taps(coding.g_s))
+    coding.g_s = InFloat64(gdn_by_matmul(deconv.by_taps(coding.g_s)))
     gc = coding.gaussian_conditional
     gc.scale_table = torch.exp(torch.linspace(math.log(SCALES_MIN), math.log(SCALES_MAX), SCALES_LEVELS,
                                               dtype=torch.float64)).float()

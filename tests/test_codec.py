@@ -82,6 +82,24 @@ def test_float32_coder_tables_are_built_only_for_version_1(tiny_checkpoint, monk
     assert calls == [model.net]
 
 
+@pytest.mark.parametrize("inverse", [False, True])
+def test_the_coding_networks_gdn_computes_compressais(inverse):
+    from compressai.layers import GDN
+
+    from sgacodec.hyperprior import MatmulGDN, gdn_by_matmul
+    from sgacodec.models import load_embedded
+
+    torch.manual_seed(0)
+    gdn = GDN(6, inverse=inverse).double()
+    with torch.no_grad():
+        gdn.gamma.add_(torch.rand(6, 6, dtype=torch.float64) * 0.1)
+        x = torch.randn(2, 6, 5, 7, dtype=torch.float64)
+        replaced = gdn_by_matmul(torch.nn.Sequential(gdn, torch.nn.ReLU()))
+        assert isinstance(replaced[0], MatmulGDN) and replaced[0].gdn is gdn
+        assert torch.allclose(replaced[0](x), gdn(x), rtol=0, atol=1e-14)
+    assert any(isinstance(m, MatmulGDN) for m in coding_net(load_embedded()).g_s.modules())
+
+
 def test_version_1_files_still_decode(tiny_model):
     """Files written before version 2 were coded with the float32 model; they decode as they were."""
     image = make_image(70, 90, seed=4)
