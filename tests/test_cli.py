@@ -37,6 +37,18 @@ def test_cli_import_and_help_load_neither_torch_nor_compressai():
 
 
 
+def test_the_entry_point_freezes_the_objects_on_the_way_out():
+    """No last garbage collection over torch's objects at exit (about 0.5 s of CPU per process)."""
+    import gc
+
+    gc.unfreeze()
+    try:
+        assert run_entry_point("--version") == 0
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+
+
 def test_ctrl_c_during_refinement_exits_130_and_leaves_nothing(tmp_path, png, tiny_checkpoint, monkeypatch,
                                                                capsys):
     import sgacodec.pipeline
