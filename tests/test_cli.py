@@ -28,7 +28,7 @@ def test_cli_import_and_help_load_neither_torch_nor_compressai():
                   "bad = [m for m in ('torch', 'compressai', 'numpy') if m in sys.modules]; "
                   "assert not bad, bad")
     assert res.returncode == 0, res.stderr.decode()
-    for args in (["--help"], ["encode", "--help"], ["decode", "--help"], ["encode"],
+    for args in (["--help"], ["--version"], ["encode", "--help"], ["decode", "--help"], ["encode"],
                  ["encode", "x.png", "--method", "bogus"]):
         res = python("import sys; from sgacodec.cli import main\n"
                       f"try:\n    main({args!r})\nexcept SystemExit:\n    pass\n"
