@@ -49,17 +49,18 @@ def load() -> types.ModuleType:
     global _how
     with _lock:
         if _how is None:
-            _how = "full"
+            how = "full"
             if "compressai" not in sys.modules and installed_version() in COMPRESSAI_CHECKED:
                 try:
                     _import_partially()
-                    _how = "partial"
-                except _LayoutChanged:
-                    _forget_compressai()
-            if _how == "full":
+                    how = "partial"
+                except Exception:  # noqa: BLE001 - another layout, or any surprise: the plain
+                    _forget_compressai()  # import below starts clean, and raises what is wrong
+            if how == "full":
                 with warnings.catch_warnings():  # a torchvision built for another PyTorch says so
                     warnings.filterwarnings("ignore", message="Failed to load image Python extension")
                     importlib.import_module("compressai.models")
+            _how = how
         return sys.modules["compressai.models"]
 
 
