@@ -11,6 +11,12 @@ bpp (real bytes) and PSNR, to show that version 2 codes the same rate-distortion
     python benchmarks/portability.py --images ../shared/datasets/kodak --quality 1 2 3
     python benchmarks/portability.py --quality 2 --keep /tmp/kodak_q2   # also keep the files:
         /tmp/kodak_q2/q2/v1/*.bin and .../v2/*.bin (e.g. for benchmarks/startup_speed.py --bins)
+
+``--synthesis`` also measures a cheaper arithmetic for g_s, the largest cost of a decode: whether a
+format with g_s in float32 (h_s and the tables still float64) would decode to the encoder's pixels.
+For each version 2 file, the encoder side (here) and each emulated CPU run g_s in float32 on the
+same exactly decoded y^; printed: files and pixel values that differ from here, and the CPU time
+of g_s in float32 and in float64 (the coding network's, what version 2 decodes with) per file.
 """
 
 from __future__ import annotations
@@ -35,12 +41,29 @@ EMULATED_CPUS = {
 }
 
 
+def exact_y_hat(net, data: bytes):
+    """The y^ a version 2 file decodes to (entropy decoding with the coding network's h_s, float64)."""
+    from sgacodec.bitstream import unpack
+
+    bs = unpack(data)
+    eb, gc = net.entropy_bottleneck, net.gaussian_conditional
+    z_hat = eb.decompress([bs.z_string], bs.z_shape)
+    scales, means = net.h_s(z_hat).chunk(2, 1)
+    return gc.decompress([bs.y_string], gc.build_indexes(scales), means=means), bs
+
+
+def synthesis_pixels(g_s, y_hat, bs) -> np.ndarray:
+    from sgacodec.codec import to_uint8
+
+    return to_uint8(g_s(y_hat).clamp(0, 1)[0, :, : bs.height, : bs.width])
+
+
 def encode_all(images: list[Path], quality: int, out: Path) -> dict:
     """Both file versions of every image into ``out``; returns mean bpp and PSNR per version."""
     import torch
 
     from sgacodec import metrics
-    from sgacodec.codec import code_latents, pad, to_tensor
+    from sgacodec.codec import code_latents, coding_net, pad, to_tensor
     from sgacodec.hyperprior import LatentModel
     from sgacodec.imageio import read_image
     from sgacodec.models import load_embedded
@@ -58,17 +81,43 @@ def encode_all(images: list[Path], quality: int, out: Path) -> dict:
             folder.mkdir(parents=True, exist_ok=True)
             (folder / f"{path.stem}.bin").write_bytes(data)
             np.save(folder / f"{path.stem}.npy", recon)
+            if version == 2:  # the encoder side of a format with g_s in float32
+                with torch.no_grad():
+                    y_hat, bs = exact_y_hat(coding_net(model), data)
+                    np.save(folder / f"{path.stem}.f32.npy", synthesis_pixels(model.net.g_s, y_hat, bs))
             sums[version][0] += metrics.bpp(len(data), *rgb.shape[:2]) / len(images)
             sums[version][1] += metrics.psnr(rgb, recon) / len(images)
     return sums
 
 
-def decode_all(folder: Path) -> dict:
-    """Child process: decode every file in ``folder``/v*/; counts per file version."""
-    from sgacodec.codec import decode
+def decode_all(folder: Path, synthesis: bool = False) -> dict:
+    """Child process: decode every file in ``folder``/v*/; counts per file version (and with
+    ``synthesis``, per g_s arithmetic on the version 2 files)."""
+    import time
+
+    import torch
+
+    from sgacodec.bitstream import unpack
+    from sgacodec.codec import coding_net, decode
+    from sgacodec.models import load_for_bitstream
 
     counts = {}
-    for path in sorted(folder.glob("v*/*.bin")):
+    if synthesis:
+        for path in sorted(folder.glob("v2/*.bin")):
+            model = load_for_bitstream(unpack(path.read_bytes()).model)
+            net = coding_net(model)
+            with torch.no_grad():
+                y_hat, bs = exact_y_hat(net, path.read_bytes())
+                for name, g_s, ref in (("g_s float32", model.net.g_s, ".f32.npy"), ("g_s float64", net.g_s, ".npy")):
+                    c = counts.setdefault(name, {"files": 0, "fail": 0, "other_pixels": 0, "values": 0, "cpu": 0.0})
+                    t0 = time.process_time()
+                    rgb = synthesis_pixels(g_s, y_hat, bs)
+                    c["cpu"] += time.process_time() - t0
+                    n = int((rgb != np.load(path.parent / (path.stem + ref))).sum())
+                    c["files"] += 1
+                    c["other_pixels"] += n > 0
+                    c["values"] += n
+    for path in [] if synthesis else sorted(folder.glob("v*/*.bin")):
         version = path.parent.name[1:]
         c = counts.setdefault(version, {"files": 0, "fail": 0, "other_pixels": 0, "values": 0})
         c["files"] += 1
@@ -88,10 +137,12 @@ def main() -> None:
     ap.add_argument("--images", type=Path, default=KODAK)
     ap.add_argument("--quality", type=int, nargs="+", default=[1, 2, 3])
     ap.add_argument("--keep", type=Path, help="Keep the coded files in KEEP/q<quality>/v<version>/.")
+    ap.add_argument("--synthesis", action="store_true",
+                    help="Also measure g_s in float32 against float64 on the emulated CPUs.")
     ap.add_argument("--decode-folder", type=Path, help=argparse.SUPPRESS)  # the child's job
     args = ap.parse_args()
     if args.decode_folder:
-        print(json.dumps(decode_all(args.decode_folder)))
+        print(json.dumps(decode_all(args.decode_folder, args.synthesis)))
         return
     images = sorted(p for p in args.images.iterdir() if p.suffix.lower() == ".png")
     print(f"{len(images)} images from {args.images}; decode with one thread, SGACODEC_ISOLATE=0")
@@ -107,6 +158,12 @@ def main() -> None:
                 for version, c in sorted(json.loads(res.stdout.splitlines()[-1]).items()):
                     print(f"q{quality:<5} {version:8} {cpu:13} {c['fail']:>3}/{c['files']} "
                           f"{c['other_pixels']:>6}/{c['files']} {c['values']:>9}", flush=True)
+                if args.synthesis:
+                    res = subprocess.run([sys.executable, __file__, "--decode-folder", tmp, "--synthesis"],
+                                         env=env, capture_output=True, text=True, check=True)
+                    for name, c in sorted(json.loads(res.stdout.splitlines()[-1]).items()):
+                        print(f"q{quality:<5} {name:11} {cpu:10} {'':>5} {c['other_pixels']:>6}/{c['files']} "
+                              f"{c['values']:>9}   g_s CPU {c['cpu'] / c['files']:.2f} s/file", flush=True)
         for version, (bpp, psnr) in sums.items():
             print(f"q{quality:<5} v{version}: mean {bpp:.5f} bpp, {psnr:.4f} dB")
 

@@ -33,7 +33,8 @@ import torch.nn.functional as F
 from . import bitstream, isolate, memory, metrics
 from .config import RefineConfig
 from .errors import DecodeError, EncodeError, ResourceError  # noqa: F401 - raised here
-from .hyperprior import LatentModel, coding_problem, float64_coding_net, synthesis_channels
+from .float64 import float64_coding_net, with_float32_tables
+from .hyperprior import LatentModel, coding_problem, synthesis_channels
 from .models import LoadedModel, ModelError, load_for_bitstream
 from .refine import refine
 
@@ -108,13 +109,13 @@ def coding_net(model: LoadedModel, version: int = bitstream.VERSION) -> torch.nn
     """The CPU network that codes and decodes files of this format version.
 
     Version 2: a copy of the model with h_s, g_s, the scale table and the rANS tables computed in
-    float64 (hyperprior.float64_coding_net), made once per model. In float32 (version 1: the model
-    itself) another CPU's rounding moved scale indexes or table entries and the decoder
-    desynchronised: 12 to 24 of the 24 Kodak files of each shipped model failed to decode on an
+    float64 (float64.float64_coding_net), made once per model. In float32 (version 1: the model
+    itself, with CompressAI's float32 tables) another CPU's rounding moved scale indexes or table
+    entries and the decoder desynchronised: 12 to 24 of the 24 Kodak files of each shipped model failed to decode on an
     emulated other CPU; in version 2 all decoded to the encoder's pixels (docs/format.md).
     """
     if version < 2:
-        return model.net
+        return with_float32_tables(model.net)
     net = _CODING_NETS.get(model.net)
     if net is None:
         net = _CODING_NETS[model.net] = float64_coding_net(model.net)
@@ -235,26 +236,32 @@ def encode_batch(
         x = pad(torch.cat([to_tensor(image) for image in images])).to(device)
         with torch.no_grad():
             y0, z0 = lm.analysis(x)
-        result = refine(lm, x, size, lmbda, config, y0, z0, on_step=on_step, keep_history=keep_history)
+        if config.refines or keep_history:
+            result = refine(lm, x, size, lmbda, config, y0, z0, on_step=on_step, keep_history=keep_history)
+            y, z, iterations, seconds, histories = (result.y, result.z, result.iterations, result.seconds,
+                                                    result.history)
+        else:  # nothing to refine: the encoder's latents, measured on their real bytes below (refine()
+            # would first evaluate their loss with another g_s pass, for nothing)
+            y, z, iterations, seconds, histories = y0, z0, 0, 0.0, []
     except (RuntimeError, MemoryError) as exc:
         if isinstance(exc, torch.cuda.OutOfMemoryError) or not isolate.is_allocation_failure(exc):
             raise  # pipeline.py halves the batch on a GPU out-of-memory error
         raise ResourceError(f"not enough memory to encode {size[1]}x{size[0]} "
                             f"({len(images)} image(s)): an allocation failed") from None
-    coded = code_latents(model, result.y, result.z, size)
-    base = coded if config.method == "none" else code_latents(model, y0, z0, size)
+    coded = code_latents(model, y, z, size)
+    base = coded if not config.refines else code_latents(model, y0, z0, size)
     reports = []
     for j, image in enumerate(images):
         (data, rgb), (base_data, base_rgb) = coded[j], base[j]
         mse, base_mse = metrics.mse(image, rgb), metrics.mse(image, base_rgb)
         bpp, base_bpp = (metrics.bpp(len(d), *size) for d in (data, base_data))
         history = [{"step": h["step"], "loss": h["loss"][j], "bpp": h["bpp"][j],
-                    "psnr": h["psnr"][j]} for h in result.history]
+                    "psnr": h["psnr"][j]} for h in histories]
         reports.append(EncodeReport(
             data, rgb, size[0], size[1], config.method, lmbda, bpp, metrics.psnr_from_mse(mse),
             metrics.rd_loss(lmbda, mse, bpp), base_bpp, metrics.psnr_from_mse(base_mse),
-            metrics.rd_loss(lmbda, base_mse, base_bpp), result.iterations,
-            result.seconds / len(images), base_rgb, history))
+            metrics.rd_loss(lmbda, base_mse, base_bpp), iterations,
+            seconds / len(images), base_rgb, history))
     return reports
 
 

@@ -14,31 +14,25 @@ then coded with CompressAI's own sequential coder, so what is written is always 
 
 from __future__ import annotations
 
-import copy
-import math
-import warnings
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
+from . import _compressai
+
 LOG2 = 0.6931471805599453
 
-# This module is the one place that uses CompressAI's private or undocumented APIs (entropy model
-# internals, the autoregressive coder, the zoo's tables); the versions it was checked against:
-COMPRESSAI_CHECKED = ("1.2.6", "1.2.8")
+# This module and _compressai.py (its import) are the only ones that use CompressAI's private or
+# undocumented APIs (entropy model internals, the autoregressive coder, the zoo's tables); the
+# versions they were checked against:
+COMPRESSAI_CHECKED = _compressai.COMPRESSAI_CHECKED
 
 
 def import_compressai():
-    """Import CompressAI's models, without the warning a torchvision built for another PyTorch
-    prints at CompressAI's import (sgacodec never uses torchvision); no global filter is left."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Failed to load image Python extension")
-        # torch_geometric, which CompressAI imports, decorates with torch.jit.script at import
-        warnings.filterwarnings("ignore", message=".*torch.jit.script.* is deprecated", category=FutureWarning)
-        import compressai.models
-
-    return compressai.models
+    """``compressai.models``, imported without the CompressAI subpackages sgacodec never uses
+    (datasets, transforms: torchvision, torch_geometric) where its version allows (_compressai.py)."""
+    return _compressai.load()
 
 
 # --- the zoo's tables (compressai.zoo internals) ---------------------------------------------
@@ -233,7 +227,7 @@ class LatentModel:
         return self.net.decompress([y_strings, z_strings], tuple(z_shape))["x_hat"]
 
 
-# --- the coding network: what both sides of a file compute -----------------------------------
+# --- training ----------------------------------------------------------------------------------
 
 def noisy_bottleneck(entropy_bottleneck, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The EntropyBottleneck's training forward: (z + uniform noise, its likelihood).
@@ -254,73 +248,3 @@ def noisy_bottleneck(entropy_bottleneck, z: torch.Tensor) -> tuple[torch.Tensor,
         return t.reshape(channels, batch, *z.shape[2:]).transpose(0, 1).contiguous()
 
     return back(outputs), back(likelihood)
-
-
-class InFloat64(torch.nn.Module):
-    """``module`` (converted in place) computed in float64, its output returned in the input's dtype.
-
-    Two CPUs (other instruction set, other oneDNN kernel) sum a float32 convolution in different
-    orders and differ by ~1e-7 relative; an h_s scale that lands on a scale-table boundary then
-    picks another index and the decoder desynchronises, and a g_s output near k + 1/2 rounds to
-    another pixel value. In float64 the differences are ~1e-16, too small to reach a boundary in
-    practice (docs/format.md gives the measurement).
-    """
-
-    def __init__(self, module: torch.nn.Module):
-        super().__init__()
-        self.module = module.double()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.module(x.double()).to(x.dtype)
-
-
-def float64_coding_net(net: torch.nn.Module) -> torch.nn.Module:
-    """A copy of ``net`` for file format version 2, computing in float64 whatever CompressAI
-    computes at load time or while coding, so that every CPU gets the same numbers:
-
-    - h_s and g_s run in float64 (``InFloat64``);
-    - the GaussianConditional's scale table, exp(linspace(ln 0.11, ln 256, 64)) (CompressAI's
-      ``get_scale_table``, which ``update()`` recomputes in float32), is computed in float64 and
-      rounded to float32;
-    - the rANS tables (quantized CDFs) of both entropy models are rebuilt by their own ``update()``
-      from float64 densities.
-
-    Each of these, left in float32, made files undecodable on an emulated other CPU: see
-    docs/format.md. CompressAI's compress()/decompress() are unchanged. For the context models
-    (mbt2018, cheng2020-*) CompressAI's autoregressive coder runs the context convolution and
-    entropy_parameters itself, in float32.
-    """
-    from compressai.models.google import SCALES_LEVELS, SCALES_MAX, SCALES_MIN
-
-    coding = copy.deepcopy(net)
-    coding.h_s = InFloat64(coding.h_s)  # coding's own copies: the model stays float32
-    coding.g_s = InFloat64(coding.g_s)
-    gc = coding.gaussian_conditional
-    gc.scale_table = torch.exp(torch.linspace(math.log(SCALES_MIN), math.log(SCALES_MAX), SCALES_LEVELS,
-                                              dtype=torch.float64)).float()
-    for entropy_model in (coding.entropy_bottleneck, gc):
-        _tables_in_float64(entropy_model)
-    return coding
-
-
-CODER_TABLES = ("_quantized_cdf", "_offset", "_cdf_length")  # an entropy model's rANS tables
-
-
-def without_coder_tables(state_dict: dict) -> dict:
-    """The state dict with the entropy models' rANS tables emptied (~0.8 MB for the shipped
-    models): every loader rebuilds them with update(force=True), so stored copies are never used."""
-    return {k: v[:0] if k.rsplit(".", 1)[-1] in CODER_TABLES else v for k, v in state_dict.items()}
-
-
-def _tables_in_float64(entropy_model) -> None:
-    """Replace an entropy model's rANS tables with those its own ``update()`` computes in float64
-    (from its float32 parameters and scale table, made exact float64 copies)."""
-    from compressai.entropy_models import EntropyBottleneck
-
-    em64 = copy.deepcopy(entropy_model).double()  # floating-point parameters and buffers only
-    if isinstance(em64, EntropyBottleneck):
-        em64.update(force=True)
-    else:
-        em64.update()
-    for name in CODER_TABLES:
-        setattr(entropy_model, name, getattr(em64, name).clone())

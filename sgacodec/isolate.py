@@ -85,8 +85,11 @@ def decompress_untrusted(net, y_string: bytes, z_string: bytes, z_shape):
     string is decoded twice; their y string is padded and decoded once.
     """
     import torch
-    from compressai.models import MeanScaleHyperprior, ScaleHyperprior
 
+    from .hyperprior import import_compressai
+
+    models = import_compressai()
+    MeanScaleHyperprior, ScaleHyperprior = models.MeanScaleHyperprior, models.ScaleHyperprior
     eb, gc = net.entropy_bottleneck, net.gaussian_conditional
     z_shape = tuple(z_shape)
     n_z = eb.channels * z_shape[0] * z_shape[1]

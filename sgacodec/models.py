@@ -1,8 +1,10 @@
 """Loading CompressAI hyperprior models: the zoo, local checkpoints, and the embedded models.
 
 Checkpoints are read with ``torch.load(weights_only=True)`` or safetensors: never unpickled code.
-Every loaded model is put on the CPU in float32, in eval mode, with ``update(force=True)`` run, so
-the entropy coder's tables are the same on every machine.
+Every loaded model is put on the CPU in float32, in eval mode. The entropy coder's tables are
+built where a file format version needs them, not here: version 2 codes with float64 tables
+(float64.float64_coding_net), version 1 with CompressAI's float32 ones
+(float64.with_float32_tables: ``update(force=True)``, as CompressAI's own compress() needs).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ MANIFEST = WEIGHTS_DIR / "manifest.json"
 
 @dataclass
 class LoadedModel:
-    net: object  # a compressai ScaleHyperprior subclass, CPU, float32, eval, updated
+    net: object  # a compressai ScaleHyperprior subclass, CPU, float32, eval (coder tables: see above)
     identity: ModelId
     lmbda: float | None  # training lambda, when known
 
@@ -52,9 +54,11 @@ def sha256_file(path: Path) -> bytes:
 
 
 def _prepare(net, source: str):
+    """The model as every loader returns it: float32, eval mode, weights checked. No ``update()``:
+    the coding network builds the coder's tables in float64 (codec.coding_net), and the float32
+    ones only version 1 files need come from ``with_float32_tables``."""
     net = net.float().eval()
     check_weights(net, source)
-    net.update(force=True)
     return net
 
 

@@ -311,7 +311,7 @@ def export(checkpoint, output, fp16: bool = True, metadata: dict | None = None) 
 
     from safetensors.torch import save
 
-    from .hyperprior import without_coder_tables
+    from .float64 import without_coder_tables
     from .outputs import atomic_write
 
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)

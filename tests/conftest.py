@@ -17,6 +17,14 @@ torch.set_num_threads(int(os.environ.get("SGACODEC_TEST_THREADS", "1")))
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # for the CLI subprocesses
 
 
+@pytest.fixture(scope="session", autouse=True)
+def own_cache_folder(tmp_path_factory):
+    """The suite's cache folder (coder tables, cache.py): a temporary one, never the user's."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("xdg-cache")))
+        yield
+
+
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory):
     """Path of a torch checkpoint {"state_dict", "lmbda"} of the tiny trained model."""

@@ -55,10 +55,50 @@ def test_coding_net_runs_the_transforms_in_float64(tiny_model):
     assert all(p.dtype == torch.float32 for p in tiny_model.net.parameters())  # the model is untouched
     y = torch.randn(1, tiny_model.net.M, 4, 4)
     with torch.no_grad():
-        out = net.g_s(y)
+        out, out64 = net.g_s(y), net.g_s.module(y.double())
         exact = copy.deepcopy(tiny_model.net.g_s).double()(y.double())
-    assert out.dtype == torch.float32 and torch.equal(out, exact.float())
+    # float64 throughout; the transposed convolutions by kernel taps (deconv.py) sum in another order
+    assert out.dtype == torch.float32 and torch.equal(out, out64.float())
+    assert torch.allclose(out64, exact, rtol=0, atol=1e-12)
 
+
+
+def test_float32_coder_tables_are_built_only_for_version_1(tiny_checkpoint, monkeypatch):
+    """Version 2 codes with the coding network's float64 tables: loading a model, and coding and
+    decoding version 2 files, never run the model's float32 update() (which loading used to);
+    coding version 1 runs it, once."""
+    from sgacodec.hyperprior import import_compressai
+    from sgacodec.models import load_checkpoint
+
+    cls, calls = import_compressai().MeanScaleHyperprior, []
+    real = cls.update
+    monkeypatch.setattr(cls, "update", lambda self, *a, **k: calls.append(self) or real(self, *a, **k))
+    model = load_checkpoint(tiny_checkpoint)
+    y, z = LatentModel(model.net).analysis(pad(to_tensor(make_image(64, 64, seed=6))))
+    [(data, rgb)] = code_latents(model, y, z, (64, 64))
+    assert np.array_equal(decode(data, model, strict=True).rgb, rgb)
+    assert calls == []
+    for _ in range(2):
+        code_latents(model, y, z, (64, 64), version=1)
+    assert calls == [model.net]
+
+
+@pytest.mark.parametrize("inverse", [False, True])
+def test_the_coding_networks_gdn_computes_compressais(inverse):
+    from compressai.layers import GDN
+
+    from sgacodec.float64 import MatmulGDN, gdn_by_matmul
+    from sgacodec.models import load_embedded
+
+    torch.manual_seed(0)
+    gdn = GDN(6, inverse=inverse).double()
+    with torch.no_grad():
+        gdn.gamma.add_(torch.rand(6, 6, dtype=torch.float64) * 0.1)
+        x = torch.randn(2, 6, 5, 7, dtype=torch.float64)
+        replaced = gdn_by_matmul(torch.nn.Sequential(gdn, torch.nn.ReLU()))
+        assert isinstance(replaced[0], MatmulGDN) and replaced[0].gdn is gdn
+        assert torch.allclose(replaced[0](x), gdn(x), rtol=0, atol=1e-14)
+    assert any(isinstance(m, MatmulGDN) for m in coding_net(load_embedded()).g_s.modules())
 
 
 def test_version_1_files_still_decode(tiny_model):
@@ -87,6 +127,17 @@ def test_unrefined_encode_matches_compressais_compress(tiny_model):
     assert header.z_string == stock["strings"][1][0]
     assert report.bpp == report.base_bpp and report.iterations == 0
 
+
+
+def test_method_none_codes_the_encoders_latents_without_evaluating_them_first(tiny_model, monkeypatch):
+    """Nothing to refine: refine() (whose first step is a true-loss pass through g_s) is not run;
+    the report's figures come from the real bytes as always."""
+    image = make_image(64, 96, seed=8)
+    [expected] = encode(tiny_model, [image], RefineConfig(method="ste", iterations=0))
+    monkeypatch.setattr(codec, "refine", lambda *a, **k: pytest.fail("refine() ran for method none"))
+    [report] = encode(tiny_model, [image], RefineConfig(method="none"))
+    assert report.data == expected.data and report.iterations == 0
+    assert (report.bpp, report.psnr) == (report.base_bpp, report.base_psnr) == (expected.bpp, expected.psnr)
 
 
 def test_refinement_improves_real_bytes_rd(tiny_model):

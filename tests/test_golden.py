@@ -20,7 +20,8 @@ import torch
 from sgacodec import bitstream
 from sgacodec.codec import code_latents, decode, pad, to_tensor
 from sgacodec.config import RefineConfig
-from sgacodec.hyperprior import LatentModel, without_coder_tables
+from sgacodec.float64 import without_coder_tables
+from sgacodec.hyperprior import LatentModel
 from sgacodec.imageio import read_image
 from sgacodec.models import load_checkpoint, load_embedded
 from sgacodec.refine import refine

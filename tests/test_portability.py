@@ -29,6 +29,7 @@ OTHER_CPU = {"ONEDNN_MAX_CPU_ISA": "SSE41", "ATEN_CPU_CAPABILITY": "default",
 PROBE = """
 import hashlib, json, torch
 from sgacodec.codec import coding_net
+from sgacodec.float64 import with_float32_tables
 from sgacodec.models import load_embedded
 
 def digest(*tensors):
@@ -40,7 +41,7 @@ for quality in (1, 2, 3):
     torch.manual_seed(0)
     with torch.no_grad():
         out[f"q{quality} g_s float32"] = digest(model.net.g_s(torch.randn(1, model.net.M, 8, 12)))
-    for name, net in (("float32", model.net), ("coding", coding_net(model))):
+    for name, net in (("float32", with_float32_tables(model.net)), ("coding", coding_net(model))):
         for em in ("entropy_bottleneck", "gaussian_conditional"):
             m = getattr(net, em)
             tables = [m._quantized_cdf, m._offset, m._cdf_length] + [getattr(m, "scale_table", m._offset)]
