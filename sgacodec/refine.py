@@ -3,7 +3,11 @@
     L = lambda * 255^2 * MSE(x, g_s(y~)) + bpp(y~ | z~) + bpp(z~)
     z~ = R(z - med) + med,   (scales, mu) = h_s(z~),   y~ = R(y - mu) + mu
 
-R is a relaxed rounding from ``rounding``; Adam over [y, z]; tau(t) = min(exp(-c t), tau_max).
+R is a relaxed rounding from ``rounding``; Adam over [y, z]. Schedules (``schedule_at``): "paper"
+tau(t) = min(exp(-c t), tau_max) with a constant lr, whatever the run's length; "budget" anneals
+within the run's T iterations, tau(t) = min(tau_end ** (t / T), tau_max), with a step size scaled
+for T (at T = 2000 and the defaults it is the paper's schedule). With a time budget, the budget
+schedule times the first steps and plans T from the pace (``iterations_for_budget``).
 The true loss (hard rounding, what the bitstream costs) is evaluated every ``eval_every`` steps on
 the device and the best iterate is kept there, so the result is never worse than the encoder's
 latents and the loop never waits for the host. Images in a batch share one optimiser but each
@@ -21,6 +25,7 @@ change the optimisation path, never what a file decodes to. See docs/performance
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import time
 import warnings
@@ -30,12 +35,14 @@ from typing import Callable
 import torch
 
 from .hyperprior import LatentModel
-from .rounding import METHODS, THREE_CLASS_METHODS, soft_round, temperature
+from .rounding import (DEFAULT_TAU_END, METHODS, PAPER_ITERATIONS, THREE_CLASS_METHODS,
+                       budget_temperature, soft_round, temperature)
 
 
 COMPILE_MODES = ("auto", "off", "default", "reduce-overhead", "max-autotune",
                  "max-autotune-no-cudagraphs")
 PRECISIONS = ("fp32", "tf32", "bf16")
+SCHEDULES = ("paper", "budget")
 
 
 @dataclass(frozen=True)
@@ -50,7 +57,16 @@ class RefineConfig:
     factor: float = 0.98
     power: float = 1.4
     tau_max: float = 1.0
-    temp_rate: float = 1e-3
+    temp_rate: float = 1e-3  # the paper schedule's c; the budget schedule derives its own
+    # Schedule (see ``schedule_at``): "paper" = tau(t) = min(exp(-temp_rate t), tau_max) and a
+    # constant lr, whatever the run's length; "budget" = anneal to tau_end within the run's
+    # iterations T (or the count time_budget affords), lr boosted for short runs and decayed to 0
+    # over the last lr_decay fraction of the run.
+    schedule: str = "paper"
+    tau_end: float = DEFAULT_TAU_END
+    lr_power: float = 0.5
+    lr_boost_max: float = 4.0
+    lr_decay: float = 0.0
     lmbda: float | None = None  # None: the model's training lambda
     seed: int = 0
     time_budget: float | None = None  # seconds; stop early when spent
@@ -73,9 +89,56 @@ class RefineConfig:
             raise ValueError(f"compile: choose from {', '.join(COMPILE_MODES)}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision: choose from {', '.join(PRECISIONS)}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule: choose from {', '.join(SCHEDULES)}")
+        if not 0.0 < self.tau_end < 1.0 or self.lr_boost_max < 1.0 or not 0.0 <= self.lr_decay <= 1.0:
+            raise ValueError("0 < tau_end < 1, lr_boost_max >= 1 and 0 <= lr_decay <= 1 required")
 
     def with_(self, **changes) -> "RefineConfig":
         return replace(self, **changes)
+
+
+def budget_learning_rate(step: int, total: int, lr: float, power: float = 0.5,
+                         boost_max: float = 4.0, decay: float = 0.0) -> float:
+    """The budget schedule's Adam learning rate at ``step`` (0-based) of a T = ``total`` step run:
+
+        peak   = lr * min(max((2000 / T) ** power, 1), boost_max)
+        lr(t)  = peak                                          for t < t0 = (1 - decay) T
+               = peak * (1 + cos(pi (t - t0) / (T - t0))) / 2   from t0 on (cosine to 0 at T)
+
+    A run of 2000 steps or more uses ``lr`` itself as its peak (the paper's 0.005)."""
+    peak = lr * min(max((PAPER_ITERATIONS / max(total, 1)) ** power, 1.0), boost_max)
+    start = (1.0 - decay) * total
+    if decay <= 0.0 or step < start:
+        return peak
+    return peak * 0.5 * (1.0 + math.cos(math.pi * (step - start) / (total - start)))
+
+
+def schedule_at(step: int, total: int, config: "RefineConfig") -> tuple[float, float]:
+    """(tau, lr) at ``step`` of a run planned for ``total`` steps under ``config.schedule``.
+
+    paper:  tau = min(exp(-temp_rate t), tau_max), lr constant: ``total`` plays no part.
+    budget: tau = min(tau_end ** (t / T), tau_max) (rounding.budget_temperature) and lr from
+            ``budget_learning_rate``. With the defaults tau_end = exp(-2) and lr_decay = 0, a
+            2000-step budget run is the paper's run."""
+    if config.schedule == "paper":
+        return temperature(step, config.tau_max, config.temp_rate), config.lr
+    return (budget_temperature(step, total, config.tau_max, config.tau_end),
+            budget_learning_rate(step, total, config.lr, config.lr_power, config.lr_boost_max,
+                                 config.lr_decay))
+
+
+BUDGET_PROBE_STEPS = 4  # steps timed before a time budget is turned into an iteration count
+BUDGET_MARGIN = 0.95  # the share of the remaining time the planned iterations may fill
+
+
+def iterations_for_budget(steps_done: int, seconds_per_step: float, seconds_left: float,
+                          cap: int, margin: float = BUDGET_MARGIN) -> int:
+    """The iteration count T a time budget affords: the steps already run plus as many more as
+    ``margin`` of the remaining time holds at the measured pace, at most ``cap`` (the configured
+    iterations) and at least ``steps_done``."""
+    more = int(margin * max(seconds_left, 0.0) / max(seconds_per_step, 1e-9))
+    return max(steps_done, min(cap, steps_done + more))
 
 
 @dataclass
@@ -284,16 +347,34 @@ def refine(
         # compiled: tau lives in one device scalar, so the graph neither recompiles per value nor
         # needs the host; eager: the Python float, exactly as before
         tau_t = torch.zeros((), device=device) if step_fns.mode is not None else None
+        budget = config.schedule == "budget"
+        # The run's planned length T. Budget schedule with a time budget: T = config.iterations
+        # until BUDGET_PROBE_STEPS steps (rounded up to whole evaluation periods) have been timed,
+        # starting after the first evaluation so that one-off costs (first call, compilation)
+        # stay out; then T = iterations_for_budget(...) and the schedule anneals within it.
+        total = config.iterations
+        probe_from = probe_to = None
+        if budget and deadline is not None:
+            probe_from = config.eval_every
+            probe_to = probe_from + config.eval_every * math.ceil(BUDGET_PROBE_STEPS / config.eval_every)
+        probe_start = 0.0
         with precision_scope(device, config.precision):
             for step in range(config.iterations):
-                tau = temperature(step, config.tau_max, config.temp_rate)
+                if step >= total:
+                    break
+                if budget:
+                    tau, lr = schedule_at(step, total, config)
+                    for group in optimiser.param_groups:
+                        group["lr"] = lr
+                else:  # the paper's schedule, exactly as it always was
+                    tau = temperature(step, config.tau_max, config.temp_rate)
                 if tau_t is not None:
                     tau_t.fill_(tau)
                     tau = tau_t
                 step_fns.backward(optimiser, lm, x, size, y, z, lmbda, config, tau)
                 optimiser.step()
                 steps = step + 1
-                if steps % config.eval_every == 0 or steps == config.iterations:
+                if steps % config.eval_every == 0 or steps == total:
                     with torch.no_grad():
                         current = step_fns.evaluate(lm, x, size, y.detach(), z.detach(), lmbda)
                         better = current.loss < best.loss
@@ -308,6 +389,15 @@ def refine(
                                         current.mse.clone()))
                 if on_step is not None:
                     on_step(steps)
+                if steps == probe_from or steps == probe_to:
+                    if device.type == "cuda":
+                        torch.cuda.synchronize(device)  # time the device's work, not the queue's
+                    now = time.perf_counter()
+                    if steps == probe_from:
+                        probe_start = now
+                    else:
+                        total = iterations_for_budget(steps, (now - probe_start) / (probe_to - probe_from),
+                                                      deadline - now, config.iterations)
                 if deadline is not None and time.perf_counter() > deadline:
                     break
     records = [
