@@ -67,6 +67,7 @@ class RefineConfig:
     lr_power: float = 0.5
     lr_boost_max: float = 4.0
     lr_decay: float = 0.0
+    lr_floor: float = 0.0
     lmbda: float | None = None  # None: the model's training lambda
     seed: int = 0
     time_budget: float | None = None  # seconds; stop early when spent
@@ -91,27 +92,33 @@ class RefineConfig:
             raise ValueError(f"precision: choose from {', '.join(PRECISIONS)}")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule: choose from {', '.join(SCHEDULES)}")
-        if not 0.0 < self.tau_end < 1.0 or self.lr_boost_max < 1.0 or not 0.0 <= self.lr_decay <= 1.0:
-            raise ValueError("0 < tau_end < 1, lr_boost_max >= 1 and 0 <= lr_decay <= 1 required")
+        if (not 0.0 < self.tau_end < 1.0 or self.lr_boost_max < 1.0 or not 0.0 <= self.lr_decay <= 1.0
+                or self.lr_floor < 0.0):
+            raise ValueError("0 < tau_end < 1, lr_boost_max >= 1, 0 <= lr_decay <= 1 and lr_floor >= 0 "
+                             "required")
 
     def with_(self, **changes) -> "RefineConfig":
         return replace(self, **changes)
 
 
 def budget_learning_rate(step: int, total: int, lr: float, power: float = 0.5,
-                         boost_max: float = 4.0, decay: float = 0.0) -> float:
+                         boost_max: float = 4.0, decay: float = 0.0, floor: float = 0.0) -> float:
     """The budget schedule's Adam learning rate at ``step`` (0-based) of a T = ``total`` step run:
 
         peak   = lr * min(max((2000 / T) ** power, 1), boost_max)
-        lr(t)  = peak                                          for t < t0 = (1 - decay) T
-               = peak * (1 + cos(pi (t - t0) / (T - t0))) / 2   from t0 on (cosine to 0 at T)
+        end    = min(floor * lr, peak)
+        lr(t)  = peak                                                for t < t0 = (1 - decay) T
+               = end + (peak - end) (1 + cos(pi (t - t0) / (T - t0))) / 2   from t0 on
 
-    A run of 2000 steps or more uses ``lr`` itself as its peak (the paper's 0.005)."""
+    A cosine from the peak down to ``end`` at T over the last ``decay`` share of the run. A run of
+    2000 steps or more uses ``lr`` itself as its peak (the paper's 0.005); with floor = 1 its lr
+    stays constant, as in the paper."""
     peak = lr * min(max((PAPER_ITERATIONS / max(total, 1)) ** power, 1.0), boost_max)
     start = (1.0 - decay) * total
     if decay <= 0.0 or step < start:
         return peak
-    return peak * 0.5 * (1.0 + math.cos(math.pi * (step - start) / (total - start)))
+    end = min(floor * lr, peak)
+    return end + (peak - end) * 0.5 * (1.0 + math.cos(math.pi * (step - start) / (total - start)))
 
 
 def schedule_at(step: int, total: int, config: "RefineConfig") -> tuple[float, float]:
@@ -125,7 +132,7 @@ def schedule_at(step: int, total: int, config: "RefineConfig") -> tuple[float, f
         return temperature(step, config.tau_max, config.temp_rate), config.lr
     return (budget_temperature(step, total, config.tau_max, config.tau_end),
             budget_learning_rate(step, total, config.lr, config.lr_power, config.lr_boost_max,
-                                 config.lr_decay))
+                                 config.lr_decay, config.lr_floor))
 
 
 BUDGET_PROBE_STEPS = 4  # steps timed before a time budget is turned into an iteration count

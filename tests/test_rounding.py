@@ -155,6 +155,12 @@ def test_budget_learning_rate():
     assert lrs[175] == pytest.approx(0.005) and lrs[200] == pytest.approx(0.0, abs=1e-15)
     assert all(a >= b for a, b in zip(lrs, lrs[1:]))
     assert budget_learning_rate(199, 200, 0.01, power=0.0, decay=0.0) == 0.01
+    # floor: the cosine ends at floor * lr (never above the peak); floor 1 at T >= 2000 is constant
+    lrs = [budget_learning_rate(t, 100, 0.005, power=0.5, boost_max=4.0, decay=0.5, floor=1.0)
+           for t in range(101)]
+    assert lrs[0] == pytest.approx(0.02) and lrs[100] == pytest.approx(0.005)
+    assert all(a >= b for a, b in zip(lrs, lrs[1:]))
+    assert all(budget_learning_rate(t, 2000, 0.005, decay=0.3, floor=1.0) == 0.005 for t in range(2000))
 
 
 def test_time_budget_conversion():
@@ -173,3 +179,5 @@ def test_schedule_config_is_checked():
         RefineConfig(schedule="budget", tau_end=1.0)
     with pytest.raises(ValueError):
         RefineConfig(schedule="budget", lr_decay=1.5)
+    with pytest.raises(ValueError):
+        RefineConfig(schedule="budget", lr_floor=-1.0)
