@@ -138,6 +138,8 @@ def test_budget_schedule_at_2000_steps_is_the_papers_exactly():
     assert budget_rate(2000) == 1e-3
     paper, budget = RefineConfig(), RefineConfig(schedule="budget")
     assert all(schedule_at(t, 2000, budget) == schedule_at(t, 2000, paper) for t in range(2000))
+    floored = budget.with_(lr_decay=0.3, lr_floor=1.0)
+    assert all(schedule_at(t, 2000, floored) == schedule_at(t, 2000, paper) for t in range(2000))
     # shorter runs anneal faster and with a larger step size
     tau, lr = schedule_at(50, 100, budget)
     assert tau == pytest.approx(math.exp(-1.0)) and lr > paper.lr
