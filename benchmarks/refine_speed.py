@@ -28,6 +28,9 @@ Examples (see docs/performance.md for the figures):
     # large image: one 3840x2160 refine, peak memory
     python benchmarks/refine_speed.py --images /work/shared/datasets/kodak --large 3840x2160 \\
         --iterations 20 --modes fast
+    # CPU per-iteration options side by side (--cpu): eager fp32 one thread against torch.compile,
+    # channels_last, 2 threads, eval_every 5 and 10, bf16; a 192x192 crop and the full first image
+    OMP_NUM_THREADS=2 python benchmarks/refine_speed.py --cpu --iterations 10 --repeats 2
 """
 
 from __future__ import annotations
@@ -208,6 +211,108 @@ def run_fast(lm, images, lmbda, config, device, batch_size):
 BASE_LOSSES = {}  # image index -> true R-D loss of the encoder's own latents
 
 
+# --- --cpu: the per-iteration cost options on a CPU, side by side ----------------------------
+
+CPU_VARIANTS = {  # name -> (RefineConfig changes, torch threads)
+    "baseline": ({}, 1),  # eager, fp32, contiguous, true loss every step, 1 thread
+    "compile": ({"compile": "default"}, 1),
+    "channels_last": ({"channels_last": True}, 1),
+    "threads=2": ({}, 2),
+    "eval_every=5": ({"eval_every": 5}, 1),
+    "eval_every=10": ({"eval_every": 10}, 1),
+    "bf16": ({"precision": "bf16"}, 1),
+}
+
+
+def cpu_bf16_support() -> str:
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split("flags", 2)[1].split("\n", 1)[0].split()
+    except (OSError, IndexError):
+        return "unknown (no /proc/cpuinfo flags)"
+    have = [f for f in ("avx512_bf16", "amx_bf16", "avx512f", "avx2") if f in flags]
+    return ", ".join(have) if have else "none of avx512_bf16, amx_bf16, avx512f, avx2"
+
+
+def time_cpu_variant(net, image, lmbda, base: RefineConfig, changes: dict, threads: int,
+                     warm: int, timed: int) -> tuple[float, float, float]:
+    """(ms per iteration over the last ``timed`` steps of one refine call, seconds of its first
+    ``warm`` steps, best true loss). Timed from the on_step stamps, so one-off costs (the first
+    call, compilation) stay in the warm-up; ``timed`` should be a multiple of 10 so every
+    eval_every variant pays its evaluations in proportion."""
+    import copy
+
+    config = base.with_(iterations=warm + timed, **changes)
+    lm = LatentModel(copy.deepcopy(net) if config.channels_last else net)  # never reformat the coder
+    x = pad(to_tensor(image))
+    stamps: list[float] = []
+    old_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        t0 = time.perf_counter()
+        result = refine(lm, x, image.shape[:2], lmbda, config,
+                        on_step=lambda step: stamps.append(time.perf_counter()))
+    finally:
+        torch.set_num_threads(old_threads)
+    ms = 1000.0 * (stamps[-1] - stamps[warm - 1]) / timed
+    return ms, stamps[warm - 1] - t0, result.best.loss.item()
+
+
+def cpu_main(args):
+    """--cpu: every option of CPU_VARIANTS on a --crop (default 192) centre crop of the first image
+    and on the whole image, each a refine call of --warmup untimed + --iterations timed steps,
+    the variants interleaved in each of --repeats rounds; prints ms/iteration and the ratio to the
+    baseline (> 1: faster), with the load average before and after."""
+    args.n_images, args.large = 1, None
+    crop = args.crop or 192
+    args.crop = None
+    [full], [name] = read_images(args)
+    c = crop
+    top, left = (full.shape[0] - c) // 2, (full.shape[1] - c) // 2
+    images = {f"{name} {c}x{c} crop": np.ascontiguousarray(full[top:top + c, left:left + c]),
+              f"{name} {full.shape[1]}x{full.shape[0]}": full}
+    net, lmbda, model_name = load(args)
+    warm = max(args.warmup if args.warmup is not None else 3, 1)  # step 1 is never timed
+    timed = args.iterations
+    variants = [v for v in (args.variants.split(",") if args.variants else CPU_VARIANTS)]
+    base = RefineConfig(method=args.method, seed=args.seed, compile="off", precision="fp32",
+                        channels_last=False)
+    load_before = os.getloadavg()
+    print(f"      torch: {torch.__version__}, {os.cpu_count()} logical cores visible, "
+          f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}")
+    print(f"  cpu flags: {cpu_bf16_support()}")
+    print(f"      model: {model_name}, method {args.method}, {warm} warm-up + {timed} timed steps "
+          f"per run, {args.repeats} round(s)")
+    print(f"       load: {' '.join(f'{v:.2f}' for v in load_before)} (1, 5, 15 min) before")
+    rows: dict = {}
+    for r in range(args.repeats):
+        for label, image in images.items():
+            for v in variants:
+                changes, threads = CPU_VARIANTS[v]
+                ms, warm_s, loss = time_cpu_variant(net, image, lmbda, base, changes, threads, warm, timed)
+                rows.setdefault((label, v), []).append((ms, warm_s, loss))
+                print(f"  round {r} {label:>22} {v:>14}: {ms:8.1f} ms/it  (warm-up {warm_s:6.1f} s, "
+                      f"best loss {loss:.5f})", flush=True)
+    load_after = os.getloadavg()
+    print(f"       load: {' '.join(f'{v:.2f}' for v in load_after)} (1, 5, 15 min) after")
+    print()
+    results = {"load_before": load_before, "load_after": load_after, "variants": {}}
+    for label in images:
+        base_ms = statistics.median(m for m, _, _ in rows[(label, "baseline")]) \
+            if (label, "baseline") in rows else None
+        print(f"{label}: median ms/it over rounds, and baseline / variant (> 1: faster)")
+        for v in variants:
+            runs = rows[(label, v)]
+            ms = statistics.median(m for m, _, _ in runs)
+            per = ", ".join(f"{m:.0f}" for m, _, _ in runs)
+            ratio = f"{base_ms / ms:5.2f}x" if base_ms else "-"
+            print(f"  {v:>14}: {ms:8.1f} ms/it  {ratio}   (rounds: {per}; first-round warm-up "
+                  f"{runs[0][1]:.1f} s)")
+            results["variants"][f"{label} | {v}"] = {"ms": ms, "runs": runs,
+                                                     "ratio": base_ms / ms if base_ms else None}
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1, default=str))
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--images", default="/work/shared/datasets/kodak")
@@ -216,7 +321,8 @@ def main(argv=None):
                     help="Run the naive loop on the first N images only (default: all).")
     ap.add_argument("--crop", type=int, default=None, help="Centre-crop every image to CxC (CPU runs).")
     ap.add_argument("--large", default=None, help="WxH: refine the first image resized to this size.")
-    ap.add_argument("--iterations", type=int, default=2000)
+    ap.add_argument("--iterations", type=int, default=None,
+                    help="Iterations per run (default 2000; with --cpu: timed steps per run, 10).")
     ap.add_argument("--target-iterations", type=int, default=2000,
                     help="Images per second are quoted at this many iterations.")
     ap.add_argument("--method", default="ssl")
@@ -244,7 +350,17 @@ def main(argv=None):
     ap.add_argument("--lmbda", type=float, default=None)
     ap.add_argument("--peak-tflops", type=float, default=None)
     ap.add_argument("--json", default=None, help="Also write the results to this file.")
+    ap.add_argument("--cpu", action="store_true",
+                    help="Time the CPU options (compile, channels_last, threads, eval_every, bf16) "
+                         "side by side on a crop and on the whole first image; see cpu_main.")
+    ap.add_argument("--variants", default=None,
+                    help=f"--cpu: a comma list out of {', '.join(CPU_VARIANTS)} (default: all).")
     args = ap.parse_args(argv)
+    if args.cpu:
+        args.iterations = args.iterations or 10
+        cpu_main(args)
+        return
+    args.iterations = 2000 if args.iterations is None else args.iterations
 
     if args.threads:
         torch.set_num_threads(args.threads)

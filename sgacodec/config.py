@@ -26,6 +26,11 @@ DEFAULT_A_THREE_CLASS = 1.4  # SSL sharpness, three-class (reference default)
 DEFAULT_FACTOR = 0.98  # three-class s
 DEFAULT_POWER = 1.4  # three-class n
 
+# --- schedules (docs/method.md, "Schedule") -------------------------------------------------------
+SCHEDULES = ("paper", "budget")
+PAPER_ITERATIONS = 2000  # the paper's run length, at which the budget schedule is the paper's
+DEFAULT_TAU_END = math.exp(-2.0)  # the paper's tau at step 2000: exp(-1e-3 * 2000)
+
 # --- speed options (docs/performance.md) ------------------------------------------------------
 COMPILE_MODES = ("auto", "off", "default", "reduce-overhead", "max-autotune",
                  "max-autotune-no-cudagraphs")
@@ -65,8 +70,10 @@ POSITIVE = ("lr", "a", "factor", "power", "tau_max", "lmbda")  # RefineConfig fi
 class RefineConfig:
     """Refinement settings; defaults are the paper's (SSL, a = 2.3, Adam lr 0.005, 2000 steps).
 
-    tau(t) = min(exp(-temp_rate * t), tau_max); the loss is lambda * 255^2 * MSE + bpp with
-    lambda = ``lmbda`` or the model's training lambda (docs/method.md).
+    Schedule "paper": tau(t) = min(exp(-temp_rate * t), tau_max) and a constant lr; "budget":
+    tau(t) = min(tau_end ** (t / T), tau_max) within the run's T iterations, lr boosted for short
+    runs (refine.schedule_at). The loss is lambda * 255^2 * MSE + bpp with lambda = ``lmbda`` or
+    the model's training lambda (docs/method.md).
     """
 
     method: str = "ssl"
@@ -77,7 +84,17 @@ class RefineConfig:
     factor: float = DEFAULT_FACTOR
     power: float = DEFAULT_POWER
     tau_max: float = 1.0
-    temp_rate: float = 1e-3
+    temp_rate: float = 1e-3  # the paper schedule's c; the budget schedule derives its own
+    # The budget schedule's knobs (refine.schedule_at): anneal to tau_end within the run's T
+    # iterations (or the count time_budget affords), lr * min(max((2000 / T) ** lr_power, 1),
+    # lr_boost_max), and a cosine decay to lr_floor * lr over the last lr_decay share of the run.
+    # The defaults are the tuned ones (docs/method.md); at T = 2000 they give the paper's run.
+    schedule: str = "paper"
+    tau_end: float = DEFAULT_TAU_END
+    lr_power: float = 0.5
+    lr_boost_max: float = 4.0
+    lr_decay: float = 0.0
+    lr_floor: float = 0.0
     lmbda: float | None = None  # None: the model's training lambda
     seed: int = 0
     time_budget: float | None = None  # seconds; stop early when spent
@@ -90,7 +107,8 @@ class RefineConfig:
     channels_last: bool | None = None
 
     def __post_init__(self):
-        for name in ("lr", "a", "factor", "power", "tau_max", "temp_rate", "lmbda", "time_budget"):
+        for name in ("lr", "a", "factor", "power", "tau_max", "temp_rate", "lmbda", "time_budget", "tau_end",
+                     "lr_power", "lr_boost_max", "lr_decay", "lr_floor"):
             value = getattr(self, name)
             if value is None and name in ("a", "lmbda", "time_budget"):
                 continue
@@ -113,6 +131,10 @@ class RefineConfig:
             raise ValueError(f"compile: choose from {', '.join(COMPILE_MODES)}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision: choose from {', '.join(PRECISIONS)}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule: choose from {', '.join(SCHEDULES)}")
+        if not 0.0 < self.tau_end < 1.0 or self.lr_boost_max < 1.0 or not 0.0 <= self.lr_decay <= 1.0:
+            raise ValueError("0 < tau-end < 1, lr-boost-max >= 1 and 0 <= lr-decay <= 1 required")
 
     def with_(self, **changes) -> "RefineConfig":
         return replace(self, **changes)

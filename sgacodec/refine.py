@@ -4,7 +4,11 @@
     L = lambda * 255^2 * MSE(x, g_s(y~)) + bpp(y~ | z~) + bpp(z~)
     z~ = R(z - med) + med,   (scales, mu) = h_s(z~),   y~ = R(y - mu) + mu
 
-R is a relaxed rounding from ``rounding``; Adam over [y, z]; tau(t) = min(exp(-c t), tau_max).
+R is a relaxed rounding from ``rounding``; Adam over [y, z]. Schedules (``schedule_at``): "paper"
+tau(t) = min(exp(-c t), tau_max) with a constant lr, whatever the run's length; "budget" anneals
+within the run's T iterations, tau(t) = min(tau_end ** (t / T), tau_max), with a step size scaled
+for T (at T = 2000 and the defaults it is the paper's schedule). With a time budget, the budget
+schedule times the first steps and plans T from the pace (``iterations_for_budget``).
 The true loss (hard rounding, what the bitstream costs) is evaluated every ``eval_every`` steps on
 the device and the best iterate is kept there, so the result is never worse than the encoder's
 latents and the loop never waits for the host. Images in a batch share one optimiser but each
@@ -22,6 +26,7 @@ change the optimisation path, never what a file decodes to. See docs/performance
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import time
 import warnings
@@ -33,7 +38,54 @@ import torch
 from .config import COMPILE_MODES, RefineConfig, eval_every_for
 from .hyperprior import LatentModel
 from .metrics import psnr_from_mse, rd_loss
-from .rounding import soft_round, temperature
+from .rounding import PAPER_ITERATIONS, budget_temperature, soft_round, temperature
+
+
+def budget_learning_rate(step: int, total: int, lr: float, power: float = 0.5,
+                         boost_max: float = 4.0, decay: float = 0.0, floor: float = 0.0) -> float:
+    """The budget schedule's Adam learning rate at ``step`` (0-based) of a T = ``total`` step run:
+
+        peak   = lr * min(max((2000 / T) ** power, 1), boost_max)
+        end    = min(floor * lr, peak)
+        lr(t)  = peak                                                for t < t0 = (1 - decay) T
+               = end + (peak - end) (1 + cos(pi (t - t0) / (T - t0))) / 2   from t0 on
+
+    A cosine from the peak down to ``end`` at T over the last ``decay`` share of the run. A run of
+    2000 steps or more uses ``lr`` itself as its peak (the paper's 0.005); with floor = 1 its lr
+    stays constant, as in the paper."""
+    peak = lr * min(max((PAPER_ITERATIONS / max(total, 1)) ** power, 1.0), boost_max)
+    start = (1.0 - decay) * total
+    if decay <= 0.0 or step < start:
+        return peak
+    end = min(floor * lr, peak)
+    return end + (peak - end) * 0.5 * (1.0 + math.cos(math.pi * (step - start) / (total - start)))
+
+
+def schedule_at(step: int, total: int, config: "RefineConfig") -> tuple[float, float]:
+    """(tau, lr) at ``step`` of a run planned for ``total`` steps under ``config.schedule``.
+
+    paper:  tau = min(exp(-temp_rate t), tau_max), lr constant: ``total`` plays no part.
+    budget: tau = min(tau_end ** (t / T), tau_max) (rounding.budget_temperature) and lr from
+            ``budget_learning_rate``. With the defaults tau_end = exp(-2) and lr_decay = 0, a
+            2000-step budget run is the paper's run."""
+    if config.schedule == "paper":
+        return temperature(step, config.tau_max, config.temp_rate), config.lr
+    return (budget_temperature(step, total, config.tau_max, config.tau_end),
+            budget_learning_rate(step, total, config.lr, config.lr_power, config.lr_boost_max,
+                                 config.lr_decay, config.lr_floor))
+
+
+BUDGET_PROBE_STEPS = 4  # steps timed before a time budget is turned into an iteration count
+BUDGET_MARGIN = 0.95  # the share of the remaining time the planned iterations may fill
+
+
+def iterations_for_budget(steps_done: int, seconds_per_step: float, seconds_left: float,
+                          cap: int, margin: float = BUDGET_MARGIN) -> int:
+    """The iteration count T a time budget affords: the steps already run plus as many more as
+    ``margin`` of the remaining time holds at the measured pace, at most ``cap`` (the configured
+    iterations) and at least ``steps_done``."""
+    more = int(margin * max(seconds_left, 0.0) / max(seconds_per_step, 1e-9))
+    return max(steps_done, min(cap, steps_done + more))
 
 
 @dataclass
@@ -261,16 +313,34 @@ def _refine(lm, x, size, lmbda, config, y, z, on_step, keep_history) -> RefineRe
         # compiled: tau lives in one device scalar, so the graph neither recompiles per value nor
         # needs the host; eager: the Python float, exactly as before
         tau_t = torch.zeros((), device=device) if step_fns.mode is not None else None
+        budget = config.schedule == "budget"
+        # The run's planned length T. Budget schedule with a time budget: T = config.iterations
+        # until BUDGET_PROBE_STEPS steps (rounded up to whole evaluation periods) have been timed,
+        # starting after the first evaluation so that one-off costs (first call, compilation)
+        # stay out; then T = iterations_for_budget(...) and the schedule anneals within it.
+        total = config.iterations
+        probe_from = probe_to = None
+        if budget and deadline is not None:
+            probe_from = eval_every
+            probe_to = probe_from + eval_every * math.ceil(BUDGET_PROBE_STEPS / eval_every)
+        probe_start = 0.0
         with precision_scope(device, config.precision):
             for step in range(config.iterations):
-                tau = temperature(step, config.tau_max, config.temp_rate)
+                if step >= total:
+                    break
+                if budget:
+                    tau, lr = schedule_at(step, total, config)
+                    for group in optimiser.param_groups:
+                        group["lr"] = lr
+                else:  # the paper's schedule, exactly as it always was
+                    tau = temperature(step, config.tau_max, config.temp_rate)
                 if tau_t is not None:
                     tau_t.fill_(tau)
                     tau = tau_t
                 step_fns.backward(optimiser, lm, x, size, y, z, lmbda, config, tau)
                 optimiser.step()
                 steps = step + 1
-                if steps % eval_every == 0 or steps == config.iterations:
+                if steps % eval_every == 0 or steps == total:
                     with torch.no_grad():
                         current = step_fns.evaluate(lm, x, size, y.detach(), z.detach(), lmbda)
                         better = current.loss < best.loss
@@ -285,6 +355,15 @@ def _refine(lm, x, size, lmbda, config, y, z, on_step, keep_history) -> RefineRe
                                         current.mse.clone()))
                 if on_step is not None:
                     on_step(steps)
+                if steps == probe_from or steps == probe_to:
+                    if device.type == "cuda":
+                        torch.cuda.synchronize(device)  # time the device's work, not the queue's
+                    now = time.perf_counter()
+                    if steps == probe_from:
+                        probe_start = now
+                    else:
+                        total = iterations_for_budget(steps, (now - probe_start) / (probe_to - probe_from),
+                                                      deadline - now, config.iterations)
                 if deadline is not None and time.perf_counter() > deadline:
                     break
     records = [

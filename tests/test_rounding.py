@@ -3,9 +3,13 @@ import math
 import pytest
 import torch
 
+from sgacodec.refine import RefineConfig, budget_learning_rate, iterations_for_budget, schedule_at
 from sgacodec.rounding import (
+    DEFAULT_TAU_END,
     THREE_CLASS_METHODS,
     TWO_CLASS_METHODS,
+    budget_rate,
+    budget_temperature,
     gumbel_sample,
     p_floor,
     soft_round,
@@ -104,3 +108,86 @@ def test_temperature_schedule():
     assert values == sorted(values, reverse=True)
     t = torch.arange(0, 2000, dtype=torch.float32)
     assert torch.allclose(temperature(t, 0.5), torch.tensor([temperature(int(s), 0.5) for s in t]))
+
+
+def test_paper_schedule_is_the_papers_formula_for_any_run_length():
+    config = RefineConfig()
+    assert config.schedule == "paper" and config.lr == 0.005 and config.temp_rate == 1e-3
+    for total in (25, 100, 2000, 5000):
+        for step in (0, 1, 17, 99, 500, 1999, 4000):
+            tau, lr = schedule_at(step, total, config)
+            assert tau == min(math.exp(-1e-3 * step), 1.0)
+            assert lr == 0.005
+    tau, _ = schedule_at(300, 100, config.with_(tau_max=0.5, temp_rate=2e-3))
+    assert tau == min(math.exp(-2e-3 * 300), 0.5)
+
+
+def test_budget_temperature_reaches_its_end_value_at_T():
+    for total in (10, 25, 100, 200, 2000):
+        for tau_end in (DEFAULT_TAU_END, 0.05, 0.01):
+            assert budget_temperature(0, total, 1.0, tau_end) == 1.0
+            assert budget_temperature(total, total, 1.0, tau_end) == pytest.approx(tau_end, rel=1e-12)
+            half = total // 2
+            assert budget_temperature(half, total, 1.0, tau_end) == pytest.approx(
+                tau_end ** (half / total), rel=1e-12)
+            values = [budget_temperature(t, total, 1.0, tau_end) for t in range(total + 1)]
+            assert values == sorted(values, reverse=True)
+    assert budget_temperature(0, 100, 0.5) == 0.5  # tau_max caps it as in the paper's schedule
+    t = torch.arange(0, 100, dtype=torch.float32)
+    assert torch.allclose(budget_temperature(t, 100, 0.7, 0.05),
+                          torch.tensor([budget_temperature(int(s), 100, 0.7, 0.05) for s in t]))
+    with pytest.raises(ValueError):
+        budget_rate(100, 1.5)
+    with pytest.raises(ValueError):
+        budget_rate(0)
+
+
+def test_budget_schedule_at_2000_steps_is_the_papers_exactly():
+    assert budget_rate(2000) == 1e-3
+    paper, budget = RefineConfig(), RefineConfig(schedule="budget")
+    assert all(schedule_at(t, 2000, budget) == schedule_at(t, 2000, paper) for t in range(2000))
+    floored = budget.with_(lr_decay=0.3, lr_floor=1.0)
+    assert all(schedule_at(t, 2000, floored) == schedule_at(t, 2000, paper) for t in range(2000))
+    # shorter runs anneal faster and with a larger step size
+    tau, lr = schedule_at(50, 100, budget)
+    assert tau == pytest.approx(math.exp(-1.0)) and lr > paper.lr
+
+
+def test_budget_learning_rate():
+    # peak: lr * clamp((2000 / T) ** power, 1, boost_max)
+    assert budget_learning_rate(0, 2000, 0.005) == 0.005
+    assert budget_learning_rate(0, 5000, 0.005) == 0.005
+    assert budget_learning_rate(0, 500, 0.005, power=0.5) == pytest.approx(0.01)
+    assert budget_learning_rate(0, 20, 0.005, power=0.5, boost_max=4.0) == pytest.approx(0.02)
+    # cosine decay to 0 over the last `decay` share of the run
+    lrs = [budget_learning_rate(t, 200, 0.01, power=0.0, decay=0.25) for t in range(201)]
+    assert lrs[:150] == [0.01] * 150
+    assert lrs[175] == pytest.approx(0.005) and lrs[200] == pytest.approx(0.0, abs=1e-15)
+    assert all(a >= b for a, b in zip(lrs, lrs[1:]))
+    assert budget_learning_rate(199, 200, 0.01, power=0.0, decay=0.0) == 0.01
+    # floor: the cosine ends at floor * lr (never above the peak); floor 1 at T >= 2000 is constant
+    lrs = [budget_learning_rate(t, 100, 0.005, power=0.5, boost_max=4.0, decay=0.5, floor=1.0)
+           for t in range(101)]
+    assert lrs[0] == pytest.approx(0.02) and lrs[100] == pytest.approx(0.005)
+    assert all(a >= b for a, b in zip(lrs, lrs[1:]))
+    assert all(budget_learning_rate(t, 2000, 0.005, decay=0.3, floor=1.0) == 0.005 for t in range(2000))
+
+
+def test_time_budget_conversion():
+    # 4 steps done at 0.1 s per step, 10 s left: 95% of 10 s holds 95 more steps
+    assert iterations_for_budget(4, 0.1, 10.0, cap=2000) == 99
+    assert iterations_for_budget(4, 0.1, 10.0, cap=2000, margin=1.0) == 104
+    assert iterations_for_budget(4, 0.1, 10.0, cap=50) == 50  # never beyond the configured count
+    assert iterations_for_budget(4, 0.1, -1.0, cap=2000) == 4  # time is up: stop now
+    assert iterations_for_budget(4, 0.0, 1.0, cap=300) == 300
+
+
+def test_schedule_config_is_checked():
+    with pytest.raises(ValueError):
+        RefineConfig(schedule="cosine")
+    with pytest.raises(ValueError):
+        RefineConfig(schedule="budget", tau_end=1.0)
+    with pytest.raises(ValueError):
+        RefineConfig(schedule="budget", lr_decay=1.5)
+    with pytest.raises(ValueError):
+        RefineConfig(schedule="budget", lr_floor=-1.0)
