@@ -27,9 +27,14 @@ DEFAULT_FACTOR = 0.98  # three-class s
 DEFAULT_POWER = 1.4  # three-class n
 
 # --- schedules (docs/method.md, "Schedule") -------------------------------------------------------
-SCHEDULES = ("paper", "budget")
+SCHEDULES = ("auto", "paper", "budget")  # auto: budget up to PAPER_ITERATIONS, paper beyond
 PAPER_ITERATIONS = 2000  # the paper's run length, at which the budget schedule is the paper's
 DEFAULT_TAU_END = math.exp(-2.0)  # the paper's tau at step 2000: exp(-1e-3 * 2000)
+BUDGET_KNOBS = ("tau_end", "lr_power", "lr_boost_max", "lr_decay", "lr_floor")  # RefineConfig fields
+# --effort N: iterations, as codec users know effort levels (avifenc --speed, cjxl --effort)
+EFFORT_ITERATIONS = {1: 25, 2: 50, 3: 100, 4: 200, 5: 350, 6: 500, 7: 1000, 8: 2000, 9: 4000}
+CPU_TIME_BUDGET = 60.0  # seconds per image when encoding on a CPU with no --iterations, --effort
+# or --time-budget: a Kodak-size image in about a minute (the budget schedule anneals within it)
 
 # --- speed options (docs/performance.md) ------------------------------------------------------
 COMPILE_MODES = ("auto", "off", "default", "reduce-overhead", "max-autotune",
@@ -72,8 +77,9 @@ class RefineConfig:
 
     Schedule "paper": tau(t) = min(exp(-temp_rate * t), tau_max) and a constant lr; "budget":
     tau(t) = min(tau_end ** (t / T), tau_max) within the run's T iterations, lr boosted for short
-    runs (refine.schedule_at). The loss is lambda * 255^2 * MSE + bpp with lambda = ``lmbda`` or
-    the model's training lambda (docs/method.md).
+    runs (refine.schedule_at); "auto" (default): budget up to 2000 iterations, paper beyond. The
+    loss is lambda * 255^2 * MSE + bpp with lambda = ``lmbda`` or the model's training lambda
+    (docs/method.md).
     """
 
     method: str = "ssl"
@@ -89,7 +95,7 @@ class RefineConfig:
     # iterations (or the count time_budget affords), lr * min(max((2000 / T) ** lr_power, 1),
     # lr_boost_max), and a cosine decay to lr_floor * lr over the last lr_decay share of the run.
     # The defaults are the tuned ones (docs/method.md); at T = 2000 they give the paper's run.
-    schedule: str = "paper"
+    schedule: str = "auto"
     tau_end: float = DEFAULT_TAU_END
     lr_power: float = 0.5
     lr_boost_max: float = 4.0
@@ -140,6 +146,15 @@ class RefineConfig:
         return replace(self, **changes)
 
     @property
+    def effective_schedule(self) -> str:
+        """'budget' or 'paper': "auto" is the budget schedule up to PAPER_ITERATIONS iterations
+        (where it measured better, and at PAPER_ITERATIONS it is the paper's run) and the paper's
+        beyond (not measured)."""
+        if self.schedule != "auto":
+            return self.schedule
+        return "budget" if self.iterations <= PAPER_ITERATIONS else "paper"
+
+    @property
     def refines(self) -> bool:
         """Whether this configuration runs any refinement step."""
         return self.method != "none" and self.iterations > 0
@@ -174,6 +189,22 @@ class TrainConfig:
     channels_last: bool = False  # the network and the crops in channels_last memory layout
     pool: str = "host"  # where the decoded training images live and crops are cut: "host" or "device"
     lr_scaling: str = "none"  # lr x (batch_size / LR_REFERENCE_BATCH) ** {none: 0, sqrt: 0.5, linear: 1}
+
+
+def iterations_for(iterations: int | None, effort: int | None, time_budget: float | None = None,
+                   device_type: str = "cuda") -> tuple[int, float | None]:
+    """(iterations, time_budget) of a request: explicit ``iterations`` win, then ``effort``
+    (EFFORT_ITERATIONS); with neither, PAPER_ITERATIONS, and on a CPU without a time budget
+    CPU_TIME_BUDGET seconds too (the budget schedule anneals within the steps that time affords)."""
+    if iterations is not None:
+        return iterations, time_budget
+    if effort is not None:
+        if effort not in EFFORT_ITERATIONS:
+            raise ValueError(f"effort: choose from {min(EFFORT_ITERATIONS)} to {max(EFFORT_ITERATIONS)}")
+        return EFFORT_ITERATIONS[effort], time_budget
+    if device_type == "cpu" and time_budget is None:
+        return PAPER_ITERATIONS, CPU_TIME_BUDGET
+    return PAPER_ITERATIONS, time_budget
 
 
 def method_label(method: str, three_class: bool = False) -> str:

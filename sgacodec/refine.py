@@ -62,13 +62,13 @@ def budget_learning_rate(step: int, total: int, lr: float, power: float = 0.5,
 
 
 def schedule_at(step: int, total: int, config: "RefineConfig") -> tuple[float, float]:
-    """(tau, lr) at ``step`` of a run planned for ``total`` steps under ``config.schedule``.
+    """(tau, lr) at ``step`` of a run planned for ``total`` steps under ``config.effective_schedule``.
 
     paper:  tau = min(exp(-temp_rate t), tau_max), lr constant: ``total`` plays no part.
     budget: tau = min(tau_end ** (t / T), tau_max) (rounding.budget_temperature) and lr from
             ``budget_learning_rate``. With the defaults tau_end = exp(-2) and lr_decay = 0, a
             2000-step budget run is the paper's run."""
-    if config.schedule == "paper":
+    if config.effective_schedule == "paper":
         return temperature(step, config.tau_max, config.temp_rate), config.lr
     return (budget_temperature(step, total, config.tau_max, config.tau_end),
             budget_learning_rate(step, total, config.lr, config.lr_power, config.lr_boost_max,
@@ -313,7 +313,7 @@ def _refine(lm, x, size, lmbda, config, y, z, on_step, keep_history) -> RefineRe
         # compiled: tau lives in one device scalar, so the graph neither recompiles per value nor
         # needs the host; eager: the Python float, exactly as before
         tau_t = torch.zeros((), device=device) if step_fns.mode is not None else None
-        budget = config.schedule == "budget"
+        budget = config.effective_schedule == "budget"
         # The run's planned length T. Budget schedule with a time budget: T = config.iterations
         # until BUDGET_PROBE_STEPS steps (rounded up to whole evaluation periods) have been timed,
         # starting after the first evaluation so that one-off costs (first call, compilation)

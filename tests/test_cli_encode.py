@@ -323,3 +323,31 @@ def test_non_finite_or_negative_settings_are_refused_before_any_work(tmp_path, p
     name = option[0][2:].replace("-", "_")
     with pytest.raises(ValueError, match=option[0][2:]):  # the library refuses too
         RefineConfig(**{name: float(option[1])})
+
+
+def test_effort_presets_and_explicit_iterations(tmp_path, png, tiny_checkpoint):
+    import sgacodec.config as cfg
+
+    res = cli("encode", png, "-o", tmp_path / "a.bin", "--checkpoint", tiny_checkpoint, "--effort", 1, "--json",
+              "--device", "cpu")
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["iterations"] == cfg.EFFORT_ITERATIONS[1]
+    res = cli("encode", png, "-o", tmp_path / "b.bin", "--checkpoint", tiny_checkpoint, "--effort", 9,
+              "--iterations", 3, "--json", "--device", "cpu")
+    assert res.exit_code == 0 and json.loads(res.stdout)["iterations"] == 3  # --iterations wins
+    res = invoke("encode", png, "-o", tmp_path / "c.bin", "--checkpoint", tiny_checkpoint, "--effort", 10)
+    assert res.exit_code == 2
+
+
+def test_on_a_cpu_the_default_is_a_time_budget_and_says_so(tmp_path, png, tiny_checkpoint, monkeypatch):
+    import sgacodec.config as cfg
+
+    monkeypatch.setattr(cfg, "CPU_TIME_BUDGET", 1.0)  # a minute by default; a second here
+    res = cli("encode", png, "-o", tmp_path / "a.bin", "--checkpoint", tiny_checkpoint, "--json", "--device", "cpu")
+    assert res.exit_code == 0, res.output
+    assert "each image is refined for about 1 s" in res.stderr
+    record = json.loads(res.stdout)
+    assert 0 < record["iterations"] < cfg.PAPER_ITERATIONS
+    res = cli("encode", png, "-o", tmp_path / "b.bin", "--checkpoint", tiny_checkpoint, "--iterations", 2,
+              "--device", "cpu")
+    assert res.exit_code == 0 and "refined for about" not in res.stderr

@@ -123,7 +123,7 @@ def test_evaluate_records_and_resume_after_interruption(tmp_path, image_dir, tin
     assert {r.n for r in rows} == {2}
     mean_bpp = np.mean([r.bpp for r in stored if r.label == "none" and r.lmbda_scale == 2.0])
     assert next(r for r in none if r.rate == "x2").bpp == pytest.approx(mean_bpp)
-    assert set(ev.curves_from_rows(rows)) == {"none", "ssl 3it", "JPEG"}
+    assert set(ev.curves_from_rows(rows)) == {"none", "ssl 3it budget", "JPEG"}
     figures = ev.write_plots(stored, tmp_path / "fig")
     assert [p.rsplit("/", 1)[-1] for p in figures] == ["rd.png", "loss_per_iteration.png"]
     for p in figures:
@@ -287,3 +287,17 @@ def test_rate_against_the_published_mbt2018_mean_curve():
     assert rate_vs_published(*halfway) == pytest.approx(0.0, abs=1e-9)  # geometric mean of the rates
     assert rate_vs_published(0.2, 31.0) < 0 < rate_vs_published(0.4, 31.0)
     assert inside_published_range(29.24) and not inside_published_range(26.43)
+
+
+def test_schedules_in_a_grid_keep_the_paper_records_keys(tiny_model):
+    grid = ev.expand_grid(["none", "ssl"], [50, 3000], schedules=["paper", "budget", "auto"])
+    labels = [(s.label, s.iterations, s.effective_schedule) for s in grid]
+    assert len(labels) == len(set(labels))  # auto is budget at 50 and paper at 3000: no repeats
+    assert ("ssl", 50, "budget") in labels and ("ssl", 3000, "paper") in labels
+    assert len({s.tag() for s in grid}) == len(grid)
+    paper, budget = (ev.Setting("ssl", 50, schedule=k) for k in ("paper", "budget"))
+    key = ev.record_key("a.png", 0, "ab", paper, 0.01, paper.config(RefineConfig()))
+    assert "schedule" not in json.loads(key)  # records made before schedules existed still resume
+    assert json.loads(ev.record_key("a.png", 0, "ab", budget, 0.01, budget.config(RefineConfig())))["schedule"] == \
+        "budget"
+    assert ev.curve_name("ssl", 50, None, "budget") == "ssl 50it budget" != ev.curve_name("ssl", 50)

@@ -161,12 +161,12 @@ def _reference_refine(lm, x, size, lmbda, iterations, tau_of, lr_of, method="ssl
 
 @pytest.mark.parametrize("method", ["ssl", "atanh"])
 def test_paper_schedule_is_bit_identical_to_the_plain_loop(tiny_model, method):
-    """schedule="paper" (the default): tau = min(exp(-1e-3 t), 1), Adam lr 0.005, for any length."""
+    """schedule="paper": tau = min(exp(-1e-3 t), 1), Adam lr 0.005, for any length."""
     import math
 
     x = to_tensor(make_image(64, 64, seed=40))
     lm = LatentModel(tiny_model.net)
-    result = refine(lm, x, (64, 64), TINY_LMBDA, RefineConfig(method=method, iterations=30))
+    result = refine(lm, x, (64, 64), TINY_LMBDA, RefineConfig(method=method, iterations=30, schedule="paper"))
     best, best_y = _reference_refine(lm, x, (64, 64), TINY_LMBDA, 30,
                                      lambda t: min(math.exp(-1e-3 * t), 1.0), lambda t: 0.005, method)
     assert result.best.loss.item() < result.base.loss.item()
@@ -194,7 +194,7 @@ def test_budget_schedule_anneals_within_the_run(tiny_model):
                                      lambda t: min(math.exp(math.log(tau_end) / T * t), 1.0), lr_of)
     assert torch.allclose(result.best.loss, best, rtol=1e-6)
     assert torch.allclose(result.y, best_y, atol=1e-5)
-    paper = refine(lm, x, (64, 64), TINY_LMBDA, RefineConfig(iterations=T))
+    paper = refine(lm, x, (64, 64), TINY_LMBDA, RefineConfig(iterations=T, schedule="paper"))
     assert not torch.equal(paper.y, result.y)  # the schedule is really in use
 
 

@@ -111,8 +111,8 @@ def test_temperature_schedule():
 
 
 def test_paper_schedule_is_the_papers_formula_for_any_run_length():
-    config = RefineConfig()
-    assert config.schedule == "paper" and config.lr == 0.005 and config.temp_rate == 1e-3
+    config = RefineConfig(schedule="paper")
+    assert config.lr == 0.005 and config.temp_rate == 1e-3
     for total in (25, 100, 2000, 5000):
         for step in (0, 1, 17, 99, 500, 1999, 4000):
             tau, lr = schedule_at(step, total, config)
@@ -144,7 +144,7 @@ def test_budget_temperature_reaches_its_end_value_at_T():
 
 def test_budget_schedule_at_2000_steps_is_the_papers_exactly():
     assert budget_rate(2000) == 1e-3
-    paper, budget = RefineConfig(), RefineConfig(schedule="budget")
+    paper, budget = RefineConfig(schedule="paper"), RefineConfig(schedule="budget")
     assert all(schedule_at(t, 2000, budget) == schedule_at(t, 2000, paper) for t in range(2000))
     floored = budget.with_(lr_decay=0.3, lr_floor=1.0)
     assert all(schedule_at(t, 2000, floored) == schedule_at(t, 2000, paper) for t in range(2000))

@@ -46,9 +46,10 @@ def encode(inputs, output, force, as_json, ray_address, workers, worker_cpus, **
     sgacodec encode photos/ -o coded/ --iterations 500
     sgacodec encode 'photos/**/*.png' -o coded/ --iterations 500 --ray      # on a Ray cluster
     """
+    from ..config import iterations_for
     from ..imageio import expand_inputs, names_collection, read_image
     from ..outputs import check_outputs, input_identities, json_line, plan_outputs, write_output
-    from ..pipeline import BatchEncoder
+    from ..pipeline import BatchEncoder, resolve_device
 
     if output == "-" and as_json:
         raise UserError("--json and -o - both write to stdout; choose one")
@@ -61,13 +62,17 @@ def encode(inputs, output, force, as_json, ray_address, workers, worker_cpus, **
         protected = input_identities(paths)
     except errors as exc:
         raise UserError(str(exc)) from None
-    config = config_from_options(o)
     console = stderr_console()
     try:
+        device = None if on_ray else resolve_device(o["device"])
+        iterations, time_budget = iterations_for(o["iterations"], o["effort"], o["time_budget"],
+                                                 device.type if device is not None else "cuda")
+        config = config_from_options(o, iterations=iterations, time_budget=time_budget)
         model = load_model_from_options(o)
-        encoder = None if on_ray else BatchEncoder(model, config, o["device"], o["batch_size"], on_note=note)
+        encoder = None if on_ray else BatchEncoder(model, config, device, o["batch_size"], on_note=note)
     except errors as exc:
         raise UserError(str(exc)) from None
+    cpu_default = config.refines and time_budget is not None and o["time_budget"] is None
     failures = Failures(paths)
 
     def report(src, dst, record, echo=click.echo):
@@ -82,7 +87,11 @@ def encode(inputs, output, force, as_json, ray_address, workers, worker_cpus, **
                       console, failures, report)
         failures.finish()
         return
-    if config.refines and encoder.device.type == "cpu":
+    if cpu_default:
+        note(f"on a CPU, each image is refined for about {time_budget:g} s (the budget schedule anneals "
+             "within the steps that affords); --effort 1..9, --iterations N or --time-budget SECONDS choose, "
+             "a GPU (--device cuda) is far faster")
+    elif config.refines and encoder.device.type == "cpu":
         announce_cpu_estimate(console, len(paths), [config.iterations],
                               lambda: None if paths[0] == "-" else encoder.estimate_seconds(
                                   read_image(paths[0]), [config.iterations] * len(paths)))

@@ -70,8 +70,18 @@ def _refine_options(f, grid: bool):
                      default=(D.method,) if grid else D.method, show_default=True,
                      help=METHOD_HELP + ("; repeat to compare methods; "
                                          f"{', '.join(cfg.THREE_CLASS_LABELS)} are three-class." if grid else ".")),
-        click.option("--iterations", type=click.IntRange(min=0), default=(D.iterations,) if grid else D.iterations,
-                     multiple=grid, show_default=True, help="Adam steps per image." + rep),
+        click.option("--iterations", type=click.IntRange(min=0), default=None, multiple=grid,
+                     help=f"Adam steps per image [default: --effort's, else {cfg.PAPER_ITERATIONS}"
+                          + ("" if grid else f"; on a CPU, as many as {cfg.CPU_TIME_BUDGET:g} s affords")
+                          + "]." + rep),
+        click.option("--effort", type=click.IntRange(1, max(cfg.EFFORT_ITERATIONS)), default=None,
+                     help="1 (fast) to 9 (best): " + ", ".join(f"{k}={v}" for k, v in cfg.EFFORT_ITERATIONS.items())
+                          + " iterations; --iterations wins."),
+        click.option("--schedule", "schedules" if grid else "schedule", type=click.Choice(cfg.SCHEDULES),
+                     default=("auto",) if grid else "auto", multiple=grid, show_default=True,
+                     help=f"Temperature and step-size schedule: budget anneals within the run's iterations, "
+                          f"paper is the paper's; auto = budget up to {cfg.PAPER_ITERATIONS} iterations, "
+                          "paper beyond." + rep),
         click.option("--a", "ssl_a", type=float, default=None,
                      help=f"SSL sharpness a (default {cfg.DEFAULT_A}; {cfg.DEFAULT_A_THREE_CLASS} with "
                           "--three-class); a = 1 is linear."),
@@ -158,6 +168,8 @@ def config_from_options(o: dict, **overrides):
     """The RefineConfig of parsed options (fields the options do not name keep their defaults)."""
     names = {f.name for f in fields(cfg.RefineConfig)}
     values = {CONFIG_OPTIONS.get(k, k): v for k, v in o.items() if CONFIG_OPTIONS.get(k, k) in names}
+    if values.get("iterations") is None:  # the caller decides (config.iterations_for)
+        values.pop("iterations", None)
     values.update(overrides)
     try:
         return cfg.RefineConfig(**values)

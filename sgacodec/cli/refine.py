@@ -68,6 +68,7 @@ def refine(inputs, as_json, log_file, output_dir, force, lmbda_scales, records_f
         --records kodak.jsonl --plot figures/
     sgacodec refine kodak/ --method none --method ssl --records kodak.jsonl --ray   # on a Ray cluster
     """
+    from ..config import iterations_for
     from ..evaluation import EvalResult, Evaluation, expand_grid, parse_classical
     from ..imageio import center_crop, expand_inputs, read_image
     from ..outputs import check_writable, json_line, prepare_directory, write_output
@@ -78,8 +79,9 @@ def refine(inputs, as_json, log_file, output_dir, force, lmbda_scales, records_f
         paths = expand_inputs(inputs)
         if on_ray and "-" in paths:
             raise UserError("--ray reads files, not stdin")
-        settings = expand_grid(o["methods"], o["iterations"], o["lmbda"], lmbda_scales, o["tau_max"],
-                               o["three_class"])
+        iterations = o["iterations"] or [iterations_for(None, o["effort"])[0]]
+        settings = expand_grid(o["methods"], iterations, o["lmbda"], lmbda_scales, o["tau_max"],
+                               o["three_class"], o["schedules"])
         codecs = parse_classical(classical)
     except errors as exc:
         raise UserError(str(exc)) from None

@@ -47,22 +47,32 @@ class Row:
     base_loss: float | None = None
     seconds: float | None = None
     lmbda: float | None = None
+    schedule: str = "paper"
 
     @property
     def classical(self) -> bool:
         return self.label in CLASSICAL_CODECS
 
 
+def schedule_of(rec) -> str:
+    """The schedule a record (or row) was refined with: 'paper' for records made before
+    schedules existed."""
+    return rec.schedule or "paper"
+
+
 def setting_of(rec: Record) -> tuple:
-    """What a table row averages over images: the setting at one rate point, for one model."""
+    """What a table row averages over images: the setting at one rate point, for one model
+    (model sha, label, iterations, tau_max, rate point, schedule)."""
     if rec.label in CLASSICAL_CODECS:
-        return (rec.label, rec.label, 0, None, f"{(rec.anchor_model or '')[:8]}-p{rec.point}")
+        return (rec.label, rec.label, 0, None, f"{(rec.anchor_model or '')[:8]}-p{rec.point}", "paper")
     rate = f"x{rec.lmbda_scale:g}" if rec.lmbda_scale is not None else f"l{rec.lmbda:g}"
-    return (rec.model_sha, rec.label, rec.iterations if rec.label != "none" else 0, rec.tau_max, rate)
+    return (rec.model_sha, rec.label, rec.iterations if rec.label != "none" else 0, rec.tau_max, rate,
+            schedule_of(rec) if rec.label != "none" else "paper")
 
 
-def curve_name(label: str, iterations: int = 0, tau_max: float | None = None) -> str:
-    """The curve of a setting without its rate point: 'ssl 500it', 'atanh 2000it tau0.5', 'JPEG'."""
+def curve_name(label: str, iterations: int = 0, tau_max: float | None = None, schedule: str = "paper") -> str:
+    """The curve of a setting without its rate point: 'ssl 500it', 'atanh 2000it tau0.5',
+    'ssl 200it budget', 'JPEG'."""
     if label in CLASSICAL_CODECS:
         return CLASSICAL_NAMES[label]
     name = label
@@ -70,6 +80,8 @@ def curve_name(label: str, iterations: int = 0, tau_max: float | None = None) ->
         name += f" {iterations}it"
         if tau_max is not None and tau_max != 1.0:
             name += f" tau{tau_max:g}"
+        if schedule == "budget":
+            name += " budget"
     return name
 
 
@@ -87,13 +99,14 @@ def aggregate(records: list[Record], images: Iterable[str] | None = None) -> lis
     clash = len(set(names.values())) < len(names)  # e.g. checkpoints of one architecture
     rows = []
     for k, sel in groups.items():
-        row = Row(sel[0].model, k[0], k[1], k[2], k[3], k[4], len(sel), sorted({r.image for r in sel}))
+        row = Row(sel[0].model, k[0], k[1], k[2], k[3], k[4], len(sel), sorted({r.image for r in sel}),
+                  schedule=k[5])
         name = f"{row.model} {k[0][:6]}" if clash else row.model
         row.point = f"{name} {k[4]}" if len(names) > 1 and not row.classical else k[4]
         for f in MEAN_FIELDS:
             vals = [getattr(r, f) for r in sel if getattr(r, f) is not None and not _isinf(getattr(r, f))]
             setattr(row, f, float(np.mean(vals)) if vals else None)
-        row.curve = curve_name(row.label, row.iterations, row.tau_max)
+        row.curve = curve_name(row.label, row.iterations, row.tau_max, row.schedule)
         rows.append(row)
     return rows
 
@@ -207,7 +220,7 @@ def mean_histories(records: list[Record]) -> dict[str, tuple[list[int], list[flo
     for r in records:
         if not r.history or r.classical:
             continue
-        name = curve_name(r.label, r.iterations, r.tau_max)
+        name = curve_name(r.label, r.iterations, r.tau_max, schedule_of(r))
         rate = setting_of(r)[4]
         preferred = rates.setdefault((name, r.model_sha), rate)
         if rate == "x1" and preferred != "x1":

@@ -28,6 +28,7 @@ class Setting:
     lmbda: float | None = None
     lmbda_scale: float = 1.0
     tau_max: float | None = None
+    schedule: str = "auto"  # RefineConfig.schedule: auto, paper or budget
 
     @property
     def method(self) -> str:
@@ -48,13 +49,20 @@ class Setting:
             parts.append(f"it{self.iterations}")
         if self.tau_max is not None:
             parts.append(f"tau{self.tau_max:g}")
+        if self.label != "none" and self.effective_schedule == "budget":
+            parts.append("budget")
         parts.append(f"l{self.lmbda:g}" if self.lmbda is not None else f"x{self.lmbda_scale:g}")
         return "-".join(parts)
 
+    @property
+    def effective_schedule(self) -> str:
+        """'paper' or 'budget' (RefineConfig.effective_schedule of this setting)."""
+        return RefineConfig(iterations=self.iterations, schedule=self.schedule).effective_schedule
+
     def config(self, base: RefineConfig) -> RefineConfig:
-        """``base`` (lr, a, seed, ...) with this setting's method, iterations and tau_max."""
+        """``base`` (lr, a, seed, ...) with this setting's method, iterations, tau_max and schedule."""
         changes = dict(method=self.method, iterations=self.iterations, three_class=self.three_class,
-                       lmbda=None)
+                       lmbda=None, schedule=self.schedule)
         if self.tau_max is not None:
             changes["tau_max"] = self.tau_max
         return base.with_(**changes)
@@ -71,24 +79,32 @@ def parse_label(label: str, three_class_flag: bool = False) -> str:
 
 def expand_grid(methods: Iterable[str], iterations: Iterable[int] = (2000,),
                 lmbdas: Iterable[float] = (), lmbda_scales: Iterable[float] = (),
-                tau_maxes: Iterable[float] = (1.0,), three_class: bool = False) -> list[Setting]:
-    """All settings of methods x iterations x rate points x tau_max, without meaningless repeats.
+                tau_maxes: Iterable[float] = (1.0,), three_class: bool = False,
+                schedules: Iterable[str] = ("auto",)) -> list[Setting]:
+    """All settings of methods x iterations x rate points x tau_max x schedules, without
+    meaningless repeats.
 
-    'none' ignores iterations and tau_max; 'ste' and 'uniform' ignore tau_max. Rate points are the
-    absolute ``lmbdas`` and the ``lmbda_scales`` (multiples of the model's lambda); with neither,
-    the model's own lambda.
+    'none' ignores iterations, tau_max and the schedule; 'ste' and 'uniform' ignore tau_max. Rate
+    points are the absolute ``lmbdas`` and the ``lmbda_scales`` (multiples of the model's lambda);
+    with neither, the model's own lambda. Schedules that come to the same one at an iteration
+    count (auto is budget up to 2000 iterations) are one setting.
     """
     rates = [(float(v), 1.0) for v in lmbdas] + [(None, float(s)) for s in lmbda_scales]
     if not rates:
         rates = [(None, 1.0)]
     iterations, tau_maxes = list(iterations) or [2000], list(tau_maxes) or [1.0]
+    schedules = list(schedules) or ["auto"]
     out: list[Setting] = []
+    seen = set()
     for raw in methods:
         label = parse_label(raw, three_class)
         for it in ([0] if label == "none" else iterations):
             for tau in (tau_maxes if split_label(label)[0] in TEMPERATURE_METHODS else [None]):
-                for lmbda, scale in rates:
-                    s = Setting(label, int(it), lmbda, scale, None if tau is None else float(tau))
-                    if s not in out:
-                        out.append(s)
+                for schedule in (["auto"] if label == "none" else schedules):
+                    for lmbda, scale in rates:
+                        s = Setting(label, int(it), lmbda, scale, None if tau is None else float(tau), schedule)
+                        same = (s.label, s.iterations, s.lmbda, s.lmbda_scale, s.tau_max, s.effective_schedule)
+                        if same not in seen:
+                            seen.add(same)
+                            out.append(s)
     return out

@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 from functools import lru_cache
 from pathlib import Path
 
-from ..config import RefineConfig
+from ..config import BUDGET_KNOBS, RefineConfig
 
 RECORD_VERSION = 1
 # Settings that change results and so belong to a record's key (time_budget does, too: results
@@ -120,6 +120,7 @@ class Record:
     base_psnr: float | None = None
     base_loss: float | None = None
     steps_run: int | None = None
+    schedule: str | None = None  # 'paper' or 'budget' (records before schedules existed: paper)
     history: dict | None = None  # {"step": [...], "loss": [...], "bpp": [...], "psnr": [...]}
     # classical codecs, at the bit rate of a learned record of the same image
     quality: int | None = None
@@ -165,6 +166,9 @@ def record_key(image: str, crop: int | None, model_sha: str, setting=None, lmbda
         key.update(model=model_sha, label=setting.label, it=setting.iterations,
                    lmbda=float(f"{lmbda:.6g}"), tau=setting.tau_max)
         if setting.label != "none" and config is not None:
+            if config.effective_schedule != "paper":  # paper-schedule keys are as they always were
+                key["schedule"] = config.effective_schedule
+                key.update({name: getattr(config, name) for name in BUDGET_KNOBS})
             for name in KEY_FIELDS:
                 if name == "a" and setting.method != "ssl":
                     continue

@@ -169,6 +169,7 @@ class Evaluation:
             tau_max=s.tau_max, iterations=s.iterations, seconds=report.seconds, method=s.label,
             loss=report.loss, base_bpp=report.base_bpp, base_psnr=report.base_psnr,
             base_loss=report.base_loss, steps_run=report.iterations,
+            schedule=s.effective_schedule if s.label != "none" else None,
             history=compact_history(report.history) if s.label != "none" else None,
             provenance=provenance)
 
