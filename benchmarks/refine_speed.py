@@ -48,6 +48,7 @@ import torch
 
 from sgacodec.codec import device_model, pad, to_tensor
 from sgacodec.config import RefineConfig
+from sgacodec.evaluation.records import Provenance
 from sgacodec.hyperprior import LatentModel
 from sgacodec.imageio import center_crop, read_image
 from sgacodec.pipeline import batches_by_size, resolve_device
@@ -266,9 +267,7 @@ def cpu_main(args):
     crop = args.crop or 192
     args.crop = None
     [full], [name] = read_images(args)
-    c = crop
-    top, left = (full.shape[0] - c) // 2, (full.shape[1] - c) // 2
-    images = {f"{name} {c}x{c} crop": np.ascontiguousarray(full[top:top + c, left:left + c]),
+    images = {f"{name} {crop}x{crop} crop": center_crop(full, crop),
               f"{name} {full.shape[1]}x{full.shape[0]}": full}
     net, lmbda, model_name = load(args)
     warm = max(args.warmup if args.warmup is not None else 3, 1)  # step 1 is never timed
@@ -277,6 +276,9 @@ def cpu_main(args):
     base = RefineConfig(method=args.method, seed=args.seed, compile="off", precision="fp32",
                         channels_last=False)
     load_before = os.getloadavg()
+    prov = Provenance.current("cpu")
+    print(f"   measured: {prov.date} on {prov.device}, sgacodec {prov.sgacodec} (commit {prov.commit}), "
+          f"CompressAI {prov.compressai}")
     print(f"      torch: {torch.__version__}, {os.cpu_count()} logical cores visible, "
           f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}")
     print(f"  cpu flags: {cpu_bf16_support()}")

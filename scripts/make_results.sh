@@ -55,52 +55,78 @@ run() {  # log the command (a stage's first run starts its file), then run it; a
     || echo "stage failed: $*" >&2
 }
 
+paper() {  # stages 1 to 8 study the paper's schedule (the default is the budget-aware one since
+  # issue 17; a paper-schedule record's key is what it always was, so these resume)
+  run "$@" --schedule paper
+}
+
 if [ -z "${PAGE_ONLY:-}" ]; then
-  for stage in ${STAGES:-1 2 3 4 5 6 7 8}; do
+  for stage in ${STAGES:-1 2 3 4 5 6 7 8 9}; do
     echo "== stage $stage ($(date -u +%H:%M:%S))" >&2
     case $stage in
       1)  # the main R-D comparison over all shipped models, with classical codecs
-        run "${IMAGES[@]}" "${CROP[@]}" "${MODELS[@]}" --method none --method atanh --method ssl \
+        paper "${IMAGES[@]}" "${CROP[@]}" "${MODELS[@]}" --method none --method atanh --method ssl \
           "${ALL_SHORT_LONG[@]}" --classical jpeg,webp,avif ;;
       2)  # the other rounding methods
         if [ "$PROFILE" = full ]; then M=("${MODELS[@]}"); else M=("${DEFAULT[@]}"); fi
-        run "${IMAGES[@]}" "${CROP[@]}" "${M[@]}" --method none --method ste --method uniform \
+        paper "${IMAGES[@]}" "${CROP[@]}" "${M[@]}" --method none --method ste --method uniform \
           --method linear --method cosine --method linear3 --method ssl3 "${ALL_SHORT_LONG[@]}" ;;
       3)  # sensitivity to tau_max
         if [ "$PROFILE" = full ]; then M=("${MODELS[@]}"); IT=$LONG; else M=("${DEFAULT[@]}"); IT=$SHORT; fi
-        run "${IMAGES[@]}" "${CROP[@]}" "${M[@]}" --method none --method atanh --method ssl \
+        paper "${IMAGES[@]}" "${CROP[@]}" "${M[@]}" --method none --method atanh --method ssl \
           --iterations $IT --tau-max 0.2 --tau-max 0.5 --tau-max 1.0 ;;
       4)  # semi-multi-rate: the default model at other inference lambdas
         if [ "$PROFILE" = full ]; then IT=$LONG; else IT=$SHORT; fi
-        run "${IMAGES[@]}" "${CROP[@]}" "${DEFAULT[@]}" --method ssl --iterations $IT "${SEMI[@]}" ;;
+        paper "${IMAGES[@]}" "${CROP[@]}" "${DEFAULT[@]}" --method ssl --iterations $IT "${SEMI[@]}" ;;
       5)  # longer refinement (the reduced profile: 300 iterations; the full one has 2000 in stage 1)
         if [ "$PROFILE" != full ]; then
-          run "${IMAGES[@]}" "${CROP[@]}" "${MODELS[@]}" --method none --method atanh --method ssl \
+          paper "${IMAGES[@]}" "${CROP[@]}" "${MODELS[@]}" --method none --method atanh --method ssl \
             --iterations $LONG
         fi ;;
       6)  # the reduced profile at the protocol's iteration counts, for the main comparison only
         if [ "$PROFILE" != full ]; then
-          run "${IMAGES[@]}" "${CROP[@]}" "${MODELS[@]}" --method none --method atanh --method ssl \
+          paper "${IMAGES[@]}" "${CROP[@]}" "${MODELS[@]}" --method none --method atanh --method ssl \
             --iterations 500 --iterations 2000
         fi ;;
       7)  # the reduced profile's other studies (stages 2 to 4) at the protocol's 500 iterations
         if [ "$PROFILE" != full ]; then
-          run "${IMAGES[@]}" "${CROP[@]}" "${DEFAULT[@]}" --method none --method ste --method uniform \
+          paper "${IMAGES[@]}" "${CROP[@]}" "${DEFAULT[@]}" --method none --method ste --method uniform \
             --method linear --method cosine --method linear3 --method ssl3 --iterations 500
-          run "${IMAGES[@]}" "${CROP[@]}" "${DEFAULT[@]}" --method none --method atanh --method ssl \
+          paper "${IMAGES[@]}" "${CROP[@]}" "${DEFAULT[@]}" --method none --method atanh --method ssl \
             --iterations 500 --tau-max 0.2 --tau-max 0.5 --tau-max 1.0
-          run "${IMAGES[@]}" "${CROP[@]}" "${DEFAULT[@]}" --method ssl --iterations 500 "${SEMI[@]}"
+          paper "${IMAGES[@]}" "${CROP[@]}" "${DEFAULT[@]}" --method ssl --iterations 500 "${SEMI[@]}"
         fi ;;
       8)  # the reduced profile's other rounding methods on every model at 500 iterations (for their
           # BD-rates), and on the default model at 2000 with tau_max
         if [ "$PROFILE" != full ]; then
-          run "${IMAGES[@]}" "${CROP[@]}" "${MODELS[@]}" --method none --method ste --method uniform \
+          paper "${IMAGES[@]}" "${CROP[@]}" "${MODELS[@]}" --method none --method ste --method uniform \
             --method linear --method cosine --method linear3 --method ssl3 --iterations 500
-          run "${IMAGES[@]}" "${CROP[@]}" "${DEFAULT[@]}" --method none --method ste --method uniform \
+          paper "${IMAGES[@]}" "${CROP[@]}" "${DEFAULT[@]}" --method none --method ste --method uniform \
             --method linear --method cosine --method linear3 --method ssl3 --iterations 2000
-          run "${IMAGES[@]}" "${CROP[@]}" "${DEFAULT[@]}" --method none --method atanh --method ssl \
+          paper "${IMAGES[@]}" "${CROP[@]}" "${DEFAULT[@]}" --method none --method atanh --method ssl \
             --iterations 2000 --tau-max 0.2 --tau-max 0.5 --tau-max 1.0
         fi ;;
+      9)  # anytime refinement: the gain against the iteration count for the paper's schedule and
+          # the budget-aware one, SSL and atanh, every model. Each model's records go to a file of
+          # their own (docs/results/$PROFILE-anytime-MODEL.jsonl) so that JOBS models run at once.
+          # The budget schedule at 2000 iterations is the paper's run (tests/test_rounding.py), so
+          # it is not run twice.
+        BUDGET_IT=(--iterations 25 --iterations 50 --iterations 100 --iterations 200 --iterations 500)
+        PAPER_IT=("${BUDGET_IT[@]}" --iterations 2000)
+        for ((k = 0; k < ${#MODELS[@]}; k += 2)); do
+          m=("${MODELS[k]}" "${MODELS[k+1]}")
+          (
+            tag=$(basename "${m[1]}"); tag=${tag%%.*}
+            REC=docs/results/$PROFILE-anytime-${m[0]#--}-$tag.jsonl
+            LOGGED_STAGE="" stage=9-$tag
+            run "${IMAGES[@]}" "${CROP[@]}" "${m[@]}" --method none --method ssl --method atanh \
+              --schedule paper "${PAPER_IT[@]}"
+            run "${IMAGES[@]}" "${CROP[@]}" "${m[@]}" --method ssl --method atanh --schedule budget \
+              "${BUDGET_IT[@]}"
+          ) &
+          while [ "$(jobs -rp | wc -l)" -ge "${JOBS:-2}" ]; do sleep 5; done
+        done
+        wait ;;
     esac
   done
 fi
