@@ -7,7 +7,10 @@
     make_results.py page [--profile P]             docs/results.md + docs/figures/*.png
 
 The page shows every profile whose records exist, whatever --profile says: the full-size Kodak
-records (docs/results/full.jsonl) first, then the reduced profile (docs/results/reduced.jsonl).
+records (docs/results/full.jsonl) first, then the reduced profile (docs/results/reduced.jsonl), then
+"Anytime refinement" (stage 9: docs/results/PROFILE-anytime-*.jsonl, one file per model; partial
+records render, with what is missing named). The studies of stages 1 to 8 are of the paper's
+schedule: budget-schedule records in their files are left out of them, and the page says so.
 The numbers come from results_analysis.py; this module words them and draws the figures (the page's
 prose is most of its length). Nothing about a machine is written here: who measured what comes from
 the records' provenance.
@@ -31,6 +34,7 @@ DOC = ROOT / "docs" / "results.md"
 FIG = ROOT / "docs" / "figures"
 DATA = ROOT / "docs" / "results"
 PROFILES = ("full", "reduced")
+METHOD_NAMES = {"ssl": "SSL", "atanh": "atanh"}
 plots.STYLE.setdefault("sweep", ("tab:orange", "D"))  # the semi-multi-rate figure's lambda sweep
 
 
@@ -113,6 +117,14 @@ def left_out_text(out: list[ra.LeftOut], name) -> list[str]:
             "figure):", ""] + items + [""]
 
 
+def other_schedule(w, n: int):
+    """Records of the budget-aware schedule in a file of the paper-schedule studies: left out, and said."""
+    if n:
+        w(f"{n} record(s) refined with the budget-aware schedule are left out of this section: its studies "
+          "are of the paper's schedule (section \"Anytime refinement\" compares the two).")
+        w("")
+
+
 # ---------------------------------------------------------------------------------------------
 # The page
 
@@ -158,6 +170,7 @@ def page(profile: str | None = None, models: list[ra.Model] | None = None, data:
     w("")
     full_section(w, ra.analyse_full(ra.load(data / "full.jsonl", models), models), data, fig)
     reduced_section(w, ra.analyse_reduced(ra.load(data / "reduced.jsonl", models), models), data, fig)
+    anytime_section(w, models, data, fig)
     return "\n".join(L)
 
 
@@ -194,6 +207,7 @@ def full_section(w, a: ra.Full, data: Path, fig: Path):
     if a.stale:
         w(f"Records of {a.stale} model version(s) no longer shipped are left out.")
         w("")
+    other_schedule(w, a.other_schedule)
 
     # ---- per model
     w("### Per model, at its own lambda")
@@ -357,6 +371,7 @@ def reduced_section(w, a: ra.Reduced, data: Path, fig: Path):
     if a.stale:
         w(f"Records of {a.stale} model version(s) no longer shipped are left out of this page.")
         w("")
+    other_schedule(w, a.other_schedule)
     w("Regenerate these records: `PROFILE=reduced scripts/make_results.sh`.")
     w("")
     prefix = "REDUCED: "
@@ -481,6 +496,215 @@ def reduced_section(w, a: ra.Reduced, data: Path, fig: Path):
     for it, ssl, atanh in a.single:
         w(f"- {a.default_name} alone, {it} iterations: mean true R-D loss SSL {ssl:.4f} vs atanh {atanh:.4f} "
           f"({(ssl / atanh - 1) * 100:+.2f}%; lower is better, reduced settings).")
+    w("")
+
+
+# ---------------------------------------------------------------------------------------------
+# Anytime refinement (stage 9)
+
+
+def anytime_section(w, models, data: Path, fig: Path):
+    """Issue 17: the gain over no refinement against the iteration count, for the paper's schedule
+    and the budget-aware one, from each profile's docs/results/PROFILE-anytime-*.jsonl."""
+    w("## Anytime refinement")
+    w("")
+    w("How much of the refinement's gain a short run keeps, with the paper's temperature schedule "
+      "(`--schedule paper`: tau(t) = min(exp(-1e-3 t), 1) and a constant step size, whatever the run's length) "
+      "and with the budget-aware one (`--schedule budget`: it anneals within the run's T iterations; "
+      "docs/method.md, \"Schedule\"), for SSL and atanh on every shipped model. `--schedule auto`, the "
+      f"default, is the budget schedule up to {ra.PAPER_ITERATIONS} iterations and the paper's beyond.")
+    w("")
+    p = ra.PAPER_ITERATIONS
+    w("Gain: (none - refined) / none of the true R-D loss at the model's lambda, measured on the real "
+      "file, per image and model, then the mean over images and models. "
+      f"'share of paper {p}': that mean "
+      f"gain as a percentage of the paper schedule's {p}-iteration mean gain of the same method, over the "
+      "image-model pairs both have. BD-rate against 'none': each model is one rate point. **The budget "
+      f"schedule at {p} iterations is the paper's run:** with T = {p} it has the paper's temperature and "
+      "step size at every step, identical by construction "
+      "(`tests/test_rounding.py::test_budget_schedule_at_2000_steps_is_the_papers_exactly`), so it is "
+      f"not run twice and the budget columns at {p} are the paper's records.")
+    w("")
+    shown = False
+    for profile in PROFILES:
+        files = ra.anytime_files(data, profile)
+        if files:
+            shown = True
+            anytime_profile(w, profile, files, ra.analyse_anytime(ra.load(files, models), models), data, fig)
+    if not shown:
+        w("_Not run yet_ (`docs/results/reduced-anytime-*.jsonl`; stage 9 of "
+          "`PROFILE=reduced scripts/make_results.sh` makes them, `STAGES=9` runs it alone).")
+        w("")
+
+
+def anytime_profile(w, profile: str, files: list[Path], a: ra.Anytime, data: Path, fig: Path):
+    reduced = profile != "full"
+    w("### " + ("Reduced profile" if reduced else "Full-size Kodak") + (" (partial)" if a.partial else ""))
+    w("")
+    where = f"docs/results/{profile}-anytime-*.jsonl"
+    if not a.records:
+        w(f"_No records of the shipped models yet_ (`{where}`).")
+        w("")
+        return
+    n = a.expected
+    w(("> **REDUCED SETTINGS.** " if reduced else "")
+      + f"{len(a.images)} Kodak image(s) ({', '.join(Path(i).name for i in a.images)})"
+      + (f", center-cropped to {a.crop}x{a.crop} pixels" if a.crop else ", at full size")
+      + f", {len(a.models)} models ({n} image-model pairs per setting); the true loss evaluated "
+      + ("at every step" if a.eval_every == ["1"] else f"every {' / '.join(a.eval_every) or '-'} steps")
+      + ", the best evaluated iterate is coded."
+      + (" A small, noisy sample: a first look, not the full protocol." if reduced else ""))
+    w("")
+    for line in measured_on(a.records, where):
+        w(line)
+    w("")
+    stages = sorted(p.name[len(profile) + len(".stage"):-len(".cmd")] for p in data.glob(f"{profile}.stage9-*.cmd"))
+    w("The commands (`scripts/make_results.sh` stage 9, one model per records file):")
+    w("")
+    w(cmd(data, profile, *stages) if stages else "```\n(not run yet)\n```")
+    w("")
+    if a.stale:
+        w(f"Records of {a.stale} model version(s) no longer shipped are left out.")
+        w("")
+    if a.partial:
+        w("**Missing** (stage 9 has not finished, or was stopped), so the numbers below are partial; the "
+          "settings without all their images, with the images they have in brackets:")
+        w("")
+        for name in a.not_started:
+            w(f"- {name}: no records yet")
+        for name, cells in a.missing:
+            w(f"- {name}: " + "; ".join(missing_cells(cells, len(a.images))))
+        w("")
+        w(f"A cell averages over the image-model pairs it has, with their number in brackets where it is "
+          f"fewer than the {n} of a complete cell; a '-' is a cell without records (or, for the share, "
+          "without the paper schedule's 2000-iteration records of the same pairs).")
+        w("")
+
+    def cov(k, text):
+        return text if text == "-" or k >= n else f"{text} ({k} of {n})"
+
+    def cells(c: ra.Cell | None) -> list[str]:
+        if c is None or not c.pairs:
+            return ["-", "-", "-"]
+        pts = "" if c.bd_points >= len(a.models) or math.isnan(c.bd_rate) else f" ({c.bd_points} models)"
+        same = " (= paper)" if c.from_paper else ""
+        return [cov(c.pairs, pct(c.gain)) + same, cov(c.share_pairs, pct(c.share, ".1f")) + same,
+                pct(c.bd_rate, "+.1f") + pts + same]
+
+    rows = [[m, it] + cells(a.cell("paper", m, it)) + cells(a.cell("budget", m, it))
+            for m in ra.ANYTIME_METHODS for it in a.iterations]
+    w(md_table(["method", "iterations", "paper: gain", "paper: share of paper 2000", "paper: BD-rate vs none",
+                "budget: gain", "budget: share of paper 2000", "budget: BD-rate vs none"], rows))
+    w("")
+    w("'(= paper)': the budget schedule at 2000 iterations is the paper's run (above). Positive gains "
+      "are lower losses; negative BD-rates are fewer bits at equal PSNR. Time per iteration: "
+      "docs/performance.md.")
+    w("")
+    name = "anytime.png" if reduced else f"{profile}_anytime.png"
+    if plot_anytime(a, fig / name, ("REDUCED: " if reduced else "")
+                    + f"anytime refinement, mean over {len(a.images)} images x {len(a.models)} models"
+                    + (" (partial)" if a.partial else "")):
+        w("The gain as a share of the paper schedule's 2000-iteration gain against the iteration count (log "
+          "scale), mean over images and models: dashed the paper's schedule, solid the budget-aware one; the "
+          "crosses are issue 17's targets for the budget schedule; the budget lines end on the paper's run.")
+        w("")
+        w(f"![anytime refinement](figures/{name})")
+        w("")
+    else:
+        w("_No figure yet: it needs the paper schedule's 2000-iteration records._")
+        w("")
+    anytime_targets(w, a)
+
+
+def missing_cells(cells: list[tuple[str, str, int, int]], images: int) -> list[str]:
+    """'paper ssl 100 (2 of 3 images), 200, 500', one item per schedule and method ('... all counts'
+    when none of them has an image)."""
+    groups: dict[str, list[tuple[int, int]]] = {}
+    for schedule, method, it, got in cells:
+        groups.setdefault("none" if method == "none" else f"{schedule} {method}", []).append((it, got))
+    out = []
+    for setting, its in groups.items():
+        full = len(its) == len([i for i in ra.ANYTIME_ITERATIONS
+                                if not (setting.startswith("budget") and i == ra.PAPER_ITERATIONS)])
+        if setting != "none" and full and not any(got for _, got in its):
+            out.append(f"{setting} at every count")
+            continue
+        out.append(setting + ("" if setting == "none" else " ") + ", ".join(
+            ("" if setting == "none" else str(it)) + (f" ({got} of {images} images)" if got else "")
+            for it, got in its).strip())
+    return out
+
+
+def plot_anytime(a: ra.Anytime, path: Path, title: str) -> bool:
+    """Share of the paper's 2000-iteration gain against iterations (log x): paper / budget x SSL / atanh."""
+    lines = {(s, m): [(c.iterations, c.share) for c in a.cells if (c.schedule, c.method) == (s, m)
+                      and not math.isnan(c.share)] for m in ra.ANYTIME_METHODS for s in ra.SCHEDULES}
+    if not any(lines.values()):
+        return False
+    plt = plots._plt()
+    fig, ax = plt.subplots(figsize=(6.0, 4.0))
+    for (s, m), pts in lines.items():
+        if pts:
+            color, marker = plots.STYLE[m]
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], color=color, marker=marker, markersize=5,
+                    linewidth=1.2, linestyle="-" if s == "budget" else "--", label=f"{m}, {s} schedule")
+    ax.scatter([it for it, _ in ra.ANYTIME_TARGETS], [g for _, g in ra.ANYTIME_TARGETS], marker="x", color="k",
+               zorder=3, label="issue 17 targets (budget)")
+    ax.axhline(100, color="0.6", linewidth=0.8)
+    ax.set_xscale("log")
+    ax.set_xticks(a.iterations)
+    ax.set_xticklabels([str(i) for i in a.iterations])
+    ax.minorticks_off()
+    ax.set_xlabel("iterations (log scale)")
+    ax.set_ylabel("gain over none, % of the paper's 2000-it gain")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return True
+
+
+def anytime_targets(w, a: ra.Anytime):
+    n = a.expected
+    w("#### Issue 17's targets")
+    w("")
+
+    def measured(t: ra.Target) -> str:
+        c, p = t.budget, t.paper
+        name = METHOD_NAMES.get(t.method, t.method)
+        if t.met is None:
+            return (f"{name}: not measured yet (" + ("no budget-schedule records" if not c or not c.pairs
+                                                     else "no paper-schedule 2000-iteration records") + ").")
+        notes = ([f"per model {', '.join(f'{m} {v:.1f}%' for m, v in c.per_model)}"] if len(c.per_model) > 1 else [])
+        notes += [f"provisional: over {c.share_pairs} of the {n} image-model pairs"] if c.share_pairs < n else []
+        return (f"{name}: {c.share:.1f}% (gain {pct(c.gain)}"
+                + (f"; the paper schedule at {t.iterations}: {p.share:.1f}%" if p and not math.isnan(p.share) else "")
+                + "), " + ("**met**" if t.met else "**not met**") + (f" ({'; '.join(notes)})" if notes else "") + ".")
+
+    for it, goal in ra.ANYTIME_TARGETS:
+        w(f"- **At {it} iterations the budget-aware schedule reaches at least {goal:.0f}% of the paper "
+          f"schedule's {ra.PAPER_ITERATIONS}-iteration gain** (true R-D loss against none, mean over the images "
+          "and models). Measured:")
+        for t in a.targets:
+            if t.iterations == it:
+                w(f"  - {measured(t)}")
+    w(f"- **It never does worse than the paper schedule at {ra.PAPER_ITERATIONS} iterations (within noise).** "
+      f"At {ra.PAPER_ITERATIONS} iterations the budget-aware schedule is the paper's run, the same records: "
+      "equal by construction, so there is no noise between the two "
+      "(`tests/test_rounding.py::test_budget_schedule_at_2000_steps_is_the_papers_exactly`).")
+    if a.versus:
+        w(f"- Below {ra.PAPER_ITERATIONS} iterations (what `--schedule auto` rests on), the budget schedule "
+          "against the paper's at the same count: mean gain, budget vs paper, and on how many image-model "
+          "pairs the budget schedule's true loss is lower:")
+        for m in ra.ANYTIME_METHODS:
+            vs = [v for v in a.versus if v.method == m]
+            if vs:
+                better = sum(v.budget > v.paper for v in vs)
+                w(f"  - {METHOD_NAMES.get(m, m)}: " + "; ".join(
+                    f"{v.iterations}: {pct(v.budget)} vs {pct(v.paper)} ({v.lower} of {v.pairs})" for v in vs)
+                  + f". Higher mean gain at {better} of {len(vs)} count(s).")
     w("")
 
 

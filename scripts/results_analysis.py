@@ -4,6 +4,7 @@
     data    = load(DATA / "full.jsonl", models)      # the shipped models' records, one name per model
     full    = analyse_full(data, models)             # coverage, per-model tables, BD figures, targets
     reduced = analyse_reduced(data, models)          # the reduced profile's four studies and targets
+    anytime = analyse_anytime(load(anytime_files(DATA, "reduced"), models), models)  # stage 9: schedules
     machines(data.records)                           # who measured them, from the records' provenance
 
 Nothing here formats text or draws: selections, means (``sgacodec.evaluation.aggregate``), BD
@@ -22,6 +23,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
+from sgacodec.config import PAPER_ITERATIONS
 from sgacodec.evaluation import (
     BDRow,
     Record,
@@ -34,7 +36,7 @@ from sgacodec.evaluation import (
     load_records,
     rewrite_records,
 )
-from sgacodec.evaluation.bd import overlap, setting_of
+from sgacodec.evaluation.bd import overlap, schedule_of, setting_of
 from sgacodec.evaluation.classical import QUALITY_RANGE
 
 # The full protocol's main grid (scripts/make_results.sh stage 1 on a GPU): (method, iterations).
@@ -122,7 +124,8 @@ class Records:
 
 
 def load(path, models: list[Model]) -> Records:
-    records = load_records(path)
+    """The shipped models' records of a records file, or of several (a list of paths)."""
+    records = [r for p in (path if isinstance(path, (list, tuple)) else [path]) for r in load_records(p)]
     ships = shipped(models)
     stale: set[str] = set()
     if ships:
@@ -261,6 +264,15 @@ def without(records: list[Record], out: list[LeftOut]) -> list[Record]:
 # Selections and tables
 
 
+def paper_only(records: list[Record]) -> tuple[list[Record], int]:
+    """The records of the paper's schedule (records made before schedules existed are; 'none' and
+    the classical codecs have no schedule), and how many others were left out. The studies of
+    stages 1 to 8 are of the paper's schedule: a budget-schedule record in their file stays out of
+    them rather than join a curve keyed by method and iteration count."""
+    keep = [r for r in records if r.classical or r.label == "none" or schedule_of(r) == "paper"]
+    return keep, len(records) - len(keep)
+
+
 def rel(v, ref) -> float:
     """v against ref, in percent (NaN where either is missing)."""
     return (v / ref - 1) * 100 if v is not None and ref else math.nan
@@ -378,6 +390,7 @@ class Comparison:
 class Full:
     records: list[Record]
     stale: int
+    other_schedule: int = 0  # budget-schedule records in the file, left out (paper_only)
     images: list[str] = field(default_factory=list)
     sizes: dict[str, int] = field(default_factory=dict)  # 'WxH' -> images
     names: dict[str, str] = field(default_factory=dict)  # sha -> display name
@@ -411,8 +424,8 @@ class Full:
 def analyse_full(data: Records, models: list[Model]) -> Full:
     """The full-size Kodak records, which may be partial: what of the protocol is missing, one
     table per model, BD figures over the models every refined setting has, the targets."""
-    records = data.records
-    out = Full(records, data.stale)
+    records, other = paper_only(data.records)
+    out = Full(records, data.stale, other)
     if not records:
         return out
     learned = [r for r in records if not r.classical]
@@ -545,6 +558,7 @@ class SemiStudy:
 class Reduced:
     records: list[Record]
     stale: int
+    other_schedule: int = 0  # budget-schedule records in the file, left out (paper_only)
     default_name: str = "?"
     iterations: list[int] = field(default_factory=list)
     images: list[str] = field(default_factory=list)
@@ -578,8 +592,8 @@ class Reduced:
 
 def analyse_reduced(data: Records, models: list[Model]) -> Reduced:
     """A profile run by every stage of scripts/make_results.sh on a few crops (the reduced one)."""
-    records = data.records
-    out = Reduced(records, data.stale)
+    records, other = paper_only(data.records)
+    out = Reduced(records, data.stale, other)
     if not records:
         return out
     learned = [r for r in records if not r.classical]
@@ -667,4 +681,195 @@ def analyse_reduced(data: Records, models: list[Model]) -> Reduced:
             [r for r in out.methods.records if r.label in ("atanh", "ssl")])}
         out.single = [(i, single[("ssl", i)].loss, single[("atanh", i)].loss) for i in iters
                       if ("ssl", i) in single and ("atanh", i) in single]
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Anytime refinement (scripts/make_results.sh stage 9): the gain against the iteration count, the
+# paper's schedule and the budget-aware one
+
+
+ANYTIME_ITERATIONS = (25, 50, 100, 200, 500, 2000)  # issue 17's counts
+ANYTIME_METHODS = ("ssl", "atanh")
+SCHEDULES = ("paper", "budget")
+# issue 17: the budget schedule's gain at these counts, as a share (percent) of the paper
+# schedule's gain at 2000 iterations
+ANYTIME_TARGETS = ((200, 80.0), (100, 65.0))
+
+
+def anytime_files(data: Path, profile: str) -> list[Path]:
+    """A profile's anytime records: one file per model (docs/results/PROFILE-anytime-MODEL.jsonl)."""
+    return sorted(Path(data).glob(f"{profile}-anytime-*.jsonl"))
+
+
+def _mean(values) -> float:
+    values = list(values)
+    return sum(values) / len(values) if values else math.nan
+
+
+@dataclass
+class Cell:
+    """One schedule, method and iteration count. ``gain``: the mean over the (model, image) pairs
+    it has of (none - refined) / none in true R-D loss (percent); ``share``: its mean gain as a
+    percentage of the paper schedule's 2000-iteration mean gain of the same method, both over the
+    pairs the two have; BD figures against 'none', each model one rate point."""
+
+    schedule: str
+    method: str
+    iterations: int
+    pairs: int = 0
+    gain: float = math.nan
+    share: float = math.nan
+    share_pairs: int = 0
+    bd_rate: float = math.nan
+    bd_psnr: float = math.nan
+    bd_points: int = 0  # models (rate points) in the BD figure
+    from_paper: bool = False  # the budget schedule at PAPER_ITERATIONS: the paper's records (the same run)
+    per_model: list[tuple[str, float]] = field(default_factory=list)  # (model, share) where it has pairs
+
+
+@dataclass
+class Target:
+    """Issue 17's target at one count: the budget schedule's share of the paper's 2000 gain."""
+
+    method: str
+    iterations: int
+    goal: float  # percent
+    budget: Cell | None
+    paper: Cell | None  # the paper schedule at the same count, for comparison
+
+    @property
+    def met(self) -> bool | None:
+        """None: not measured (yet)."""
+        if self.budget is None or math.isnan(self.budget.share):
+            return None
+        return self.budget.share >= self.goal
+
+
+@dataclass
+class Versus:
+    """The budget schedule against the paper's at one count, over the pairs both have."""
+
+    method: str
+    iterations: int
+    pairs: int
+    budget: float  # mean gains, percent
+    paper: float
+    lower: int  # pairs where the budget schedule's true loss is lower
+
+
+@dataclass
+class Anytime:
+    records: list[Record]
+    stale: int
+    images: list[str] = field(default_factory=list)
+    crop: int = 0
+    eval_every: list[str] = field(default_factory=list)
+    models: list[str] = field(default_factory=list)  # display names, lowest lambda first
+    iterations: list[int] = field(default_factory=list)
+    cells: list[Cell] = field(default_factory=list)
+    # per model: the settings lacking images, (schedule, method, iterations, images it has); models
+    # without any record
+    missing: list[tuple[str, list[tuple[str, str, int, int]]]] = field(default_factory=list)
+    not_started: list[str] = field(default_factory=list)
+    targets: list[Target] = field(default_factory=list)
+    versus: list[Versus] = field(default_factory=list)
+
+    @property
+    def expected(self) -> int:
+        """(model, image) pairs of a complete cell."""
+        return len(self.images) * len(self.models)
+
+    @property
+    def partial(self) -> bool:
+        return bool(self.missing or self.not_started)
+
+    def cell(self, schedule: str, method: str, iterations: int) -> Cell | None:
+        return next((c for c in self.cells if (c.schedule, c.method, c.iterations) == (schedule, method, iterations)),
+                    None)
+
+
+def analyse_anytime(data: Records, models: list[Model]) -> Anytime:
+    """Stage 9's records (all models), which may be partial: per schedule, method and count the
+    gain over 'none' on real bytes, its share of the paper's 2000-iteration gain and the BD
+    figures; what is missing; issue 17's targets; the budget schedule against the paper's."""
+    out = Anytime(data.records, data.stale)
+    learned = [r for r in data.records if not r.classical and is_x1(r) and tau_of(r) == 1.0
+               and r.label in ("none",) + ANYTIME_METHODS and r.loss is not None]
+    if not learned:
+        return out
+    names = {r.model_sha: r.model for r in learned}
+    lams = {r.model_sha: r.lmbda for r in learned}
+    shas = [(m.sha, names.get(m.sha) or (f"{m.name} (quality {m.quality})" if m.name else " ".join(m.option)))
+            for m in models if m.sha]
+    shas = shas or [(s, names[s]) for s in sorted(lams, key=lams.get)]  # CHECKPOINTS: the models found
+    out.models = [name for _, name in shas]
+    out.images = images = sorted({r.image for r in learned})
+    out.crop = min(r.crop for r in learned)
+    out.eval_every = sorted({str(json.loads(r.key).get("eval_every")) for r in learned if r.label != "none"})
+    none = {(r.model_sha, r.image): r for r in learned if r.label == "none"}
+    runs: dict[tuple, dict[tuple, Record]] = {}  # (schedule, method, iterations) -> (sha, image) -> record
+    for r in learned:
+        if r.label != "none":
+            runs.setdefault((schedule_of(r), r.label, r.iterations), {})[(r.model_sha, r.image)] = r
+    out.iterations = its = sorted(set(ANYTIME_ITERATIONS) | {k[2] for k in runs})
+
+    # what is missing, per model (from issue 17's grid)
+    grid = [("paper", "none", 0)] + [(s, m, it) for s in SCHEDULES for m in ANYTIME_METHODS
+                                     for it in ANYTIME_ITERATIONS if not (s == "budget" and it == PAPER_ITERATIONS)]
+    for sha, name in shas:
+        cells = [(*k, len(got)) for k in grid
+                 for got in [{i for (s, i) in (none if k[1] == "none" else runs.get(k, {})) if s == sha}]
+                 if len(got) < len(images)]
+        if len(cells) == len(grid) and not any(c[3] for c in cells):
+            out.not_started.append(name)
+        elif cells:
+            out.missing.append((name, cells))
+
+    # the budget schedule at PAPER_ITERATIONS is the paper's run: the same temperature and step size
+    # at every step (tests/test_rounding.py::test_budget_schedule_at_2000_steps_is_the_papers_exactly)
+    for m in ANYTIME_METHODS:
+        runs[("budget", m, PAPER_ITERATIONS)] = runs.get(("paper", m, PAPER_ITERATIONS), {})
+
+    def gains(key) -> dict[tuple, float]:
+        """(sha, image) -> (none - refined) / none of the true loss, percent, where both exist."""
+        return {p: (none[p].loss - r.loss) / none[p].loss * 100 for p, r in runs.get(key, {}).items()
+                if p in none and none[p].loss}
+
+    def share(g: dict, ref: dict) -> tuple[float, int]:
+        common = g.keys() & ref.keys()
+        den = _mean(ref[p] for p in common)
+        return (_mean(g[p] for p in common) / den * 100 if common and den > 0 else math.nan), len(common)
+
+    for s in SCHEDULES:
+        for m in ANYTIME_METHODS:
+            ref = gains(("paper", m, PAPER_ITERATIONS))
+            for it in its:
+                key = (s, m, it)
+                g = gains(key)
+                c = Cell(s, m, it, len(g), from_paper=s == "budget" and it == PAPER_ITERATIONS)
+                out.cells.append(c)
+                if not g:
+                    continue
+                c.gain = _mean(g.values())
+                c.share, c.share_pairs = share(g, ref)
+                for sha, name in shas:
+                    v, k = share({p: x for p, x in g.items() if p[0] == sha}, ref)
+                    if k:
+                        c.per_model.append((name, v))
+                curves = curves_from_rows(aggregate([runs[key][p] for p in g] + [none[p] for p in g]))
+                test = next(v for k, v in curves.items() if k != "none")
+                c.bd_rate, c.bd_psnr = bd(curves["none"], test)
+                c.bd_points = len(test)
+
+    out.targets = [Target(m, it, goal, out.cell("budget", m, it), out.cell("paper", m, it))
+                   for m in ANYTIME_METHODS for it, goal in ANYTIME_TARGETS]
+    for m in ANYTIME_METHODS:
+        for it in its:
+            b, p = runs.get(("budget", m, it), {}), runs.get(("paper", m, it), {})
+            gb, gp = gains(("budget", m, it)), gains(("paper", m, it))
+            common = sorted(gb.keys() & gp.keys())
+            if it < PAPER_ITERATIONS and common:
+                out.versus.append(Versus(m, it, len(common), _mean(gb[k] for k in common),
+                                         _mean(gp[k] for k in common), sum(b[k].loss < p[k].loss for k in common)))
     return out

@@ -212,3 +212,135 @@ def test_prune_removes_the_records_of_models_not_shipped(scripts, models, tmp_pa
     assert ra.prune(path, models) == (2, 2)
     assert path.read_text().splitlines() == lines[:2]  # the kept lines unchanged
     assert ra.prune(path, [replace(m, sha=None) for m in models]) == (2, 0)  # CHECKPOINTS: nothing removed
+
+
+# ---- anytime refinement (stage 9: docs/results/PROFILE-anytime-MODEL.jsonl)
+
+# gain parameter of record() per (schedule, method): the true loss is (1 - gain / 10) x none's, so
+# the gain over none is 10 x gain percent on every image and model
+PAPER_SSL = {25: 0.1, 50: 0.2, 100: 0.35, 200: 0.5, 500: 0.7, 2000: 1.0}
+BUDGET_SSL = {25: 0.3, 50: 0.5, 100: 0.7, 200: 0.85, 500: 0.95}
+PAPER_ATANH = {25: 0.02, 50: 0.05, 100: 0.1, 200: 0.2, 500: 0.4, 2000: 0.8}
+BUDGET_ATANH = {25: 0.1, 50: 0.2, 100: 0.5, 200: 0.6, 500: 0.7}
+GRID = {("paper", "ssl"): PAPER_SSL, ("budget", "ssl"): BUDGET_SSL, ("paper", "atanh"): PAPER_ATANH,
+        ("budget", "atanh"): BUDGET_ATANH}
+
+
+def anytime_record(image, q, label, it=0, gain=0.0, schedule="paper") -> Record:
+    r = record(image, q, label, it, crop=192, gain=gain, provenance=CPU)
+    if label == "none":
+        return r
+    key = json.loads(r.key)
+    key["schedule"] = schedule
+    return replace(r, key=json.dumps(key), schedule=schedule)
+
+
+def anytime_records(q, images, skip=()):
+    """Model q's stage 9 records: none, then every schedule, method and count; ``skip``: (schedule,
+    method, iterations, image) to leave out (None matches any)."""
+    def skipped(*k):
+        return any(all(s is None or s == v for s, v in zip(pat, k)) for pat in skip)
+
+    out = [anytime_record(i, q, "none") for i in images]
+    out += [anytime_record(i, q, m, it, g, s) for (s, m), gains in GRID.items() for it, g in gains.items()
+            for i in images if not skipped(s, m, it, i)]
+    return out
+
+
+def test_anytime_table_figure_and_targets_from_the_records(scripts, models, page, tmp_path):
+    ra, mr = scripts
+    images = ["k/a.png", "k/b.png"]
+    for q in (1, 2, 3):
+        write(tmp_path / "results" / f"reduced-anytime-quality-{q}.jsonl", anytime_records(q, images))
+    (tmp_path / "results" / "reduced.stage9-1.cmd").write_text("sgacodec refine k --quality 1 --schedule paper\n")
+
+    a = ra.analyse_anytime(ra.load(ra.anytime_files(tmp_path / "results", "reduced"), models), models)
+    assert not a.partial and a.expected == 6
+    c = a.cell("budget", "ssl", 200)
+    assert (c.pairs, c.share_pairs, c.bd_points) == (6, 6, 3)
+    assert c.gain == pytest.approx(8.5) and c.share == pytest.approx(85.0)
+    assert a.cell("paper", "atanh", 100).share == pytest.approx(12.5)
+    p2000, b2000 = a.cell("paper", "ssl", 2000), a.cell("budget", "ssl", 2000)
+    assert p2000.share == pytest.approx(100.0) and b2000.from_paper and b2000.gain == p2000.gain
+    # BD-rate against none, each model one rate point
+    from sgacodec.evaluation import bd
+
+    none = [((0.15, 0.4, 0.85)[q - 1], (26.0, 29.0, 31.0)[q - 1]) for q in (1, 2, 3)]
+    rate = bd(none, [(b * (1 - 0.085), p + 0.425) for b, p in none])[0]
+    assert c.bd_rate == pytest.approx(rate) and rate < 0
+
+    text = page()
+    part = section(text, "## Anytime refinement")
+    assert "### Reduced profile\n" in part and "Missing" not in part
+    assert f"| ssl | 200 | +5.00% | 50.0% | {mr.pct(a.cell('paper', 'ssl', 200).bd_rate, '+.1f')} " \
+           f"| +8.50% | 85.0% | {mr.pct(rate, '+.1f')} |" in part
+    assert "| ssl | 2000 | +10.00% | 100.0% |" in part
+    assert "| +10.00% (= paper) | 100.0% (= paper) |" in part
+    assert "`tests/test_rounding.py::test_budget_schedule_at_2000_steps_is_the_papers_exactly`" in part
+    assert "CPU Test Xeon (16 cores)" in part and "all 138 records (138 of the learned models)" in part
+    assert "```\nsgacodec refine k --quality 1 --schedule paper\n```" in part
+    assert (tmp_path / "figures" / "anytime.png").exists() and "![anytime refinement](figures/anytime.png)" in part
+    # the targets: SSL reaches 85% at 200 (>= 80) and 70% at 100 (>= 65); atanh 75% and 62.5%
+    assert ("at least 80% of the paper schedule's 2000-iteration gain** (true R-D loss against none, mean over "
+            "the images and models). Measured:\n  - SSL: 85.0% (gain +8.50%; the paper schedule at 200: 50.0%), "
+            "**met** (per model embedded m1 q1 85.0%, embedded m2 q2 85.0%, embedded m3 q3 85.0%).\n"
+            "  - atanh: 75.0% (gain +6.00%; the paper schedule at 200: 25.0%), **not met** (per model") in part
+    assert "  - SSL: 70.0% (gain +7.00%; the paper schedule at 100: 35.0%), **met**" in part
+    assert "  - atanh: 62.5% (gain +5.00%; the paper schedule at 100: 12.5%), **not met**" in part
+    assert "equal by construction" in part and "provisional" not in part
+    assert "  - SSL: 25: +3.00% vs +1.00% (6 of 6);" in part and "Higher mean gain at 5 of 5 count(s)." in part
+
+
+def test_anytime_section_says_which_cells_are_missing(scripts, models, page, tmp_path):
+    ra, _ = scripts
+    images = ["k/a.png", "k/b.png"]
+    text = page()
+    assert ("## Anytime refinement" in text and "_Not run yet_ (`docs/results/reduced-anytime-*.jsonl`"
+            in section(text, "## Anytime refinement"))
+    assert not (tmp_path / "figures" / "anytime.png").exists()
+
+    write(tmp_path / "results" / "reduced-anytime-quality-1.jsonl", anytime_records(1, images))
+    write(tmp_path / "results" / "reduced-anytime-quality-2.jsonl", anytime_records(
+        2, images, skip=[("budget", "atanh", None, None), ("budget", "ssl", 500, "k/b.png")]))
+    # model 3: not started
+    part = section(page(), "## Anytime refinement")
+    assert "### Reduced profile (partial)" in part
+    assert "- m3 (quality 3): no records yet" in part
+    assert "- embedded m2 q2: budget ssl 500 (1 of 2 images); budget atanh at every count" in part
+    assert "embedded m1 q1:" not in part.split("**Missing**")[1].split("| method |")[0]
+    # cells over the pairs they have, and how many of the 6
+    assert "| ssl | 25 | +1.00% (4 of 6) | 10.0% (4 of 6) |" in part
+    assert "| ssl | 500 | +7.00% (4 of 6) | 70.0% (4 of 6) |" in part
+    assert "| +9.50% (3 of 6) | 95.0% (3 of 6) |" in part
+    assert "| atanh | 500 | +4.00% (4 of 6) | 50.0% (4 of 6) |" in part
+    assert part.count(" (2 models)") >= 10  # BD figures over the two models measured
+    row = next(ln for ln in part.splitlines() if ln.startswith("| atanh | 500 |"))
+    assert row.endswith("| +7.00% (2 of 6) | 87.5% (2 of 6) | - |")  # one model: no BD figure
+    assert "provisional: over 4 of the 6 image-model pairs" in part
+
+    # no paper 2000 records yet: no shares, no figure, targets not measured
+    (tmp_path / "figures" / "anytime.png").unlink(missing_ok=True)
+    for q in (1, 2):
+        write(tmp_path / "results" / f"reduced-anytime-quality-{q}.jsonl",
+              anytime_records(q, images, skip=[("paper", None, 2000, None)]))
+    part = section(page(), "## Anytime refinement")
+    assert "_No figure yet: it needs the paper schedule's 2000-iteration records._" in part
+    assert "  - SSL: not measured yet (no paper-schedule 2000-iteration records)." in part
+    assert "paper ssl 2000; paper atanh 2000" in part
+    assert not (tmp_path / "figures" / "anytime.png").exists()
+
+
+def test_budget_records_stay_out_of_the_paper_schedule_studies(page, tmp_path):
+    images = ["k/a.png", "k/b.png"]
+    reduced = [record(i, q, label, it, crop=64, gain=g) for q in (1, 2, 3) for i in images
+               for label, it, g in (("none", 0, 0), ("ssl", 100, 1.0), ("atanh", 100, 0.3))]
+    write(tmp_path / "results" / "reduced.jsonl", reduced)
+    before = page()
+    budget = [replace(record(i, q, "ssl", 100, crop=64, gain=2.0), schedule="budget") for q in (1, 2, 3)
+              for i in images]
+    write(tmp_path / "results" / "reduced.jsonl", reduced + budget)
+    after = page()
+    note = ("6 record(s) refined with the budget-aware schedule are left out of this section: its studies are "
+            "of the paper's schedule (section \"Anytime refinement\" compares the two).\n\n")
+    assert note in after and "budget" not in section(after, "### 1.", "## Anytime").replace(note, "")
+    assert after.replace(note, "") == before  # the paper curves unchanged
