@@ -166,3 +166,14 @@ def perturbed(model, where):
             other.net.h_s[-1].bias.mul_(1.05).add_(0.05)
     return other
 
+
+def load_script(relative: str, name: str | None = None):
+    """A script or benchmark of the repository (e.g. 'scripts/ship.py') imported as a module, for
+    tests of its functions; scripts never import the tests."""
+    import importlib.util
+
+    path = ROOT / relative
+    spec = importlib.util.spec_from_file_location(name or path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

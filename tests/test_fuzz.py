@@ -1,23 +1,18 @@
 """A few hundred mutated bitstreams in CI (scripts/fuzz_bitstreams.py runs 10,000)."""
 
 import collections
-import importlib.util
 import random
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from .support import load_script
 
-pytestmark = pytest.mark.slow  # real processes, emulated CPUs, hundreds of mutants
+pytestmark = pytest.mark.slow  # real processes and hundreds of mutants
 
 
 @pytest.fixture(scope="module")
 def fuzz():
-    spec = importlib.util.spec_from_file_location("fuzz_bitstreams", ROOT / "scripts" / "fuzz_bitstreams.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("scripts/fuzz_bitstreams.py")
 
 
 @pytest.fixture(scope="module")

@@ -5,21 +5,17 @@ is generated from the records; a dry run writes nothing."""
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import shutil
 
 import pytest
 
-from .support import ROOT
+from .support import ROOT, load_script
 
 
 @pytest.fixture
 def ship_module():
-    spec = importlib.util.spec_from_file_location("ship_script", ROOT / "scripts" / "ship.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("scripts/ship.py", "ship_script")
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ spent on setup bugs."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
@@ -15,17 +14,14 @@ import sys
 import numpy as np
 import pytest
 
-from .support import ROOT, make_image, save_png
+from .support import ROOT, load_script, make_image, save_png
 
 REHEARSAL_BUDGET = 30  # seconds of training, as on the GPU (420) but for a tiny model
 
 
 @pytest.fixture(scope="module")
 def slice_module():
-    spec = importlib.util.spec_from_file_location("slice_script", ROOT / "scripts" / "slice.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("scripts/slice.py", "slice_script")
 
 
 def git(root, *args):

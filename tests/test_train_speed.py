@@ -3,19 +3,16 @@ figures (speed is measured on the GPU, docs/models.md)."""
 
 from __future__ import annotations
 
-import importlib.util
 import math
 
 import pytest
 
-from .support import ROOT, save_png
+from .support import load_script, save_png
 
 
 @pytest.mark.slow
 def test_train_speed_benchmark_runs_every_kind_of_variant(tmp_path, capsys):
-    spec = importlib.util.spec_from_file_location("train_speed", ROOT / "benchmarks" / "train_speed.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_script("benchmarks/train_speed.py")
     for i in range(3):
         save_png(tmp_path / f"{i}.png", 80, 96, seed=i)
     variants = "fp32,bf16+pool+cl+compile,bf16+pool+b32+sqrt-lr"
