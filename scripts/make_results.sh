@@ -119,10 +119,12 @@ if [ -z "${PAGE_ONLY:-}" ]; then
             tag=$(basename "${m[1]}"); tag=${tag%%.*}
             REC=docs/results/$PROFILE-anytime-${m[0]#--}-$tag.jsonl
             LOGGED_STAGE="" stage=9-$tag
-            run "${IMAGES[@]}" "${CROP[@]}" "${m[@]}" --method none --method ssl --method atanh \
+            # one method at a time, SSL first: a run cut short still holds whole curves
+            run "${IMAGES[@]}" "${CROP[@]}" "${m[@]}" --method none --method ssl \
               --schedule paper "${PAPER_IT[@]}"
-            run "${IMAGES[@]}" "${CROP[@]}" "${m[@]}" --method ssl --method atanh --schedule budget \
-              "${BUDGET_IT[@]}"
+            run "${IMAGES[@]}" "${CROP[@]}" "${m[@]}" --method ssl --schedule budget "${BUDGET_IT[@]}"
+            run "${IMAGES[@]}" "${CROP[@]}" "${m[@]}" --method atanh --schedule paper "${PAPER_IT[@]}"
+            run "${IMAGES[@]}" "${CROP[@]}" "${m[@]}" --method atanh --schedule budget "${BUDGET_IT[@]}"
           ) &
           while [ "$(jobs -rp | wc -l)" -ge "${JOBS:-2}" ]; do sleep 5; done
         done
