@@ -11,6 +11,7 @@ from .options import (
     UserError,
     announce_cpu_estimate,
     config_from_options,
+    load_family_from_options,
     load_model_from_options,
     model_options,
     note,
@@ -18,6 +19,8 @@ from .options import (
     read_input,
     refine_options,
     stderr_console,
+    target_options,
+    targets_from_options,
     task_progress,
     user_errors,
 )
@@ -31,12 +34,14 @@ from .options import (
 @click.option("--json", "as_json", is_flag=True, help="One JSON record per image on stdout.")
 @model_options()
 @refine_options()
+@target_options()
 def encode(inputs, output, force, as_json, **o):
     """Encode images (PNG, JPEG, ... or - for stdin) into sgacodec files.
 
     \b
     sgacodec encode img.png -o img.bin --method ssl --a 2.3
     sgacodec encode photos/*.png -o coded/ --iterations 500
+    sgacodec encode photos/*.png -o coded/ --target-bpp 0.3      # each file at most 0.3 bpp
     """
     from ..imageio import read_image
     from ..outputs import check_outputs, plan_outputs, write_output
@@ -50,8 +55,13 @@ def encode(inputs, output, force, as_json, **o):
         check_outputs(list(inputs), outputs, force)
     except errors as exc:
         raise UserError(str(exc)) from None
+    targets = targets_from_options(o)
+    if len(targets) > 1:
+        raise UserError("one target at a time: --target-bpp, --target-size or --target-psnr")
     config = config_from_options(o)
     console = stderr_console()
+    if targets:
+        return encode_to_target(list(inputs), outputs, targets[0], config, console, force, as_json, o)
     try:
         model = load_model_from_options(o)
         encoder = BatchEncoder(model, config, o["device"], o["batch_size"], on_note=note)
@@ -79,4 +89,45 @@ def encode(inputs, output, force, as_json, **o):
                           f"(base {report.base_bpp:.4f} bpp, {report.base_psnr:.2f} dB), "
                           f"{report.iterations} it, {report.seconds:.1f} s",
                           soft_wrap=True, highlight=False)
+    failures.finish()
+
+
+def encode_to_target(inputs, outputs, target, config, console, force, as_json, o):
+    """Each input with its own search for ``target`` (sgacodec.targets does the work)."""
+    from ..outputs import write_output
+    from ..pipeline import encode_sources_to_target, resolve_device
+
+    errors = user_errors()
+    try:
+        family = load_family_from_options(o)
+        device = resolve_device(o["device"])
+    except errors as exc:
+        raise UserError(str(exc)) from None
+    if config.refines and device.type == "cpu":
+        announce_cpu_estimate(console, len(inputs), [config.iterations], lambda: None)
+    failures = Failures(inputs)
+    with progress_bar(console) as progress:
+        for outcome in encode_sources_to_target(family, inputs, read_input, target, config, device,
+                                                progress=task_progress(progress), errors=errors, on_note=note):
+            src, dst, result = outcome.source, outputs[outcome.index], outcome.result
+            if outcome.error is not None:
+                failures.add(src, outcome.error)
+                continue
+            report = result.report
+            if o["strict"] and not result.reached:
+                failures.add(src, UserError(f"{src}: target {target.describe()}: {result.status}"))
+                continue
+            try:
+                write_output(dst, report.data, force)
+            except errors as exc:
+                failures.add(src, exc)
+                continue
+            if as_json:
+                click.echo(json.dumps({"input": src, "output": dst, **report.record(), **result.record()}))
+            console.print(f"{src} -> {dst}: {report.bpp:.4f} bpp, {report.psnr:.2f} dB; target "
+                          f"{target.describe()}: {result.status}; {result.model}, lambda {result.lmbda:.4g}, "
+                          f"{result.refinements} refinements ({result.iterations} it), {result.seconds:.1f} s",
+                          soft_wrap=True, highlight=False)
+            if not result.reached:
+                note(f"{src}: target {target.describe()} {result.status}")
     failures.finish()
