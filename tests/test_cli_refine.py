@@ -8,7 +8,7 @@ from click.testing import CliRunner
 
 from sgacodec.cli import main
 
-from .support import cli, save_png
+from .support import cli, invoke, save_png
 
 
 def test_refine_without_a_known_lambda_says_so(tmp_path, png_333x217, tiny_checkpoint):
@@ -104,3 +104,21 @@ def test_the_cpu_estimate_counts_only_what_is_not_resumed(tmp_path, png_333x217,
     assert res.exit_code == 0 and "Refining on the CPU: 1 refinement(s) of 3 iterations" in res.stderr, res.stderr
     res = cli(*args)
     assert res.exit_code == 0 and "Refining on the CPU" not in res.stderr and "resumed" in res.stderr
+
+
+def test_refine_to_targets_records_each_image_and_target_and_resumes(tmp_path, image_dir, tiny_checkpoint):
+    records = tmp_path / "t.jsonl"
+    args = ["refine", image_dir, "--checkpoint", tiny_checkpoint, "--iterations", 4, "--target-bpp", 0.5,
+            "--target-psnr", 14, "--records", records]
+    res = cli(*args, "--json")
+    assert res.exit_code == 0, res.output
+    out = [json.loads(line) for line in res.stdout.splitlines()]
+    assert len(out) == 2 * 2  # images x targets
+    assert {tuple(r["target"]["target"].values()) for r in out} == {("bpp", 0.5), ("psnr", 14)}
+    assert all(r["bpp"] <= 0.5 for r in out if r["target"]["target"]["kind"] == "bpp")
+    assert {r["tag"] for r in out} == {"ssl-it4-tau1-bpp0.5", "ssl-it4-tau1-psnr14"}
+    assert "ssl 4it to bpp" in res.stderr  # its own curve in the tables
+    res = cli(*args)  # again: every record resumed
+    assert res.exit_code == 0 and "4 record(s) resumed, 0 computed" in " ".join(res.stderr.split()), res.output
+    res = invoke(*args, "--lmbda-scale", 2)
+    assert res.exit_code == 1 and "drop --lmbda" in res.output

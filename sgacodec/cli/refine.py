@@ -11,12 +11,15 @@ from .options import (
     UserError,
     announce_cpu_estimate,
     config_from_options,
+    load_family_from_options,
     load_model_from_options,
     model_options,
     note,
     progress_bar,
     refine_options,
     stderr_console,
+    target_options,
+    targets_from_options,
     task_progress,
     user_errors,
 )
@@ -47,6 +50,7 @@ from .tables import print_tables
               show_default=True, help="Interpolation of the BD-rate / BD-PSNR computation.")
 @model_options(multiple=True)
 @refine_options(grid=True)
+@target_options(multiple=True)
 def refine(inputs, as_json, log_file, output_dir, force, lmbda_scales, records_file, classical,
            plot_dir, crop, bd_method, **o):
     """Evaluate methods and settings on images: real-byte bpp, PSNR, MS-SSIM, R-D loss, time, BD-rate.
@@ -61,16 +65,22 @@ def refine(inputs, as_json, log_file, output_dir, force, lmbda_scales, records_f
     sgacodec refine kodak/ --method none --method atanh --method ssl --iterations 500 \\
         --lmbda-scale 0.5 --lmbda-scale 1 --lmbda-scale 2 --classical jpeg,webp \\
         --records kodak.jsonl --plot figures/
+    sgacodec refine kodak/ --iterations 200 --target-bpp 0.3 --target-bpp 0.5 --records t.jsonl
+
+    With --target-* values, those are the rate points instead of lambdas: each image is encoded
+    to each target (its model chosen among the rate points unless --quality or --checkpoint pins
+    it, lambda searched), one record per image and target.
     """
     from ..evaluation import EvalResult, Evaluation, expand_grid, parse_classical
     from ..imageio import center_crop, expand_inputs, read_image
     from ..outputs import write_output
 
     errors = user_errors()
+    targets = targets_from_options({**o, "lmbda_scales": lmbda_scales})
     try:
         paths = expand_inputs(inputs)
         settings = expand_grid(o["methods"], o["iterations"], o["lmbda"], lmbda_scales, o["tau_max"],
-                               o["three_class"])
+                               o["three_class"], targets)
         codecs = parse_classical(classical)
     except errors as exc:
         raise UserError(str(exc)) from None
@@ -83,10 +93,12 @@ def refine(inputs, as_json, log_file, output_dir, force, lmbda_scales, records_f
     console = stderr_console()
     choices = ([{"checkpoint": c, "quality": None} for c in o["checkpoint"]]
                or [{"checkpoint": None, "quality": q} for q in (o["quality"] or (None,))])
+    pinned = bool(o["checkpoint"] or o["quality"])
     try:
         runs = [Evaluation(load_model_from_options(o, **c), paths, settings, base, o["device"],
                            records_file, crop, codecs, batch_size=o["batch_size"], errors=errors,
-                           on_note=note)
+                           on_note=note,
+                           family=load_family_from_options(o, **c) if targets and not pinned else None)
                 for c in choices]
     except errors as exc:
         raise UserError(str(exc)) from None
