@@ -50,7 +50,8 @@ from .refine import refine, true_rd
 # fitted to each image as the search goes.
 SLOPE = {"rate": 0.16, "psnr": 0.5}
 RATE_PER_LR = 2.0
-MAX_STEP = math.log(4.0)  # the most ln(lambda) moves in one step
+MAX_STEP = math.log(2.0)  # the most ln(lambda) moves in one step
+FIT = 3  # refinements c is fitted to (the mean of their fits: one alone is noisy)
 REACH = ("in range", "below range", "above range", "between rate points")
 
 
@@ -230,20 +231,22 @@ class _Run:
                        else candidate.report.psnr - metrics.psnr_from_mse(candidate.mse))
         return candidate
 
-    def aim(self, u: float, remaining: int, observed: list[Candidate]) -> float:
-        """The ln(lambda) at which ``remaining`` steps from u end at the goal, by the model above,
-        with c fitted to the last observed refinement; within MAX_STEP of the last lambda and the span."""
+    def aim(self, u: float, remaining: int, start: Candidate | None = None) -> float:
+        """The ln(lambda) at which ``remaining`` steps from u end at the goal, by the model above
+        with c fitted to the last few refinements; within MAX_STEP of the lambda of ``start`` (by
+        default the last refinement's) and within the span."""
         slope, rate = SLOPE[self.axis.key], RATE_PER_LR * self.config.lr
-        last = observed[-1] if observed else None
-        x_last = math.log(last.lmbda) if last else math.log(self.lmbda0)
-        if last is not None and last.steps:  # u_eq of the last refinement's lambda, from its move
-            e = math.exp(-rate * last.steps)
-            u_eq = (last.u - last.u_start * e) / (1 - e)
-        else:  # nothing seen yet: the encoder's latents are at balance at the training lambda
-            u_eq = u
+        seen = [c for c in self.candidates if c.steps][-FIT:]
+        fits = []
+        for c in seen:  # u_eq at each one's lambda, from how far it moved: its c = u_eq - slope x
+            e = math.exp(-rate * c.steps)
+            fits.append((c.u - c.u_start * e) / (1 - e) - slope * math.log(c.lmbda))
+        x_last = math.log(start.lmbda if start else seen[-1].lmbda if seen else self.lmbda0)
+        # nothing seen yet: the encoder's latents are taken to be at balance at the training lambda
+        c = sum(fits) / len(fits) if fits else u - slope * x_last
         e = math.exp(-rate * max(remaining, 1))
-        wanted = (self.axis.goal - u * e) / (1 - e)
-        new = x_last + max(-MAX_STEP, min(MAX_STEP, (wanted - u_eq) / slope))
+        wanted = (self.axis.goal - u * e) / (1 - e)  # the u_eq that ends at the goal
+        new = x_last + max(-MAX_STEP, min(MAX_STEP, (wanted - c) / slope - x_last))
         return max(self.bounds[0], min(self.bounds[1], new))
 
 
@@ -254,20 +257,19 @@ def _search(run: _Run, start: float) -> Candidate:
         return run.unrefined()
     k = min(search.probes_for(config.iterations), config.iterations)
     u, last = run.unrefined_u(), None
-    chain: list[Candidate] = []
     while last is None or last.iterations < config.iterations:
         done = last.iterations if last else 0
-        x = run.aim(u, config.iterations - done, chain)
+        x = run.aim(u, config.iterations - done)
         last = run.refine(math.exp(x), min(k, config.iterations - done), last, "probe")
-        chain.append(last)
         u = last.u
-    coded = [run.finish(last, time.perf_counter() - start), run.unrefined()]
+    coded, unrefined = [run.finish(last, time.perf_counter() - start)], run.unrefined()
     tried = set()
     for attempt in range(2 * search.max_corrections):
         best = _choose(axis, coded)
-        if axis.within(best.report) or attempt >= search.max_corrections and axis.meets(best.report):
-            break  # within the band; or, past the budget, met (more only while nothing meets it)
-        x = run.aim(best.u, k, [best])
+        if axis.within(best.report) or attempt >= search.max_corrections and (
+                axis.meets(best.report) or axis.meets(unrefined.report)):
+            break  # within the band; or, past the budget, a file meets it (more only while none does)
+        x = run.aim(best.u, k, best)
         direction = 1.0 if best.u < axis.goal else -1.0
         while round(x, 9) in tried and x not in run.bounds:  # tried already: further on
             x = max(run.bounds[0], min(run.bounds[1], x + direction * MAX_STEP))
@@ -275,7 +277,7 @@ def _search(run: _Run, start: float) -> Candidate:
             break  # at the end of the span
         tried.add(round(x, 9))
         coded.append(run.finish(run.refine(math.exp(x), k, best, "correction"), time.perf_counter() - start))
-    return _choose(axis, coded)
+    return _choose(axis, coded + [unrefined])
 
 
 def _choose(axis: _Axis, coded: list[Candidate]) -> Candidate:
@@ -372,6 +374,9 @@ def _reach(run: _Run, best: Candidate, axis: _Axis) -> str:
     if axis.within(best.report):
         return "in range"
     u, refines = axis.real(best.report), run.config.refines
+    files = [axis.real(c.report) for c in run.candidates if c.report is not None]
+    if any(v < axis.lo for v in files) and any(v > axis.hi for v in files):
+        return "in range"  # files on both sides of the band: reachable, missed
     tried = [math.log(c.lmbda) for c in run.candidates if c.steps]
     if u > axis.hi and (not refines or any(abs(x - run.bounds[0]) < 1e-9 for x in tried)):
         return "below range"
