@@ -36,10 +36,10 @@ from typing import Callable
 import numpy as np
 import torch
 
-from . import metrics
+from . import bitstream, metrics
 from .codec import EncodeReport, code_latents, device_model, make_report, pad, to_tensor
 from .config import RefineConfig, SearchConfig, Target, eval_every_for
-from .models import LoadedModel, ModelFamily
+from .models import LoadedModel, ModelError, ModelFamily
 from .refine import refine, true_rd
 
 # The model that aims lambda (docs/method.md, "Encoding to a target"): refining at ln(lambda) = x
@@ -66,7 +66,7 @@ class Candidate:
     bits: float  # the true loss's estimate: bits and MSE
     mse: float
     iterations: int  # refinement steps behind these latents, along the warm-start chain
-    kind: str  # probe | final | correction
+    kind: str  # probe | correction | unrefined
     u_start: float = math.nan  # u of the latents it started from, and its own steps
     steps: int = 0
     adam: dict | None = None  # the optimiser's state, which a refinement continuing it takes on
@@ -155,6 +155,13 @@ class _Run:
 
     def __init__(self, model: LoadedModel, image: np.ndarray, axis: _Axis, config: RefineConfig,
                  search: SearchConfig, device: torch.device, on_step):
+        if model.lmbda is None:
+            raise ModelError("the model's training lambda is unknown, and a target's search starts from it "
+                             "(a checkpoint names it in its metadata, 'lmbda')")
+        if model.identity.metric != "mse" and config.refines:
+            raise ModelError("refinement optimises lambda * 255^2 * MSE + bpp; ms-ssim models are "
+                             "supported with --method none only")
+        bitstream.check_size(*image.shape[:2])
         self.model, self.image, self.axis, self.search = model, image, axis, search
         self.config = config.with_(eval_every=config.eval_every or eval_every_for(device.type))
         self.lm = device_model(model, device, config.channels_last)
@@ -336,8 +343,7 @@ def encode_to_target(family: ModelFamily | LoadedModel, image: np.ndarray, targe
     start = time.perf_counter()
     axis = _Axis(target, image.shape[0] * image.shape[1], search)
     index = choose_model(family, image, target, device)
-    tried, runs = [], []
-    done = 0
+    tried, runs, reaches, done = [], [], set(), 0
     while True:
         run = _Run(family[index], image, axis, config, search, device,
                    None if on_step is None else (lambda n, d=done: on_step(d + n)))
@@ -347,6 +353,7 @@ def encode_to_target(family: ModelFamily | LoadedModel, image: np.ndarray, targe
         tried.append(index)
         done += run.iterations
         reach = _reach(run, best, axis)
+        reaches.add(reach)
         # out of this model's reach: the neighbouring rate point, unless already tried
         nxt = index - 1 if reach == "below range" else index + 1 if reach == "above range" else None
         if nxt is None or not 0 <= nxt < len(family) or nxt in tried:
@@ -355,15 +362,12 @@ def encode_to_target(family: ModelFamily | LoadedModel, image: np.ndarray, targe
     run, best = min(((r, _choose(axis, [c for c in r.candidates if c.report])) for r in runs),
                     key=lambda rb: _rank(axis, rb[1]))
     reach = _reach(run, best, axis)
-    if reach in ("below range", "above range") and len(tried) > 1 and max(tried) - min(tried) == 1 \
-            and not (min(tried) == 0 and reach == "below range") \
-            and not (max(tried) == len(family) - 1 and reach == "above range"):
-        reach = "between rate points"
-    report = best.report
+    if reach != "in range" and {"below range", "above range"} <= reaches:
+        reach = "between rate points"  # the one above the target's reach, the other below
+    report, ident = best.report, run.model.identity
     report.seconds = time.perf_counter() - start
     return TargetResult(target, axis.achieved(report), axis.meets(report), axis.within(report), reach,
-                        run.model.describe(), run.model.identity.weights_sha.hex(), run.model.identity.quality,
-                        best.lmbda,
+                        run.model.describe(), ident.weights_sha.hex(), ident.quality, best.lmbda,
                         sum(r.refinements for r in runs), sum(r.iterations for r in runs), report.seconds,
                         report, [family.names[i] for i in tried])
 

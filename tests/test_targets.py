@@ -123,3 +123,14 @@ def test_the_embedded_rate_points_are_chosen_by_the_target():
     result = encode_to_target(family, image, Target("bpp", between), RefineConfig(method="none"))
     assert result.met and result.report.bpp == pytest.approx(rates[0])
     assert result.reach == "between rate points" and len(result.tried) == 2
+
+
+def test_a_model_without_a_known_lambda_is_refused_clearly(tiny_model):
+    import copy
+
+    from sgacodec.errors import ModelError
+
+    bare = copy.copy(tiny_model)
+    bare.lmbda = None
+    with pytest.raises(ModelError, match="training lambda is unknown"):
+        encode_to_target(bare, IMAGE, Target("bpp", 0.5), CONFIG)
