@@ -237,9 +237,9 @@ class ModelFamily:
     """The rate points among which a target's model is chosen, lowest rate (lambda) first, each
     loaded on first use: the embedded models, a zoo model's qualities, or one pinned model."""
 
-    def __init__(self, names: list[str], loaders: list, identity: str):
+    def __init__(self, names: list[str], loaders: list, identity: str, loaded: dict | None = None):
         self.names, self._loaders, self.identity = list(names), list(loaders), identity
-        self._loaded: dict[int, LoadedModel] = {}
+        self._loaded: dict[int, LoadedModel] = dict(loaded or {})
 
     def __len__(self) -> int:
         return len(self._loaders)
@@ -251,9 +251,7 @@ class ModelFamily:
 
     @classmethod
     def single(cls, model: LoadedModel) -> "ModelFamily":
-        family = cls([model.describe()], [lambda: model], model.identity.weights_sha.hex())
-        family._loaded[0] = model
-        return family
+        return cls([model.describe()], [lambda: model], model.identity.weights_sha.hex(), {0: model})
 
     @classmethod
     def embedded(cls) -> "ModelFamily":
