@@ -96,6 +96,14 @@ def interpolate(points, rate):
     return p0 + (p1 - p0) * (math.log(rate) - math.log(r0)) / (math.log(r1) - math.log(r0))
 
 
+def row(cells) -> str:
+    return "| " + " | ".join(str(c) for c in cells) + " |"
+
+
+def table_header(cells) -> str:
+    return row(cells) + "\n|" + "---|" * len(cells)
+
+
 def tables(path):
     lines = [json.loads(ln) for ln in Path(path).read_text().splitlines() if ln.strip()]
     prov = next((ln for ln in lines if "provenance" in ln), None)
@@ -113,7 +121,7 @@ def tables(path):
           "chosen model at the same iteration count)")
     header = ("target", "files", "within", "met", "miss % / dB (mean, worst)", "refinements", "iterations",
               "cost wall x", "cost cpu x", "models")
-    print(" | ".join(header))
+    print(table_header(header))
     for key in sorted({(ln["target"]["kind"], ln["target"]["value"]) for ln in found}):
         sel = [ln for ln in found if (ln["target"]["kind"], ln["target"]["value"]) == key]
         kind, value = key
@@ -123,7 +131,7 @@ def tables(path):
         cpu = [ln["cpu"] / shipped[ln["image"]][ln["quality"]]["cpu"] for ln in sel
                if ln["quality"] in shipped.get(ln["image"], {})]
         worst = max(misses, key=abs)
-        print(" | ".join([
+        print(row([
             f"{value:g} {kind}", str(len(sel)), str(sum(ln["within"] for ln in sel)), str(sum(ln["met"] for ln in sel)),
             f"{statistics.mean(misses):+.2f}, {worst:+.2f}",
             f"{statistics.mean(ln['refinements'] for ln in sel):.1f}",
@@ -131,15 +139,19 @@ def tables(path):
             f"{statistics.mean(wall):.2f} (max {max(wall):.2f})" if wall else "-",
             f"{statistics.mean(cpu):.2f} (max {max(cpu):.2f})" if cpu else "-",
             " ".join(f"q{q}:{sum(ln['quality'] == q for ln in sel)}" for q in sorted({ln['quality'] for ln in sel}))]))
-    print("\nPer file: image | target | achieved | status | model | lambda | refinements | iterations")
+    print("\nPer file")
+    print(table_header(("image", "target", "achieved", "PSNR dB", "status", "model", "lambda", "refinements",
+                        "iterations", "cost cpu x")))
     for ln in found:
         t = ln["target"]
-        print(f"{ln['image']} | {t['value']:g} {t['kind']} | {ln['achieved']:.4f} | {ln['status']} | "
-              f"{ln['model']} | {ln['lmbda']:.5f} | {ln['refinements']} | {ln['search_iterations']}")
+        ref = shipped.get(ln["image"], {}).get(ln["quality"])
+        print(row([ln["image"], f"{t['value']:g} {t['kind']}", f"{ln['achieved']:.4f}", f"{ln['psnr']:.2f}",
+                   ln["status"], ln["model"], f"{ln['lmbda']:.5f}", ln["refinements"], ln["search_iterations"],
+                   f"{ln['cpu'] / ref['cpu']:.2f}" if ref else "-"]))
     print("\nR-D at equal rate: target-bpp files (one model, lambda searched) against the shipped points "
           "(training lambda, same iterations) at the file's real rate")
-    print("target | files | bpp | PSNR | shipped PSNR at that bpp | dPSNR dB (mean, min, max) | nearest shipped "
-          "point: bpp, PSNR")
+    print(table_header(("target", "files", "bpp", "PSNR dB", "shipped PSNR at that bpp", "dPSNR dB (mean, min, max)",
+                        "nearest shipped point: bpp, PSNR")))
     for value in sorted({ln["target"]["value"] for ln in found if ln["target"]["kind"] == "bpp"}):
         sel = [ln for ln in found if ln["target"] == {"kind": "bpp", "value": value} and ln["image"] in shipped]
         if not sel:
@@ -150,10 +162,10 @@ def tables(path):
             ref.append(interpolate(pts, ln["bpp"]))
             near.append(min(pts, key=lambda p: abs(math.log(p[0] / ln["bpp"]))))
         deltas = [ln["psnr"] - r for ln, r in zip(sel, ref)]
-        print(f"{value:g} bpp | {len(sel)} | {statistics.mean(ln['bpp'] for ln in sel):.4f} | "
-              f"{statistics.mean(ln['psnr'] for ln in sel):.2f} | {statistics.mean(ref):.2f} | "
-              f"{statistics.mean(deltas):+.3f}, {min(deltas):+.3f}, {max(deltas):+.3f} | "
-              f"{statistics.mean(p[0] for p in near):.4f}, {statistics.mean(p[1] for p in near):.2f}")
+        print(row([f"{value:g} bpp", len(sel), f"{statistics.mean(ln['bpp'] for ln in sel):.4f}",
+                   f"{statistics.mean(ln['psnr'] for ln in sel):.2f}", f"{statistics.mean(ref):.2f}",
+                   f"{statistics.mean(deltas):+.3f}, {min(deltas):+.3f}, {max(deltas):+.3f}",
+                   f"{statistics.mean(p[0] for p in near):.4f}, {statistics.mean(p[1] for p in near):.2f}"]))
 
 
 def main():
