@@ -9,7 +9,8 @@ For each image (a centre crop), this script
 
 Every measurement is one JSON line in ``--out``, whose first line holds the provenance (machine,
 versions, commit, date); a stopped run continues where it was when run again (measurements already
-in the file are skipped). ``--tables`` prints the tables from the file without computing anything:
+in the file are skipped). ``--tables`` prints the tables from the file without computing anything
+(scripts/make_results.py puts them on docs/results.md):
 
   - accuracy per target: files met and within tolerance, the miss, the search's refinements,
     iterations, and its cost as a multiple of a single encode of the same image with the chosen
@@ -104,24 +105,30 @@ def table_header(cells) -> str:
     return row(cells) + "\n|" + "---|" * len(cells)
 
 
-def tables(path):
+def tables(path) -> list[str]:
+    """The tables of a results file, as markdown lines."""
+    out: list[str] = []
+    say = out.append
     lines = [json.loads(ln) for ln in Path(path).read_text().splitlines() if ln.strip()]
     prov = next((ln for ln in lines if "provenance" in ln), None)
     if prov:
         p = prov["provenance"]
-        print(f"measured on {p['device']}, torch {p['torch']}, CompressAI {p['compressai']}, sgacodec "
-              f"{p['sgacodec']} at {p['commit']}, {p['date']} ({p['threads']} thread(s))")
-        print(f"command: {prov['command']}\n")
+        say(f"Measured on {p['device']}, torch {p['torch']}, CompressAI {p['compressai']}, sgacodec "
+            f"{p['sgacodec']} at commit {p['commit']}, {p['date']} ({p['threads']} thread(s)).")
+        say("")
+        say(f"Command: `{prov['command']}`")
+        say("")
     shipped = {}
     for ln in lines:
         if ln.get("kind") == "shipped":
             shipped.setdefault(ln["image"], {})[ln["quality"]] = ln
     found = [ln for ln in lines if ln.get("kind") == "target"]
-    print("Accuracy and cost per target (cost: the search's time / a single encode of the image with the "
-          "chosen model at the same iteration count)")
+    say("Accuracy and cost per target (cost: the search's time / a single encode of the image with the "
+        "chosen model at the same iteration count):")
+    say("")
     header = ("target", "files", "within", "met", "miss % / dB (mean, worst)", "refinements", "iterations",
               "cost wall x", "cost cpu x", "models")
-    print(table_header(header))
+    say(table_header(header))
     for key in sorted({(ln["target"]["kind"], ln["target"]["value"]) for ln in found}):
         sel = [ln for ln in found if (ln["target"]["kind"], ln["target"]["value"]) == key]
         kind, value = key
@@ -131,7 +138,7 @@ def tables(path):
         cpu = [ln["cpu"] / shipped[ln["image"]][ln["quality"]]["cpu"] for ln in sel
                if ln["quality"] in shipped.get(ln["image"], {})]
         worst = max(misses, key=abs)
-        print(row([
+        say(row([
             f"{value:g} {kind}", str(len(sel)), str(sum(ln["within"] for ln in sel)), str(sum(ln["met"] for ln in sel)),
             f"{statistics.mean(misses):+.2f}, {worst:+.2f}",
             f"{statistics.mean(ln['refinements'] for ln in sel):.1f}",
@@ -139,19 +146,25 @@ def tables(path):
             f"{statistics.mean(wall):.2f} (max {max(wall):.2f})" if wall else "-",
             f"{statistics.mean(cpu):.2f} (max {max(cpu):.2f})" if cpu else "-",
             " ".join(f"q{q}:{sum(ln['quality'] == q for ln in sel)}" for q in sorted({ln['quality'] for ln in sel}))]))
-    print("\nPer file")
-    print(table_header(("image", "target", "achieved", "PSNR dB", "status", "model", "lambda", "refinements",
-                        "iterations", "cost cpu x")))
+    say("")
+    say("Per file:")
+    say("")
+    say(table_header(("image", "target", "achieved", "PSNR dB", "status", "model", "lambda", "refinements",
+                      "iterations", "cost cpu x")))
     for ln in found:
         t = ln["target"]
         ref = shipped.get(ln["image"], {}).get(ln["quality"])
-        print(row([ln["image"], f"{t['value']:g} {t['kind']}", f"{ln['achieved']:.4f}", f"{ln['psnr']:.2f}",
-                   ln["status"], ln["model"], f"{ln['lmbda']:.5f}", ln["refinements"], ln["search_iterations"],
-                   f"{ln['cpu'] / ref['cpu']:.2f}" if ref else "-"]))
-    print("\nR-D at equal rate: target-bpp files (one model, lambda searched) against the shipped points "
-          "(training lambda, same iterations) at the file's real rate")
-    print(table_header(("target", "files", "bpp", "PSNR dB", "shipped PSNR at that bpp", "dPSNR dB (mean, min, max)",
-                        "nearest shipped point: bpp, PSNR")))
+        say(row([ln["image"], f"{t['value']:g} {t['kind']}", f"{ln['achieved']:.4f}", f"{ln['psnr']:.2f}",
+                 ln["status"], ln["model"], f"{ln['lmbda']:.5f}", ln["refinements"], ln["search_iterations"],
+                 f"{ln['cpu'] / ref['cpu']:.2f}" if ref else "-"]))
+    say("")
+    say("R-D at equal rate: target-bpp files (one model, lambda searched) against the shipped points "
+        "(training lambda, same iterations) at the file's real rate; the shipped PSNR there is interpolated "
+        "linearly in log rate between the image's two neighbouring shipped points (extrapolated outside "
+        "them):")
+    say("")
+    say(table_header(("target", "files", "bpp", "PSNR dB", "shipped PSNR at that bpp", "dPSNR dB (mean, min, max)",
+                      "nearest shipped point: bpp, PSNR")))
     for value in sorted({ln["target"]["value"] for ln in found if ln["target"]["kind"] == "bpp"}):
         sel = [ln for ln in found if ln["target"] == {"kind": "bpp", "value": value} and ln["image"] in shipped]
         if not sel:
@@ -162,10 +175,11 @@ def tables(path):
             ref.append(interpolate(pts, ln["bpp"]))
             near.append(min(pts, key=lambda p: abs(math.log(p[0] / ln["bpp"]))))
         deltas = [ln["psnr"] - r for ln, r in zip(sel, ref)]
-        print(row([f"{value:g} bpp", len(sel), f"{statistics.mean(ln['bpp'] for ln in sel):.4f}",
-                   f"{statistics.mean(ln['psnr'] for ln in sel):.2f}", f"{statistics.mean(ref):.2f}",
-                   f"{statistics.mean(deltas):+.3f}, {min(deltas):+.3f}, {max(deltas):+.3f}",
-                   f"{statistics.mean(p[0] for p in near):.4f}, {statistics.mean(p[1] for p in near):.2f}"]))
+        say(row([f"{value:g} bpp", len(sel), f"{statistics.mean(ln['bpp'] for ln in sel):.4f}",
+                 f"{statistics.mean(ln['psnr'] for ln in sel):.2f}", f"{statistics.mean(ref):.2f}",
+                 f"{statistics.mean(deltas):+.3f}, {min(deltas):+.3f}, {max(deltas):+.3f}",
+                 f"{statistics.mean(p[0] for p in near):.4f}, {statistics.mean(p[1] for p in near):.2f}"]))
+    return out
 
 
 def main():
@@ -185,7 +199,7 @@ def main():
     torch.set_num_threads(1)
     if not args.tables:
         measure(args)
-    tables(args.out)
+    print("\n".join(tables(args.out)))
 
 
 if __name__ == "__main__":
