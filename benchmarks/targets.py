@@ -123,11 +123,12 @@ def tables(path) -> list[str]:
         if ln.get("kind") == "shipped":
             shipped.setdefault(ln["image"], {})[ln["quality"]] = ln
     found = [ln for ln in lines if ln.get("kind") == "target"]
-    say("Accuracy and cost per target (cost: the search's time / a single encode of the image with the "
-        "chosen model at the same iteration count):")
+    say("Accuracy and cost per target (met: at or under a rate ceiling, at or over a PSNR floor; in range: "
+        "the search did not report the target out of reach; miss: achieved against the target; cost: the "
+        "search's time / a single encode of the image with the chosen model at the same iteration count):")
     say("")
-    header = ("target", "files", "within", "met", "miss % / dB (mean, worst)", "refinements", "iterations",
-              "cost wall x", "cost cpu x", "models")
+    header = ("target", "files", "met", "in range", "within, of those in range", "miss % / dB (mean, worst)",
+              "refinements", "iterations", "cost wall x", "cost cpu x", "models")
     say(table_header(header))
     for key in sorted({(ln["target"]["kind"], ln["target"]["value"]) for ln in found}):
         sel = [ln for ln in found if (ln["target"]["kind"], ln["target"]["value"]) == key]
@@ -139,7 +140,8 @@ def tables(path) -> list[str]:
                if ln["quality"] in shipped.get(ln["image"], {})]
         worst = max(misses, key=abs)
         say(row([
-            f"{value:g} {kind}", str(len(sel)), str(sum(ln["within"] for ln in sel)), str(sum(ln["met"] for ln in sel)),
+            f"{value:g} {kind}", len(sel), sum(ln["met"] for ln in sel), sum(ln["reach"] == "in range" for ln in sel),
+            sum(ln["within"] for ln in sel if ln["reach"] == "in range"),
             f"{statistics.mean(misses):+.2f}, {worst:+.2f}",
             f"{statistics.mean(ln['refinements'] for ln in sel):.1f}",
             f"{statistics.mean(ln['search_iterations'] for ln in sel):.0f}",
