@@ -171,7 +171,32 @@ def page(profile: str | None = None, models: list[ra.Model] | None = None, data:
     full_section(w, ra.analyse_full(ra.load(data / "full.jsonl", models), models), data, fig)
     reduced_section(w, ra.analyse_reduced(ra.load(data / "reduced.jsonl", models), models), data, fig)
     anytime_section(w, models, data, fig)
+    targets_section(w, data)
     return "\n".join(L)
+
+
+def targets_section(w, data: Path):
+    """Encoding to a target (issue 16): the tables benchmarks/targets.py prints from its results
+    file, when there is one (docs/results/targets.jsonl)."""
+    path = data / "targets.jsonl"
+    if not path.exists():
+        return
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("benchmark_targets", ROOT / "benchmarks" / "targets.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    w("## Encoding to a target")
+    w("")
+    w("`sgacodec encode --target-bpp / --target-psnr` on Kodak centre crops (docs/method.md, \"Encoding to a "
+      "target\"): how close the files land, what the search costs against a single encode, and R-D "
+      "against the shipped rate points at the files' own rates. From `docs/results/targets.jsonl`, written "
+      "by `benchmarks/targets.py` (the command and its machine are the first lines below; rerunning it "
+      "continues a stopped run).")
+    w("")
+    for line in bench.tables(path):
+        w(line)
+    w("")
 
 
 def full_section(w, a: ra.Full, data: Path, fig: Path):

@@ -8,9 +8,10 @@
 The modules, one idea each: config (every choice and default), rounding (relaxed rounding and
 the temperature), refine (the refinement loop), hyperprior (CompressAI's models as refinement and
 coding need them), models (loading), bitstream (the file container), codec (one batch in and out),
-pipeline (many images: batches, out-of-memory handling), metrics, imageio, outputs, isolate
-(decoding untrusted bytes and the encoder's coding in a child), memory (what an image needs),
-train, evaluation (R-D studies), cli. docs/method.md is the spec.
+pipeline (many images: batches, out-of-memory handling), targets (encoding to a target rate or
+PSNR), metrics, imageio, outputs, isolate (decoding untrusted bytes and the encoder's coding in a
+child), memory (what an image needs), train, evaluation (R-D studies), cli. docs/method.md is the
+spec.
 
 The heavy modules (torch, CompressAI) load on first use of the API, so ``import sgacodec`` and
 ``sgacodec --help`` stay fast. Importing sgacodec changes no global state (no warnings filter).
@@ -22,7 +23,8 @@ _API = {
     "encode": "pipeline", "BatchEncoder": "pipeline", "Outcome": "pipeline", "resolve_device": "pipeline",
     "encode_batch": "codec", "decode": "codec", "Decoded": "codec", "EncodeReport": "codec",
     "load_model": "models", "load_checkpoint": "models", "load_zoo": "models",
-    "load_embedded": "models", "LoadedModel": "models",
+    "load_embedded": "models", "LoadedModel": "models", "load_family": "models", "ModelFamily": "models",
+    "encode_to_target": "targets", "TargetResult": "targets", "Target": "config", "SearchConfig": "config",
     "RefineConfig": "config", "TrainConfig": "config", "refine": "refine",
     "read_image": "imageio", "expand_inputs": "imageio",
     "SgacodecError": "errors", "BitstreamError": "errors", "DecodeError": "errors",

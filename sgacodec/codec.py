@@ -250,19 +250,25 @@ def encode_batch(
                             f"({len(images)} image(s)): an allocation failed") from None
     coded = code_latents(model, y, z, size)
     base = coded if not config.refines else code_latents(model, y0, z0, size)
-    reports = []
-    for j, image in enumerate(images):
-        (data, rgb), (base_data, base_rgb) = coded[j], base[j]
-        mse, base_mse = metrics.mse(image, rgb), metrics.mse(image, base_rgb)
-        bpp, base_bpp = (metrics.bpp(len(d), *size) for d in (data, base_data))
-        history = [{"step": h["step"], "loss": h["loss"][j], "bpp": h["bpp"][j],
-                    "psnr": h["psnr"][j]} for h in histories]
-        reports.append(EncodeReport(
-            data, rgb, size[0], size[1], config.method, lmbda, bpp, metrics.psnr_from_mse(mse),
-            metrics.rd_loss(lmbda, mse, bpp), base_bpp, metrics.psnr_from_mse(base_mse),
-            metrics.rd_loss(lmbda, base_mse, base_bpp), iterations,
-            seconds / len(images), base_rgb, history))
-    return reports
+    return [make_report(image, config.method, lmbda, coded[j], base[j], iterations, seconds / len(images),
+                        [{"step": h["step"], "loss": h["loss"][j], "bpp": h["bpp"][j], "psnr": h["psnr"][j]}
+                         for h in histories])
+            for j, image in enumerate(images)]
+
+
+def make_report(image: np.ndarray, method: str, lmbda: float, coded: tuple[bytes, np.ndarray],
+                base: tuple[bytes, np.ndarray], iterations: int, seconds: float,
+                history: list | None = None) -> EncodeReport:
+    """The report of one image: ``coded`` and ``base`` are (file bytes, decoded pixels) of the
+    refined and of the encoder's latents (code_latents), measured against ``image``."""
+    (data, rgb), (base_data, base_rgb) = coded, base
+    size = image.shape[:2]
+    mse, base_mse = metrics.mse(image, rgb), metrics.mse(image, base_rgb)
+    bpp, base_bpp = (metrics.bpp(len(d), *size) for d in (data, base_data))
+    return EncodeReport(
+        data, rgb, size[0], size[1], method, lmbda, bpp, metrics.psnr_from_mse(mse),
+        metrics.rd_loss(lmbda, mse, bpp), base_bpp, metrics.psnr_from_mse(base_mse),
+        metrics.rd_loss(lmbda, base_mse, base_bpp), iterations, seconds, base_rgb, history or [])
 
 
 def device_model(model: LoadedModel, device: torch.device, channels_last: bool | None = None) -> LatentModel:

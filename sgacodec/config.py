@@ -35,6 +35,8 @@ BUDGET_KNOBS = ("tau_end", "lr_power", "lr_boost_max", "lr_decay", "lr_floor")  
 EFFORT_ITERATIONS = {1: 25, 2: 50, 3: 100, 4: 200, 5: 350, 6: 500, 7: 1000, 8: 2000, 9: 4000}
 CPU_TIME_BUDGET = 60.0  # seconds per image when encoding on a CPU with no --iterations, --effort
 # or --time-budget: a Kodak-size image in about a minute (the budget schedule anneals within it)
+CPU_TARGET_ITERATIONS = 200  # a target's search on a CPU with no --iterations or --effort (a time
+# budget does not combine with the search); the setting docs/method.md measures
 
 # --- speed options (docs/performance.md) ------------------------------------------------------
 COMPILE_MODES = ("auto", "off", "default", "reduce-overhead", "max-autotune",
@@ -161,6 +163,71 @@ class RefineConfig:
 
 
 DEFAULTS = RefineConfig()
+
+
+# --- encoding to a target (targets.py; docs/method.md, "Encoding to a target") ---------------
+TARGET_KINDS = ("bpp", "size", "psnr")  # --target-bpp, --target-size (bytes), --target-psnr (dB)
+TARGET_UNITS = {"bpp": "bpp", "size": "bytes", "psnr": "dB"}
+
+
+@dataclass(frozen=True)
+class Target:
+    """What a file must meet: a rate ceiling (``bpp``, ``size`` in bytes, header included) or a
+    PSNR floor (``psnr``, dB of the decoded 8-bit image)."""
+
+    kind: str
+    value: float
+
+    def __post_init__(self):
+        if self.kind not in TARGET_KINDS:
+            raise ValueError(f"unknown target {self.kind!r}; choose from {', '.join(TARGET_KINDS)}")
+        if not self.value > 0 or self.value != self.value or self.value == float("inf"):
+            raise ValueError(f"target {self.kind} must be a positive number, not {self.value}")
+
+    @property
+    def ceiling(self) -> bool:
+        """True for a rate ceiling (the file never exceeds it), False for a PSNR floor."""
+        return self.kind != "psnr"
+
+    def describe(self, value: float | None = None) -> str:
+        """'0.3 bpp', '40000 bytes', '32 dB': the target, or an achieved ``value`` in its unit."""
+        if value is None:
+            text = f"{self.value:.0f}" if self.kind == "size" else f"{self.value:g}"
+        else:
+            text = f"{value:.{ {'bpp': 4, 'size': 0, 'psnr': 2}[self.kind]}f}"
+        return f"{text} {TARGET_UNITS[self.kind]}"
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """How ``targets.encode_to_target`` searches the inference lambda (docs/method.md).
+
+    The refinement runs as a chain of probes of ``probe_iterations`` steps (None: iterations / 8,
+    within 10..50), lambda re-aimed after each, up to the full iteration count; then up to
+    ``max_corrections`` more probes correct the real file while it misses (and as many again
+    while no file meets the target). A rate ceiling is met within ``rate_tolerance`` (a fraction,
+    below it), a PSNR floor within ``psnr_tolerance`` dB (above it). Lambda stays within the
+    model's training lambda divided or multiplied by ``lambda_span``: a target the model cannot
+    reach there is out of its range.
+    """
+
+    probe_iterations: int | None = None
+    max_corrections: int = 4
+    rate_tolerance: float = 0.03
+    psnr_tolerance: float = 0.1
+    lambda_span: float = 8.0
+
+    def __post_init__(self):
+        if (self.probe_iterations is not None and self.probe_iterations < 1) or self.max_corrections < 0 \
+                or not 0 < self.rate_tolerance < 1 or self.psnr_tolerance <= 0 or self.lambda_span < 1:
+            raise ValueError("probe_iterations >= 1, max_corrections >= 0, 0 < rate_tolerance < 1, "
+                             "psnr_tolerance > 0 and lambda_span >= 1 required")
+
+    def probes_for(self, iterations: int) -> int:
+        """The steps of one probe when the whole refinement runs ``iterations``."""
+        if self.probe_iterations is not None:
+            return self.probe_iterations
+        return max(10, min(50, iterations // 8))
 
 
 @dataclass

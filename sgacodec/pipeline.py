@@ -11,6 +11,7 @@ runner and library users share.
 - A batch that runs out of GPU memory is halved; a single image that still does not fit is
   refined on the CPU instead (``on_note`` says so).
 - Each input gets an ``Outcome``: its report, or the error that stopped it (the others go on).
+- ``encode_sources_to_target``: each input encoded to a target (targets.py), one search per image.
 """
 
 from __future__ import annotations
@@ -24,9 +25,10 @@ import numpy as np
 import torch
 
 from .codec import EncodeReport, check_memory, device_model, encode_batch, pad, to_tensor
-from .config import AUTO_BATCH_MEGAPIXELS, RefineConfig, eval_every_for
-from .models import LoadedModel, ModelError
+from .config import AUTO_BATCH_MEGAPIXELS, RefineConfig, SearchConfig, Target, eval_every_for
+from .models import LoadedModel, ModelError, ModelFamily
 from .refine import refine
+from .targets import TargetResult, encode_to_target
 
 AUTO_WINDOW = 64  # inputs read ahead to find same-size images when the batch size is automatic
 WINDOW_PER_BATCH = 4  # otherwise: this many batches' worth of inputs
@@ -220,3 +222,42 @@ def encode(model: LoadedModel, images: Sequence[np.ndarray], config: RefineConfi
 
     Same-size images are refined together, ``batch_size`` at a time (None: automatic)."""
     return BatchEncoder(model, config, device, batch_size).encode(images, on_step, keep_history)
+
+
+@dataclass
+class TargetOutcome:
+    """What became of one input encoded to a target: its result, or the error that stopped it."""
+
+    index: int
+    source: object
+    result: TargetResult | None = None
+    error: BaseException | None = None
+
+
+def encode_sources_to_target(family: ModelFamily, sources: list, read: Callable[[object], np.ndarray],
+                             target: Target, config: RefineConfig = RefineConfig(), device="auto",
+                             search: SearchConfig = SearchConfig(), progress=None, errors: tuple = (Exception,),
+                             name: Callable[[object], str] = str,
+                             on_note: Callable[[str], None] | None = None) -> Iterator[TargetOutcome]:
+    """One TargetOutcome per source, in input order, each image with its own search; an error in
+    ``errors`` becomes that input's outcome and the others carry on. On a GPU that runs out of
+    memory, the image is searched on the CPU instead. ``progress``: pipeline's Progress."""
+    device = resolve_device(device)
+    progress = progress or no_progress
+    total = config.iterations + search.probes_for(config.iterations) if config.refines else 1
+    for index, source in enumerate(sources):
+        outcome = TargetOutcome(index, source)
+        try:
+            image = read(source)
+            with progress(f"{name(source)} to {target.describe()}", total) as bar:
+                try:
+                    outcome.result = encode_to_target(family, image, target, config, device, search, bar)
+                except torch.cuda.OutOfMemoryError:
+                    if device.type == "cpu":
+                        raise
+                    torch.cuda.empty_cache()
+                    (on_note or (lambda text: None))(f"{name(source)}: GPU out of memory; searching on the CPU")
+                    outcome.result = encode_to_target(family, image, target, config, "cpu", search, bar)
+        except errors as exc:
+            outcome.error = exc
+        yield outcome

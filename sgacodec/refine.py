@@ -106,6 +106,7 @@ class RefineResult:
     iterations: int  # steps actually run
     seconds: float
     history: list[dict] = field(default_factory=list)  # per evaluation: step, loss, bpp, psnr (per image)
+    adam: dict | None = None  # the optimiser's state after the last step, to continue from
 
 
 def _autocast(x: torch.Tensor, precision: str):
@@ -252,18 +253,25 @@ def refine(
     z: torch.Tensor | None = None,
     on_step: Callable[[int], None] | None = None,
     keep_history: bool = False,
+    start_step: int = 0,
+    adam: dict | None = None,
 ) -> RefineResult:
     """Refine the latents of a batch x [B, 3, Hp, Wp] (padded; original size ``size``).
 
     Starts from the encoder's latents (or the given y, z) and returns the best iterate by true loss.
+    ``start_step`` and ``adam``: where the temperature schedule starts and Adam's state (a result's
+    ``adam``), so that a refinement continuing another's latents continues it, as encoding to a
+    target does (the paper's schedule only: the budget schedule plans one whole run).
     Nothing in the loop waits for the device: the best iterate is kept there, and the host only
     reads it back when the loop is over.
     """
+    if start_step and config.effective_schedule == "budget":
+        raise ValueError("a refinement continued from start_step > 0 needs the paper's schedule")
     channels_last = x.device.type == "cuda" if config.channels_last is None else config.channels_last
     with frozen(lm.net, channels_last):
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        return _refine(lm, x, size, lmbda, config, y, z, on_step, keep_history)
+        return _refine(lm, x, size, lmbda, config, y, z, on_step, keep_history, start_step, adam)
 
 
 @contextlib.contextmanager
@@ -287,7 +295,7 @@ def frozen(net: torch.nn.Module, channels_last: bool = False):
             p.requires_grad_(flag)
 
 
-def _refine(lm, x, size, lmbda, config, y, z, on_step, keep_history) -> RefineResult:
+def _refine(lm, x, size, lmbda, config, y, z, on_step, keep_history, start_step=0, adam=None) -> RefineResult:
     start = time.perf_counter()
     torch.manual_seed(config.seed)
     device = x.device
@@ -309,6 +317,8 @@ def _refine(lm, x, size, lmbda, config, y, z, on_step, keep_history) -> RefineRe
         y.requires_grad_(True)
         z.requires_grad_(True)
         optimiser = torch.optim.Adam([y, z], lr=config.lr, fused=device.type == "cuda" or None)
+        if adam is not None:
+            optimiser.load_state_dict(adam)
         deadline = None if config.time_budget is None else start + config.time_budget
         # compiled: tau lives in one device scalar, so the graph neither recompiles per value nor
         # needs the host; eager: the Python float, exactly as before
@@ -332,8 +342,8 @@ def _refine(lm, x, size, lmbda, config, y, z, on_step, keep_history) -> RefineRe
                     tau, lr = schedule_at(step, total, config)
                     for group in optimiser.param_groups:
                         group["lr"] = lr
-                else:  # the paper's schedule, exactly as it always was
-                    tau = temperature(step, config.tau_max, config.temp_rate)
+                else:  # the paper's schedule, exactly as it always was (continued from start_step)
+                    tau = temperature(start_step + step, config.tau_max, config.temp_rate)
                 if tau_t is not None:
                     tau_t.fill_(tau)
                     tau = tau_t
@@ -370,5 +380,6 @@ def _refine(lm, x, size, lmbda, config, y, z, on_step, keep_history) -> RefineRe
         {"step": s, "loss": loss.tolist(), "bpp": bpp.tolist(), "psnr": psnr_from_mse(mse).tolist()}
         for s, loss, bpp, mse in history
     ]
+    state = optimiser.state_dict() if steps else adam
     return RefineResult(best_y.detach().contiguous(), best_z.detach().contiguous(), base, best, steps,
-                        time.perf_counter() - start, records)
+                        time.perf_counter() - start, records, state)

@@ -351,3 +351,41 @@ def test_on_a_cpu_the_default_is_a_time_budget_and_says_so(tmp_path, png, tiny_c
     res = cli("encode", png, "-o", tmp_path / "b.bin", "--checkpoint", tiny_checkpoint, "--iterations", 2,
               "--device", "cpu")
     assert res.exit_code == 0 and "refined for about" not in res.stderr
+def test_encode_to_a_target_bpp_reports_the_search(tmp_path, tiny_checkpoint):
+    Image.fromarray(make_image(64, 96, seed=3)).save(tmp_path / "in.png")
+    out = tmp_path / "in.bin"
+    res = cli("encode", tmp_path / "in.png", "-o", out, "--checkpoint", tiny_checkpoint, "--iterations", 10,
+              "--target-bpp", 0.45, "--json")
+    assert res.exit_code == 0, res.output
+    record = json.loads(res.stdout)
+    assert record["target"] == {"kind": "bpp", "value": 0.45}
+    for key in ("achieved", "model", "lmbda", "refinements", "search_iterations", "status", "met"):
+        assert key in record
+    assert record["met"] and record["achieved"] == record["bpp"] <= 0.45
+    assert 8 * out.stat().st_size / (64 * 96) == pytest.approx(record["bpp"]) and "target 0.45 bpp" in res.stderr
+
+
+def test_encode_target_out_of_reach_exits_non_zero_only_with_strict(tmp_path, tiny_checkpoint):
+    Image.fromarray(make_image(64, 96, seed=3)).save(tmp_path / "in.png")
+    args = ["encode", tmp_path / "in.png", "--checkpoint", tiny_checkpoint, "--iterations", 4, "--target-bpp", 0.01]
+    res = cli(*args, "-o", tmp_path / "a.bin")
+    assert res.exit_code == 0, res.output
+    assert "out of reach" in res.stderr and "below the lowest rate" in res.stderr
+    assert (tmp_path / "a.bin").exists()
+    res = invoke(*args, "-o", tmp_path / "b.bin", "--strict")
+    assert res.exit_code == 1 and "out of reach" in res.stderr
+    assert not (tmp_path / "b.bin").exists()
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--target-bpp", 0.3, "--target-psnr", 30], "one target at a time"),
+    (["--target-size", 900, "--lmbda", 0.01], "drop --lmbda"),
+    (["--target-psnr", 30, "--time-budget", 5], "--time-budget"),
+    (["--strict"], "--strict applies to a target"),
+    (["--target-bpp", 0], "--target-bpp"),
+    (["--target-size", 12.5], "--target-size"),
+])
+def test_encode_target_option_errors(tmp_path, png, tiny_checkpoint, extra, message):
+    res = invoke("encode", png, "-o", tmp_path / "x.bin", "--checkpoint", tiny_checkpoint, *extra)
+    assert res.exit_code != 0 and message in res.output, res.output
+    assert not (tmp_path / "x.bin").exists()

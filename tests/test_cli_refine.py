@@ -115,3 +115,19 @@ def test_refine_outputs_are_checked_before_any_work_and_the_records_folder_is_ma
     res = invoke("refine", png, "--checkpoint", tiny_checkpoint, "--method", "none", "--records", records)
     assert res.exit_code == 0, res.output
     assert records.read_text().count("\n") == 1
+def test_refine_to_targets_records_each_image_and_target_and_resumes(tmp_path, image_dir, tiny_checkpoint):
+    records = tmp_path / "t.jsonl"
+    args = ["refine", image_dir, "--checkpoint", tiny_checkpoint, "--iterations", 4, "--target-bpp", 0.5,
+            "--target-psnr", 14, "--records", records]
+    res = cli(*args, "--json")
+    assert res.exit_code == 0, res.output
+    out = [json.loads(line) for line in res.stdout.splitlines()]
+    assert len(out) == 2 * 2  # images x targets
+    assert {tuple(r["target"]["target"].values()) for r in out} == {("bpp", 0.5), ("psnr", 14)}
+    assert all(r["bpp"] <= 0.5 for r in out if r["target"]["target"]["kind"] == "bpp")
+    assert {r["tag"] for r in out} == {"ssl-it4-tau1-bpp0.5", "ssl-it4-tau1-psnr14"}
+    assert "ssl 4it to bpp" in res.stderr  # its own curve in the tables
+    res = cli(*args)  # again: every record resumed
+    assert res.exit_code == 0 and "4 record(s) resumed, 0 computed" in " ".join(res.stderr.split()), res.output
+    res = invoke(*args, "--lmbda-scale", 2)
+    assert res.exit_code == 1 and "drop --lmbda" in res.output

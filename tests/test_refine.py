@@ -222,3 +222,23 @@ def test_budget_schedule_turns_a_time_budget_into_an_iteration_count(tiny_model,
     assert probe < estimate < 100000
     assert result.iterations <= estimate
     assert result.best.loss.item() <= result.base.loss.item()
+def test_a_refinement_continued_with_its_adam_state_and_schedule_is_one_refinement(tiny_model):
+    """Two chained halves (the second from the first's latents, Adam state and step) give what one
+    refinement of the whole length gives, when each half's best iterate is its last (STE,
+    deterministic; the true loss evaluated at the halves' ends only): what encoding to a target
+    relies on."""
+    lm = LatentModel(tiny_model.net)
+    x = to_tensor(make_image(64, 64, seed=4))
+    config = RefineConfig(method="ste", iterations=12, lr=0.002, eval_every=6, schedule="paper")
+    whole = refine(lm, x, (64, 64), TINY_LMBDA, config, keep_history=True)
+    first = refine(lm, x, (64, 64), TINY_LMBDA, config.with_(iterations=6), keep_history=True)
+    losses = [h["loss"][0] for h in whole.history]
+    assert len(losses) == 3 and losses == sorted(losses, reverse=True)  # the best iterates are the last
+    second = refine(lm, x, (64, 64), TINY_LMBDA, config.with_(iterations=6), first.y, first.z, start_step=6,
+                    adam=first.adam)
+    assert torch.allclose(second.y, whole.y, atol=1e-6) and torch.allclose(second.z, whole.z, atol=1e-6)
+    restarted = refine(lm, x, (64, 64), TINY_LMBDA, config.with_(iterations=6), first.y, first.z)
+    assert not torch.allclose(restarted.y, whole.y, atol=1e-6)  # without Adam's state: another path
+    with pytest.raises(ValueError, match="paper's schedule"):  # the budget schedule plans one whole run
+        refine(lm, x, (64, 64), TINY_LMBDA, config.with_(iterations=6, schedule="budget"), first.y, first.z,
+               start_step=6, adam=first.adam)

@@ -10,6 +10,7 @@ from .options import (
     UserError,
     announce_cpu_estimate,
     config_from_options,
+    load_family_from_options,
     load_model_from_options,
     model_options,
     note,
@@ -20,6 +21,8 @@ from .options import (
     records_on_stdout,
     refine_options,
     stderr_console,
+    target_options,
+    targets_from_options,
     task_progress,
     user_errors,
 )
@@ -36,6 +39,7 @@ from .options import (
 @model_options()
 @refine_options()
 @ray_options
+@target_options()
 def encode(inputs, output, force, as_json, ray_address, workers, worker_cpus, **o):
     """Encode images (PNG, JPEG, ... or - for stdin) into sgacodec files.
 
@@ -45,6 +49,7 @@ def encode(inputs, output, force, as_json, ray_address, workers, worker_cpus, **
     sgacodec encode img.png -o img.bin --method ssl --a 2.3
     sgacodec encode photos/ -o coded/ --iterations 500
     sgacodec encode 'photos/**/*.png' -o coded/ --iterations 500 --ray      # on a Ray cluster
+    sgacodec encode photos/*.png -o coded/ --target-bpp 0.3      # each file at most 0.3 bpp
     """
     from ..config import iterations_for
     from ..imageio import expand_inputs, names_collection, read_image
@@ -62,7 +67,14 @@ def encode(inputs, output, force, as_json, ray_address, workers, worker_cpus, **
         protected = input_identities(paths)
     except errors as exc:
         raise UserError(str(exc)) from None
+    targets = targets_from_options(o)
+    if len(targets) > 1:
+        raise UserError("one target at a time: --target-bpp, --target-size or --target-psnr")
+    if targets and on_ray:
+        raise UserError("a target (--target-*) does not run on --ray; encode without --ray")
     console = stderr_console()
+    if targets:
+        return encode_to_target(paths, outputs, protected, targets[0], console, force, as_json, o)
     try:
         device = None if on_ray else resolve_device(o["device"])
         iterations, time_budget = iterations_for(o["iterations"], o["effort"], o["time_budget"],
@@ -134,3 +146,49 @@ def encode_on_ray(address, model, config, o, workers, worker_cpus, paths, output
         raise UserError(str(exc)) from None
     if skipped:
         note(f"{skipped} of {len(paths)} output(s) exist and were skipped (resume); --force encodes them again")
+def encode_to_target(paths, outputs, protected, target, console, force, as_json, o):
+    """Each input with its own search for ``target`` (sgacodec.targets does the work)."""
+    from ..config import CPU_TARGET_ITERATIONS, iterations_for
+    from ..outputs import json_line, write_output
+    from ..pipeline import encode_sources_to_target, resolve_device
+
+    errors = user_errors()
+    try:
+        family = load_family_from_options(o)
+        device = resolve_device(o["device"])
+        iterations, _ = iterations_for(o["iterations"], o["effort"], None, "cuda")
+        if o["iterations"] is None and o["effort"] is None and device.type == "cpu":
+            iterations = CPU_TARGET_ITERATIONS
+            note(f"on a CPU, a target's search refines {iterations} iterations per image "
+                 "(--effort 1..9 or --iterations N choose; a GPU, --device cuda, is far faster)")
+        config = config_from_options(o, iterations=iterations)
+    except errors as exc:
+        raise UserError(str(exc)) from None
+    if config.refines and device.type == "cpu":
+        announce_cpu_estimate(console, len(paths), [config.iterations], lambda: None)
+    failures = Failures(paths)
+    with progress_bar(console) as progress:
+        for outcome in encode_sources_to_target(family, paths, read_input, target, config, device,
+                                                progress=task_progress(progress), errors=errors, on_note=note):
+            src, dst, result = outcome.source, outputs[outcome.index], outcome.result
+            if outcome.error is not None:
+                failures.add(src, outcome.error)
+                continue
+            report = result.report
+            if o["strict"] and not result.reached:
+                failures.add(src, UserError(f"{src}: target {target.describe()}: {result.status}"))
+                continue
+            try:
+                write_output(dst, report.data, force, protected)
+            except errors as exc:
+                failures.add(src, exc)
+                continue
+            if as_json:
+                click.echo(json_line({"input": src, "output": dst, **report.record(), **result.record()}))
+            console.print(f"{src} -> {dst}: {report.bpp:.4f} bpp, {report.psnr:.2f} dB; target "
+                          f"{target.describe()}: {result.status}; {result.model}, lambda {result.lmbda:.4g}, "
+                          f"{result.refinements} refinements ({result.iterations} it), {result.seconds:.1f} s",
+                          soft_wrap=True, highlight=False)
+            if not result.reached:
+                note(f"{src}: target {target.describe()} {result.status}")
+    failures.finish()

@@ -161,6 +161,52 @@ def ray_requested(address, workers, worker_cpus) -> bool:
     return True
 
 
+TARGET_HELP = {
+    "bpp": "Encode to at most B bits per pixel (the real file, header included).",
+    "size": "Encode to at most BYTES bytes (the real file, header included).",
+    "psnr": "Encode to at least DB dB PSNR (of the decoded 8-bit image).",
+}
+
+
+def target_options(multiple: bool = False):
+    """Decorator: --target-bpp, --target-size, --target-psnr (and --strict unless ``multiple``).
+    ``multiple`` (refine): repeatable, each value one more rate point."""
+    def decorate(f):
+        more = " Repeatable: each value is one more rate point." if multiple else ""
+        positive = click.FloatRange(min=0, min_open=True)
+        options = [click.option(f"--target-{kind}", f"target_{kind}", multiple=multiple, default=None,
+                                type=click.IntRange(min=1) if kind == "size" else positive,
+                                metavar={"bpp": "B", "size": "BYTES", "psnr": "DB"}[kind],
+                                help=TARGET_HELP[kind] + " Searches the model (unless --quality or --checkpoint "
+                                     "pins it) and lambda (docs/method.md)." + more)
+                   for kind in cfg.TARGET_KINDS]
+        if not multiple:
+            options.append(click.option("--strict", is_flag=True,
+                                        help="With a target: fail (exit 1, no file) when it is out of reach."))
+        for option in reversed(options):
+            f = option(f)
+        return f
+    return decorate
+
+
+def targets_from_options(o: dict) -> list:
+    """The Target of each --target-* value given, checked against the options they exclude."""
+    found = []
+    for kind in cfg.TARGET_KINDS:
+        value = o.get(f"target_{kind}")
+        for v in (value if isinstance(value, (tuple, list)) else [] if value is None else [value]):
+            found.append(cfg.Target(kind, float(v)))
+    if not found:
+        if o.get("strict"):
+            raise UserError("--strict applies to a target: give --target-bpp, --target-size or --target-psnr")
+        return found
+    if o.get("lmbda") not in (None, ()) or o.get("lmbda_scales"):
+        raise UserError("a target searches lambda itself: drop --lmbda (or the target)")
+    if o.get("time_budget") is not None:
+        raise UserError("--time-budget does not combine with a target (the search needs its iterations)")
+    return found
+
+
 CONFIG_OPTIONS = {"ssl_a": "a"}  # option name -> RefineConfig field, where they differ
 
 
@@ -175,6 +221,15 @@ def config_from_options(o: dict, **overrides):
         return cfg.RefineConfig(**values)
     except (TypeError, ValueError) as exc:
         raise UserError(str(exc)) from None
+
+
+def load_family_from_options(o: dict, **overrides):
+    """The models a target may choose from: the one pinned by --quality or --checkpoint, else every
+    rate point of --model."""
+    from ..models import load_family
+
+    o = {**o, **overrides}
+    return load_family(o["model_name"], o["quality"], o["metric"], o["checkpoint"], o["arch"])
 
 
 def load_model_from_options(o: dict, **overrides):

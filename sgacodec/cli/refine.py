@@ -12,6 +12,7 @@ from .options import (
     UserError,
     announce_cpu_estimate,
     config_from_options,
+    load_family_from_options,
     load_model_from_options,
     model_options,
     note,
@@ -21,6 +22,8 @@ from .options import (
     records_on_stdout,
     refine_options,
     stderr_console,
+    target_options,
+    targets_from_options,
     task_progress,
     user_errors,
 )
@@ -52,6 +55,7 @@ from .tables import print_tables
 @model_options(multiple=True)
 @refine_options(grid=True)
 @ray_options
+@target_options(multiple=True)
 def refine(inputs, as_json, log_file, output_dir, force, lmbda_scales, records_file, classical,
            plot_dir, crop, bd_method, ray_address, workers, worker_cpus, **o):
     """Evaluate methods and settings on images: real-byte bpp, PSNR, MS-SSIM, R-D loss, time, BD-rate.
@@ -67,6 +71,11 @@ def refine(inputs, as_json, log_file, output_dir, force, lmbda_scales, records_f
         --lmbda-scale 0.5 --lmbda-scale 1 --lmbda-scale 2 --classical jpeg,webp \\
         --records kodak.jsonl --plot figures/
     sgacodec refine kodak/ --method none --method ssl --records kodak.jsonl --ray   # on a Ray cluster
+    sgacodec refine kodak/ --iterations 200 --target-bpp 0.3 --target-bpp 0.5 --records t.jsonl
+
+    With --target-* values, those are the rate points instead of lambdas: each image is encoded
+    to each target (its model chosen among the rate points unless --quality or --checkpoint pins
+    it, lambda searched), one record per image and target.
     """
     from ..config import iterations_for
     from ..evaluation import EvalResult, Evaluation, expand_grid, parse_classical
@@ -75,13 +84,16 @@ def refine(inputs, as_json, log_file, output_dir, force, lmbda_scales, records_f
 
     errors = user_errors()
     on_ray = ray_requested(ray_address, workers, worker_cpus)
+    targets = targets_from_options({**o, "lmbda_scales": lmbda_scales})
+    if targets and on_ray:
+        raise UserError("targets (--target-*) do not run on --ray; evaluate them without --ray")
     try:
         paths = expand_inputs(inputs)
         if on_ray and "-" in paths:
             raise UserError("--ray reads files, not stdin")
         iterations = o["iterations"] or [iterations_for(None, o["effort"])[0]]
         settings = expand_grid(o["methods"], iterations, o["lmbda"], lmbda_scales, o["tau_max"],
-                               o["three_class"], o["schedules"])
+                               o["three_class"], o["schedules"], targets)
         codecs = parse_classical(classical)
     except errors as exc:
         raise UserError(str(exc)) from None
@@ -103,10 +115,12 @@ def refine(inputs, as_json, log_file, output_dir, force, lmbda_scales, records_f
     console = stderr_console()
     choices = ([{"checkpoint": c, "quality": None} for c in o["checkpoint"]]
                or [{"checkpoint": None, "quality": q} for q in (o["quality"] or (None,))])
+    pinned = bool(o["checkpoint"] or o["quality"])
     try:  # with --ray the workers choose their device; the driver's runs only describe the work
         runs = [Evaluation(load_model_from_options(o, **c), paths, settings, base, "cpu" if on_ray else o["device"],
                            records_file, crop, codecs, batch_size=o["batch_size"], errors=errors,
-                           on_note=note)
+                           on_note=note,
+                           family=load_family_from_options(o, **c) if targets and not pinned else None)
                 for c in choices]
     except errors as exc:
         raise UserError(str(exc)) from None

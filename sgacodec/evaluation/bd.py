@@ -65,6 +65,11 @@ def setting_of(rec: Record) -> tuple:
     (model sha, label, iterations, tau_max, rate point, schedule)."""
     if rec.label in CLASSICAL_CODECS:
         return (rec.label, rec.label, 0, None, f"{(rec.anchor_model or '')[:8]}-p{rec.point}", "paper")
+    if rec.target:  # encoded to a target: the family searched, whichever model each image chose
+        # (the search refines with the paper's schedule)
+        rate = f"{rec.target['target']['kind']}{rec.target['target']['value']:g}"
+        return (rec.target["family"], rec.label, rec.iterations if rec.label != "none" else 0, rec.tau_max, rate,
+                "paper")
     rate = f"x{rec.lmbda_scale:g}" if rec.lmbda_scale is not None else f"l{rec.lmbda:g}"
     return (rec.model_sha, rec.label, rec.iterations if rec.label != "none" else 0, rec.tau_max, rate,
             schedule_of(rec) if rec.label != "none" else "paper")
@@ -95,11 +100,11 @@ def aggregate(records: list[Record], images: Iterable[str] | None = None) -> lis
     for r in records:
         if keep is None or r.image in keep:
             groups.setdefault(setting_of(r), []).append(r)
-    names = {k[0]: sel[0].model for k, sel in groups.items() if k[1] not in CLASSICAL_CODECS}
+    names = {k[0]: _model_name(sel[0]) for k, sel in groups.items() if k[1] not in CLASSICAL_CODECS}
     clash = len(set(names.values())) < len(names)  # e.g. checkpoints of one architecture
     rows = []
     for k, sel in groups.items():
-        row = Row(sel[0].model, k[0], k[1], k[2], k[3], k[4], len(sel), sorted({r.image for r in sel}),
+        row = Row(_model_name(sel[0]), k[0], k[1], k[2], k[3], k[4], len(sel), sorted({r.image for r in sel}),
                   schedule=k[5])
         name = f"{row.model} {k[0][:6]}" if clash else row.model
         row.point = f"{name} {k[4]}" if len(names) > 1 and not row.classical else k[4]
@@ -107,8 +112,18 @@ def aggregate(records: list[Record], images: Iterable[str] | None = None) -> lis
             vals = [getattr(r, f) for r in sel if getattr(r, f) is not None and not _isinf(getattr(r, f))]
             setattr(row, f, float(np.mean(vals)) if vals else None)
         row.curve = curve_name(row.label, row.iterations, row.tau_max, row.schedule)
+        if sel[0].target:  # a curve of its own: the same setting at searched lambdas
+            row.curve += f" to {sel[0].target['target']['kind']}"
         rows.append(row)
     return rows
+
+
+def _model_name(rec: Record) -> str:
+    """A row's model: the record's, or for a target the family searched ('embedded family')."""
+    family = rec.target["family"] if rec.target else ""
+    if family and family != rec.model_sha:  # 'embedded:<shas>', 'zoo:<name>:<metric>'
+        return " ".join(family.split(":")[: 2 if family.startswith("zoo:") else 1]) + " family"
+    return rec.model
 
 
 def _isinf(v) -> bool:

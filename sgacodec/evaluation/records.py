@@ -128,6 +128,9 @@ class Record:
     point: int | None = None
     anchor_model: str | None = None
     mse: float | None = None
+    # encoded to a target (targets.TargetResult.record(), with the family searched): the model
+    # and lambda above are those the search chose
+    target: dict | None = None
     provenance: Provenance | None = None
     note: str | None = None
 
@@ -157,14 +160,18 @@ class Record:
 
 def record_key(image: str, crop: int | None, model_sha: str, setting=None, lmbda: float | None = None,
                config: RefineConfig | None = None, codec: str | None = None,
-               target: float | None = None) -> str:
-    """The identity of one measurement, for resuming: same key, same result."""
+               target: float | None = None, search: dict | None = None) -> str:
+    """The identity of one measurement, for resuming: same key, same result. For a setting with a
+    target, ``model_sha`` names the model family searched and ``search`` its SearchConfig."""
     key: dict = {"v": RECORD_VERSION, "image": os.path.normpath(image), "crop": crop or 0}
     if codec is not None:
         key.update(codec=codec, target=round(float(target), 4), anchor_model=model_sha)
     else:
-        key.update(model=model_sha, label=setting.label, it=setting.iterations,
-                   lmbda=float(f"{lmbda:.6g}"), tau=setting.tau_max)
+        key.update(model=model_sha, label=setting.label, it=setting.iterations, tau=setting.tau_max)
+        if setting.target is not None:  # model_sha: the family's identity; lambda is searched
+            key.update(target=[setting.target.kind, setting.target.value], search=search)
+        else:
+            key.update(lmbda=float(f"{lmbda:.6g}"))
         if setting.label != "none" and config is not None:
             if config.effective_schedule != "paper":  # paper-schedule keys are as they always were
                 key["schedule"] = config.effective_schedule

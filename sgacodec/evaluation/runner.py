@@ -16,13 +16,15 @@ the first label).
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Callable, Iterable
 
 from .. import metrics
-from ..config import RefineConfig
+from ..config import RefineConfig, SearchConfig
 from ..imageio import center_crop, read_image
+from ..models import ModelFamily
 from ..pipeline import BatchEncoder, Progress, no_progress
+from ..targets import encode_to_target
 from .classical import classical_at_rate
 from .grid import Setting
 from .records import Provenance, Record, RecordWriter, compact_history, load_records, record_key
@@ -58,8 +60,11 @@ class Evaluation:
                  crop: int | None = None, classical: Iterable[str] = (),
                  classical_anchor: str | None = None, batch_size: int | None = None,
                  read: Callable | None = None, errors: tuple = (OSError, ValueError),
-                 on_note: Callable[[str], None] | None = None, done: Iterable[Record] = ()):
+                 on_note: Callable[[str], None] | None = None, done: Iterable[Record] = (),
+                 family: ModelFamily | None = None, search: SearchConfig = SearchConfig()):
         self.model, self.inputs, self.settings = model, list(inputs), list(settings)
+        # settings with a target choose their model here (default: ``model`` only)
+        self.family, self.search = family or ModelFamily.single(model), search
         self.encoder = BatchEncoder(model, base_config, device, batch_size, on_note)
         self.records_path, self.crop, self.classical = records_path, crop, list(classical)
         self.read, self.errors = read or _read, errors
@@ -77,6 +82,9 @@ class Evaluation:
 
     def key(self, src: str, setting: Setting) -> str:
         config, lmbda = self.planned(setting)
+        if setting.target is not None:
+            return record_key(src, self.crop, self.family.identity, setting, None, config,
+                              search=asdict(self.search))
         return record_key(src, self.crop, self.sha, setting, lmbda, config)
 
     def pending(self) -> list[tuple[Setting, str]]:
@@ -124,11 +132,20 @@ class Evaluation:
                     config, lmbda = self.planned(s)
                     todo = []  # (src, key) of the readable images without this setting's record
                     for src in window:
-                        key = record_key(src, self.crop, self.sha, s, lmbda, config)
+                        key = self.key(src, s)
                         if key in self.done:
                             keep(self.done[key], None, False)
                         elif image(src) is not None:
                             todo.append((src, key))
+                    if s.target is not None:  # one search per image
+                        for src, key in todo:
+                            provenance = provenance or Provenance.current(self.encoder.device)
+                            with progress(f"{s.tag()} {src}", max(s.iterations, 1)) as on_step:
+                                found = encode_to_target(self.family, images[src], s.target, config,
+                                                         self.encoder.device, self.search, on_step)
+                            record = self._target_record(key, src, s, found, images[src], provenance)
+                            keep(record, found.report, True)
+                        todo = []
                     for batch in self.encoder.batches([images[src] for src, _ in todo]):
                         part = [todo[i] for i in batch]
                         provenance = provenance or Provenance.current(self.encoder.device)
@@ -172,6 +189,18 @@ class Evaluation:
             schedule=s.effective_schedule if s.label != "none" else None,
             history=compact_history(report.history) if s.label != "none" else None,
             provenance=provenance)
+
+    def _target_record(self, key, src, s: Setting, found, rgb, provenance) -> Record:
+        """The record of one image encoded to a target: the model and lambda the search chose."""
+        report = found.report
+        return Record(
+            key=key, image=src, crop=self.crop or 0, model=found.model, model_sha=found.model_sha,
+            label=s.label, tag=s.tag(), height=report.height, width=report.width, bytes=len(report.data),
+            bpp=report.bpp, psnr=report.psnr, ms_ssim=metrics.ms_ssim(rgb, report.recon), lmbda=found.lmbda,
+            tau_max=s.tau_max, iterations=s.iterations, seconds=found.seconds, method=s.label, loss=report.loss,
+            base_bpp=report.base_bpp, base_psnr=report.base_psnr, base_loss=report.base_loss,
+            steps_run=found.iterations, target={**found.record(), "family": self.family.identity},
+            schedule="paper" if s.label != "none" else None, provenance=provenance)
 
     def _classical_plan(self, src, image_records):
         """(codec, point, target bpp, key) for one image: one point per anchor rate point."""

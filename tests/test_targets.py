@@ -1,0 +1,151 @@
+"""Encoding to a target (sgacodec.targets): rate ceilings never exceeded, PSNR floors met, the
+out-of-range cases said, the model chosen among rate points. The tiny model's rate barely moves
+with lambda, so the reachable targets here are set next to what a plain encode gives."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from sgacodec import metrics
+from sgacodec.codec import decode
+from sgacodec.config import RefineConfig, SearchConfig, Target
+from sgacodec.models import ModelFamily
+from sgacodec.pipeline import encode
+from sgacodec.targets import choose_model, encode_to_target
+
+from .support import make_image
+
+IMAGE = make_image(64, 96, seed=3)
+CONFIG = RefineConfig(iterations=20, schedule="paper")  # the search's schedule: plain encodes comparable
+
+
+@pytest.fixture(scope="module")
+def plain(tiny_model):
+    [report] = encode(tiny_model, [IMAGE], CONFIG)
+    return report
+
+
+def test_a_bpp_ceiling_is_met_within_tolerance_and_never_exceeded(tiny_model, plain):
+    target = Target("bpp", plain.bpp * 1.01)
+    result = encode_to_target(tiny_model, IMAGE, target, CONFIG)
+    data = result.report.data
+    assert metrics.bpp(len(data), *IMAGE.shape[:2]) <= target.value
+    assert result.met and result.within and result.reached and result.status == "met"
+    assert result.achieved == pytest.approx(8 * len(data) / IMAGE[..., 0].size)
+    assert result.achieved >= target.value * (1 - SearchConfig().rate_tolerance)
+    assert result.refinements >= 1 and result.iterations >= CONFIG.iterations
+    assert result.model == tiny_model.describe() and result.lmbda > 0
+    assert decode(data, tiny_model, strict=True).rgb.shape == IMAGE.shape
+
+
+def test_a_size_ceiling_counts_the_whole_file(tiny_model, plain):
+    target = Target("size", len(plain.data) + 3)
+    result = encode_to_target(tiny_model, IMAGE, target, CONFIG)
+    assert len(result.report.data) <= target.value
+    assert result.achieved == len(result.report.data)
+    assert result.within
+
+
+def test_a_psnr_floor_is_met(tiny_model, plain):
+    target = Target("psnr", plain.psnr - 0.3)
+    result = encode_to_target(tiny_model, IMAGE, target, CONFIG)
+    assert result.met and result.report.psnr >= target.value
+    decoded = decode(result.report.data, tiny_model).rgb
+    assert metrics.psnr(IMAGE, decoded) == pytest.approx(result.achieved)
+
+
+def test_a_ceiling_below_reach_is_said_and_the_smallest_file_given(tiny_model):
+    result = encode_to_target(tiny_model, IMAGE, Target("bpp", 0.01), CONFIG)
+    assert not result.met and not result.reached
+    assert result.reach == "below range" and result.status.startswith("out of reach")
+    assert "below the lowest rate" in result.status and f"{result.achieved:.4f} bpp" in result.status
+    assert result.lmbda < tiny_model.lmbda  # searched downwards, to the end of the span
+    assert result.record()["achieved"] == result.report.bpp > 0.01
+
+
+def test_a_ceiling_above_reach_is_met_and_said(tiny_model):
+    result = encode_to_target(tiny_model, IMAGE, Target("bpp", 20.0), CONFIG)
+    assert result.met and not result.within and result.reach == "above range"
+    assert "above the highest rate" in result.status
+    assert result.lmbda > tiny_model.lmbda
+
+
+def test_a_psnr_floor_out_of_reach_gives_the_best_psnr_found(tiny_model):
+    result = encode_to_target(tiny_model, IMAGE, Target("psnr", 60.0), CONFIG)
+    assert not result.met and result.reach == "above range"
+    assert result.achieved == result.report.psnr < 60
+
+
+def test_the_search_costs_are_counted(tiny_model, plain):
+    steps = []
+    result = encode_to_target(tiny_model, IMAGE, Target("bpp", plain.bpp * 1.01), CONFIG,
+                              search=SearchConfig(probe_iterations=5), on_step=steps.append)
+    assert steps and steps[-1] == result.iterations
+    assert result.refinements >= CONFIG.iterations // 5  # the chain of probes
+    record = result.record()
+    for key in ("target", "achieved", "model", "lmbda", "refinements", "search_iterations"):
+        assert key in record
+    assert record["target"] == {"kind": "bpp", "value": plain.bpp * 1.01}
+
+
+def test_without_refinement_the_target_picks_the_rate_point_only(tiny_model, plain):
+    none = RefineConfig(method="none")
+    result = encode_to_target(tiny_model, IMAGE, Target("bpp", plain.base_bpp * 1.01), none)
+    assert result.iterations == 0 and result.refinements == 0
+    assert result.report.bpp == pytest.approx(plain.base_bpp) and result.met
+
+
+def test_targets_are_checked():
+    with pytest.raises(ValueError):
+        Target("bpp", 0)
+    with pytest.raises(ValueError):
+        Target("quality", 3)
+    with pytest.raises(ValueError):
+        SearchConfig(rate_tolerance=0)
+    assert Target("size", 40000).describe() == "40000 bytes"
+    assert Target("psnr", 32).describe(32.0412) == "32.04 dB"
+
+
+@pytest.mark.slow
+def test_the_embedded_rate_points_are_chosen_by_the_target():
+    """Without refinement: the lowest rate point for a low ceiling, the highest for a high one, and
+    a ceiling between two rate points met by the one below it (the search moves down a rate point
+    when the nearer one is above the ceiling)."""
+    family = ModelFamily.embedded()
+    image = make_image(128, 128, seed=1)
+    assert choose_model(family, image, Target("bpp", 0.001)) == 0
+    assert choose_model(family, image, Target("bpp", 50.0)) == len(family) - 1
+    rates = [encode(family[i], [image], RefineConfig(method="none"))[0].bpp for i in range(len(family))]
+    assert rates == sorted(rates)
+    between = math.sqrt(rates[0] * rates[1]) * 1.2  # nearer the second rate point, below it
+    result = encode_to_target(family, image, Target("bpp", between), RefineConfig(method="none"))
+    assert result.met and result.report.bpp == pytest.approx(rates[0])
+    assert result.reach == "between rate points" and len(result.tried) == 2
+
+
+def test_a_model_without_a_known_lambda_is_refused_clearly(tiny_model):
+    import copy
+
+    from sgacodec.errors import ModelError
+
+    bare = copy.copy(tiny_model)
+    bare.lmbda = None
+    with pytest.raises(ModelError, match="training lambda is unknown"):
+        encode_to_target(bare, IMAGE, Target("bpp", 0.5), CONFIG)
+
+
+def test_a_target_another_rate_point_had_in_range_is_not_called_out_of_reach(tiny_model, monkeypatch):
+    """The search moved to the next rate point, which had the target in its range but met it less
+    well than the first one's file: the result says 'in range' (the search's budget was spent),
+    not out of reach."""
+    import sgacodec.targets as targets
+
+    family = ModelFamily(["a", "b"], [lambda: tiny_model, lambda: tiny_model], "two")
+    monkeypatch.setattr(targets, "choose_model", lambda *a, **k: 0)
+    seen = iter(["above range", "in range", "above range"])  # run a, run b, then the chosen file (a's)
+    monkeypatch.setattr(targets, "_reach", lambda *a: next(seen))
+    result = encode_to_target(family, IMAGE, Target("bpp", 50.0), RefineConfig(method="none"))
+    assert result.tried == ["a", "b"] and result.reach == "in range"
+    assert "out of reach" not in result.status
