@@ -19,11 +19,15 @@
    lambda, -20% at lambda / 4, of which only a quarter in the first 30 steps). Re-aiming along the
    chain steers where the latents end up.
 3. The real file is coded and checked; while it misses the target's band, short corrections
-   (warm-started from the best coded latents so far) are coded and checked too.
+   (each continuing the chain's end) are coded and checked too, lambda bisected once files lie on
+   both sides of the band.
 
 The file returned is the best coded candidate that meets the target (a rate ceiling: the highest
 PSNR at or under it; a PSNR floor: the fewest bytes at or above it). A rate ceiling is exceeded
 only when no lambda within the model's span meets it, and then the result says so (out of reach).
+
+The module is one idea, the search, and is longer than most because its parts (the axis, the aim,
+the chain, the corrections, the model choice, the reach) are read together.
 """
 
 from __future__ import annotations
@@ -149,6 +153,10 @@ class _Axis:
     def within(self, report: EncodeReport) -> bool:
         return self.lo <= self.real(report) <= self.hi
 
+    def side(self, report: EncodeReport) -> int:
+        """+1 above the band, -1 below it, 0 within it."""
+        return (self.real(report) > self.hi) - (self.real(report) < self.lo)
+
 
 class _Run:
     """The search on one model: the image on the device, the chain of candidates."""
@@ -239,9 +247,9 @@ class _Run:
                        else candidate.report.psnr - metrics.psnr_from_mse(candidate.mse))
         return candidate
 
-    def aim(self, u: float, remaining: int, start: Candidate | None = None) -> float:
+    def aim(self, u: float, remaining: int, start: Candidate | None = None, max_step: float = MAX_STEP) -> float:
         """The ln(lambda) at which ``remaining`` steps from u end at the goal, by the model above
-        with c fitted to the last few refinements; within MAX_STEP of the lambda of ``start`` (by
+        with c fitted to the last few refinements; within ``max_step`` of the lambda of ``start`` (by
         default the last refinement's) and within the span."""
         slope, rate = SLOPE[self.axis.key], RATE_PER_LR * self.config.lr
         seen = [c for c in self.candidates if c.steps][-FIT:]
@@ -254,7 +262,7 @@ class _Run:
         c = sum(fits) / len(fits) if fits else u - slope * x_last
         e = math.exp(-rate * max(remaining, 1))
         wanted = (self.axis.goal - u * e) / (1 - e)  # the u_eq that ends at the goal
-        new = x_last + max(-MAX_STEP, min(MAX_STEP, (wanted - c) / slope - x_last))
+        new = x_last + max(-max_step, min(max_step, (wanted - c) / slope - x_last))
         return max(self.bounds[0], min(self.bounds[1], new))
 
 
@@ -271,20 +279,31 @@ def _search(run: _Run, start: float) -> Candidate:
         last = run.refine(math.exp(x), min(k, config.iterations - done), last, "probe")
         u = last.u
     coded, unrefined = [run.finish(last, time.perf_counter() - start)], run.unrefined()
-    tried = set()
+    # Corrections all continue the chain's end (``origin``): from one state, a short refinement's
+    # file grows with lambda, so once one file lies below the band and another above it, lambda is
+    # bisected between theirs (in ln lambda); before that, the aim sets the first and each next one
+    # moves a factor 2 on.
+    origin, corrections, tried = last, [], set()
     for attempt in range(2 * search.max_corrections):
         best = _choose(axis, coded)
         if axis.within(best.report) or attempt >= search.max_corrections and (
                 axis.meets(best.report) or axis.meets(unrefined.report)):
             break  # within the band; or, past the budget, a file meets it (more only while none does)
-        x = run.aim(best.u, k, best)
-        direction = 1.0 if best.u < axis.goal else -1.0
-        while round(x, 9) in tried and x not in run.bounds:  # tried already: further on
-            x = max(run.bounds[0], min(run.bounds[1], x + direction * MAX_STEP))
+        below = [x for x, c in corrections if axis.side(c.report) < 0]
+        above = [x for x, c in corrections if axis.side(c.report) > 0]
+        if below and above and max(below) < min(above):
+            x = (max(below) + min(above)) / 2
+        elif corrections:
+            x_prev, c_prev = corrections[-1]
+            x = max(run.bounds[0], min(run.bounds[1], x_prev - axis.side(c_prev.report) * MAX_STEP))
+        else:
+            x = run.aim(origin.u, k, origin)
         if round(x, 9) in tried:
-            break  # at the end of the span
+            break  # at the end of the span, or the bracket closed
         tried.add(round(x, 9))
-        coded.append(run.finish(run.refine(math.exp(x), k, best, "correction"), time.perf_counter() - start))
+        corrections.append((x, run.finish(run.refine(math.exp(x), k, origin, "correction"),
+                                          time.perf_counter() - start)))
+        coded.append(corrections[-1][1])
     return _choose(axis, coded + [unrefined])
 
 
