@@ -344,3 +344,39 @@ def test_budget_records_stay_out_of_the_paper_schedule_studies(page, tmp_path):
             "of the paper's schedule (section \"Anytime refinement\" compares the two).\n\n")
     assert note in after and "budget" not in section(after, "### 1.", "## Anytime").replace(note, "")
     assert after.replace(note, "") == before  # the paper curves unchanged
+
+
+def test_targets_section_from_the_benchmarks_results_file(page, tmp_path):
+    """benchmarks/targets.py's tables on the page: met / in range / within counted per target, the
+    cost against the single encode of the chosen model, and the R-D at equal rate interpolated
+    between the image's shipped points; no file, no section."""
+    assert "## Encoding to a target" not in page()
+
+    def shipped(image, q, bpp, psnr, cpu):
+        return {"key": f"{image}/shipped/{q}", "image": image, "kind": "shipped", "model": f"m{q}", "quality": q,
+                "lmbda": 0.001 * q, "bpp": bpp, "bytes": 100, "psnr": psnr, "iterations": 200, "wall": cpu,
+                "cpu": cpu}
+
+    def target(image, value, achieved, psnr, reach, q, cpu):
+        within = reach == "in range" and 0.97 * value <= achieved <= value
+        return {"key": f"{image}/bpp/{value:g}", "image": image, "kind": "target",
+                "target": {"kind": "bpp", "value": value}, "achieved": achieved, "met": achieved <= value,
+                "within": within, "reach": reach, "status": "met" if within else reach, "model": f"m{q}",
+                "model_sha": "ab" * 8, "quality": q, "lmbda": 0.002, "refinements": 9, "search_iterations": 225,
+                "search_seconds": cpu, "models_tried": [f"m{q}"], "bpp": achieved, "bytes": 90, "psnr": psnr,
+                "wall": cpu, "cpu": cpu}
+
+    lines = [{"provenance": {"device": "CPU Test", "torch": "2.9.1+cpu", "compressai": "1.2.8", "sgacodec": "0.5.0",
+                             "commit": "fedcba98", "date": "2026-12-02T09:00:00Z", "threads": 1},
+              "command": "benchmarks/targets.py --crop 256"},
+             shipped("a", 1, 0.2, 26.0, 10.0), shipped("a", 2, 0.4, 28.0, 10.0),
+             target("a", 0.3, 0.295, 27.1, "in range", 1, 15.0),  # in the band, at 1.5x the encode
+             target("a", 0.1, 0.15, 25.0, "below range", 1, 20.0)]  # out of reach, over the ceiling
+    (tmp_path / "results" / "targets.jsonl").write_text("".join(json.dumps(ln) + "\n" for ln in lines))
+    text = section(page(), "## Encoding to a target")
+    assert "CPU Test" in text and "fedcba98" in text and "`benchmarks/targets.py --crop 256`" in text
+    assert "| 0.3 bpp | 1 | 1 | 1 | 1 | -1.67, -1.67 | 9.0 | 225 | 1.50 (max 1.50) | 1.50 (max 1.50) | q1:1 |" in text
+    assert "| 0.1 bpp | 1 | 0 | 0 | 0 | +50.00, +50.00 |" in text
+    # 0.295 bpp lies between the shipped 0.2 bpp (26 dB) and 0.4 bpp (28 dB): 26 + 2 ln(0.295 / 0.2) / ln 2
+    # = 27.121 dB in log rate; the nearer shipped point in log rate is 0.4 bpp
+    assert "| 0.3 bpp | 1 | 0.2950 | 27.10 | 27.12 | -0.021, -0.021, -0.021 | 0.4000, 28.00 |" in text
