@@ -363,6 +363,7 @@ def test_encode_to_a_target_bpp_reports_the_search(tmp_path, tiny_checkpoint):
         assert key in record
     assert record["met"] and record["achieved"] == record["bpp"] <= 0.45
     assert 8 * out.stat().st_size / (64 * 96) == pytest.approx(record["bpp"]) and "target 0.45 bpp" in res.stderr
+    assert "Shorten with --effort" in res.stderr and "--time-budget" not in res.stderr  # a search takes none
 
 
 def test_encode_target_out_of_reach_exits_non_zero_only_with_strict(tmp_path, tiny_checkpoint):

@@ -165,7 +165,8 @@ def encode_to_target(paths, outputs, protected, target, console, force, as_json,
     except errors as exc:
         raise UserError(str(exc)) from None
     if config.refines and device.type == "cpu":
-        announce_cpu_estimate(console, len(paths), [config.iterations], lambda: None)
+        announce_cpu_estimate(console, len(paths), [config.iterations], lambda: None,
+                              shorten="--effort 1..9 or --iterations N (a target's search takes no time budget)")
     failures = Failures(paths)
     with progress_bar(console) as progress:
         for outcome in encode_sources_to_target(family, paths, read_input, target, config, device,

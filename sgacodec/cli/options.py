@@ -344,8 +344,9 @@ class Failures:
             raise click.exceptions.Exit(1)
 
 
-def announce_cpu_estimate(console, refinements: int, counts, estimate) -> None:
-    """Before refining on a CPU: how long it will roughly take and how to shorten it.
+def announce_cpu_estimate(console, refinements: int, counts, estimate,
+                          shorten: str = "--iterations N or --time-budget SECONDS") -> None:
+    """Before refining on a CPU: how long it will roughly take and how to shorten it (``shorten``).
 
     ``counts``: the iteration counts run; ``estimate()``: (total seconds, seconds per iteration),
     or None when no estimate can be made (a failing estimate is no estimate).
@@ -361,5 +362,5 @@ def announce_cpu_estimate(console, refinements: int, counts, estimate) -> None:
                 f", roughly {total:.0f} s in all") + f" ({per_iteration:.2f} s per iteration)"
     counts = " / ".join(str(i) for i in sorted(set(counts)))
     console.print(f"Refining on the CPU: {refinements} refinement(s) of {counts} iterations{text}. "
-                  "Shorten with --iterations N or --time-budget SECONDS; a GPU (--device cuda) is far "
-                  "faster.", style="yellow", soft_wrap=True, highlight=False)
+                  f"Shorten with {shorten}; a GPU (--device cuda) is far faster.", style="yellow",
+                  soft_wrap=True, highlight=False)
