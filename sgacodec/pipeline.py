@@ -245,19 +245,22 @@ def encode_sources_to_target(family: ModelFamily, sources: list, read: Callable[
     device = resolve_device(device)
     progress = progress or no_progress
     total = config.iterations + search.probes_for(config.iterations) if config.refines else 1
+    networks: dict = {}  # the models' copies on the device, made once for all the inputs
     for index, source in enumerate(sources):
         outcome = TargetOutcome(index, source)
         try:
             image = read(source)
             with progress(f"{name(source)} to {target.describe()}", total) as bar:
                 try:
-                    outcome.result = encode_to_target(family, image, target, config, device, search, bar)
+                    outcome.result = encode_to_target(family, image, target, config, device, search, bar,
+                                                      networks)
                 except torch.cuda.OutOfMemoryError:
                     if device.type == "cpu":
                         raise
                     torch.cuda.empty_cache()
                     (on_note or (lambda text: None))(f"{name(source)}: GPU out of memory; searching on the CPU")
-                    outcome.result = encode_to_target(family, image, target, config, "cpu", search, bar)
+                    outcome.result = encode_to_target(family, image, target, config, "cpu", search, bar,
+                                                      networks)
         except errors as exc:
             outcome.error = exc
         yield outcome

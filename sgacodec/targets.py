@@ -162,7 +162,7 @@ class _Run:
     """The search on one model: the image on the device, the chain of candidates."""
 
     def __init__(self, model: LoadedModel, image: np.ndarray, axis: _Axis, config: RefineConfig,
-                 search: SearchConfig, device: torch.device, on_step):
+                 search: SearchConfig, device: torch.device, on_step, networks: dict | None = None):
         if model.lmbda is None:
             raise ModelError("the model's training lambda is unknown, and a target's search starts from it "
                              "(a checkpoint names it in its metadata, 'lmbda')")
@@ -173,7 +173,7 @@ class _Run:
         self.model, self.image, self.axis, self.search = model, image, axis, search
         # the paper's schedule: a chain continues it, and aim() assumes its constant step size
         self.config = config.with_(eval_every=config.eval_every or eval_every_for(device.type), schedule="paper")
-        self.lm = device_model(model, device, config.channels_last)
+        self.lm = _on_device(networks, model, device, config.channels_last)
         self.size = image.shape[:2]
         self.x = pad(to_tensor(image)).to(device)
         self.on_step = on_step
@@ -318,20 +318,32 @@ def _choose(axis: _Axis, coded: list[Candidate]) -> Candidate:
     return min(coded, key=lambda c: len(c.report.data)) if axis.rate else max(coded, key=lambda c: c.report.psnr)
 
 
-def choose_model(family: ModelFamily, image: np.ndarray, target: Target, device="cpu") -> int:
+def _on_device(networks: dict | None, model: LoadedModel, device: torch.device, channels_last=None):
+    """codec.device_model, made once per model, device and layout in ``networks`` (when given)."""
+    if networks is None:
+        return device_model(model, device, channels_last)
+    key = (id(model.net), str(device), channels_last)
+    if key not in networks:
+        networks[key] = device_model(model, device, channels_last)
+    return networks[key]
+
+
+def choose_model(family: ModelFamily, image: np.ndarray, target: Target, device="cpu",
+                 networks: dict | None = None) -> int:
     """The index of the family's rate point whose unrefined rate (log scale) or PSNR is nearest
-    the target: a binary search over the family, which is ordered by rate."""
+    the target: a binary search over the family, which is ordered by rate. ``networks``: as
+    encode_to_target's."""
     if len(family) == 1:
         return 0
     axis = _Axis(target, image.shape[0] * image.shape[1], SearchConfig())
     device = torch.device(device)
     cache: dict[int, float] = {}
+    x = pad(to_tensor(image)).to(device)
 
     def u(i):
         if i not in cache:
             model = family[i]
-            lm = device_model(model, device)
-            x = pad(to_tensor(image)).to(device)
+            lm = _on_device(networks, model, device)
             with torch.no_grad():
                 y, z = lm.analysis(x)
                 terms = true_rd(lm, x, image.shape[:2], y, z, model.resolve_lmbda(None))
@@ -351,22 +363,25 @@ def choose_model(family: ModelFamily, image: np.ndarray, target: Target, device=
 
 def encode_to_target(family: ModelFamily | LoadedModel, image: np.ndarray, target: Target,
                      config: RefineConfig = RefineConfig(), device="cpu", search: SearchConfig = SearchConfig(),
-                     on_step: Callable[[int], None] | None = None) -> TargetResult:
+                     on_step: Callable[[int], None] | None = None, networks: dict | None = None) -> TargetResult:
     """Encode one RGB uint8 image so that its file meets ``target`` (see the module's docstring).
 
     ``family``: the rate points to choose from (models.load_family), or one model (lambda only).
     ``config``: the refinement (its ``lmbda`` is ignored: lambda is what is searched).
-    ``on_step(n)``: refinement steps done so far in this search."""
+    ``on_step(n)``: refinement steps done so far in this search. ``networks``: a dict that keeps
+    the models' copies on the device between searches (pipeline.encode_sources_to_target passes
+    one for all its inputs); without it each search makes its own."""
     if isinstance(family, LoadedModel):
         family = ModelFamily.single(family)
     device = torch.device(device)
     start = time.perf_counter()
     axis = _Axis(target, image.shape[0] * image.shape[1], search)
-    index = choose_model(family, image, target, device)
+    networks = {} if networks is None else networks  # one copy per model within this search at least
+    index = choose_model(family, image, target, device, networks)
     tried, runs, reaches, done = [], [], set(), 0
     while True:
         run = _Run(family[index], image, axis, config, search, device,
-                   None if on_step is None else (lambda n, d=done: on_step(d + n)))
+                   None if on_step is None else (lambda n, d=done: on_step(d + n)), networks)
         run.calibrate()
         best = _search(run, start)
         runs.append(run)

@@ -149,3 +149,19 @@ def test_a_target_another_rate_point_had_in_range_is_not_called_out_of_reach(tin
     result = encode_to_target(family, IMAGE, Target("bpp", 50.0), RefineConfig(method="none"))
     assert result.tried == ["a", "b"] and result.reach == "in range"
     assert "out of reach" not in result.status
+
+
+def test_searches_over_many_inputs_make_each_models_device_copy_once(tiny_model, monkeypatch):
+    """pipeline.encode_sources_to_target keeps the networks on the device between its inputs (on a
+    GPU each is a copy of the model): one per model, however many images and refinements."""
+    import sgacodec.targets as targets
+    from sgacodec.pipeline import encode_sources_to_target
+
+    made = []
+    real = targets.device_model
+    monkeypatch.setattr(targets, "device_model", lambda *a, **k: made.append(a[0]) or real(*a, **k))
+    images = [make_image(64, 96, seed=s) for s in (3, 4)]
+    outcomes = list(encode_sources_to_target(ModelFamily.single(tiny_model), [0, 1], images.__getitem__,
+                                             Target("bpp", 2.0), RefineConfig(iterations=4), "cpu"))
+    assert all(o.error is None and o.result.refinements >= 1 for o in outcomes)
+    assert made == [tiny_model]
