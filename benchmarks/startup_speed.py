@@ -76,15 +76,21 @@ class Stages:
         self.last = now
 
 
-def probe_decode(path: str, out: str, checkpoint=None) -> list:
-    stage = Stages()
-    import torch  # noqa: F401
+def import_torch_and_compressai(stage: Stages):
+    """The first two stages of every probe: torch, then CompressAI as sgacodec imports it."""
+    import torch
 
     stage("import torch")
     from sgacodec.hyperprior import import_compressai
 
     import_compressai()
     stage("import CompressAI (models, entropy models)")
+    return torch
+
+
+def probe_decode(path: str, out: str, checkpoint=None) -> list:
+    stage = Stages()
+    torch = import_torch_and_compressai(stage)
     import sgacodec.cli  # noqa: F401
     from sgacodec import bitstream, codec, isolate
     from sgacodec.imageio import encode_png, read_limited
@@ -121,13 +127,7 @@ def probe_decode(path: str, out: str, checkpoint=None) -> list:
 
 def probe_encode(image: str, out: str, checkpoint=None) -> list:
     stage = Stages()
-    import torch
-
-    stage("import torch")
-    from sgacodec.hyperprior import import_compressai
-
-    import_compressai()
-    stage("import CompressAI (models, entropy models)")
+    torch = import_torch_and_compressai(stage)
     import sgacodec.cli  # noqa: F401
     import sgacodec.pipeline  # noqa: F401
     from sgacodec import codec
