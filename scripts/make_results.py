@@ -591,6 +591,10 @@ def anytime_profile(w, profile: str, files: list[Path], a: ra.Anytime, data: Pat
     if a.stale:
         w(f"Records of {a.stale} model version(s) no longer shipped are left out.")
         w("")
+    if a.earlier_budget:
+        w(f"{a.earlier_budget} budget-schedule record(s) refined with other settings than today's defaults "
+          "(an earlier tuning; their keys name the settings) are left out.")
+        w("")
     if a.partial:
         w("**Missing** (stage 9 has not finished, or was stopped), so the numbers below are partial; the "
           "settings without all their images, with the images they have in brackets:")

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
-from sgacodec.config import PAPER_ITERATIONS
+from sgacodec.config import BUDGET_KNOBS, PAPER_ITERATIONS, RefineConfig
 from sgacodec.evaluation import (
     BDRow,
     Record,
@@ -758,10 +758,21 @@ class Versus:
     lower: int  # pairs where the budget schedule's true loss is lower
 
 
+def current_budget(r: Record) -> bool:
+    """Whether a record is not the budget schedule's, or is it with today's knobs (config.BUDGET_KNOBS
+    at RefineConfig's defaults, which its key holds): records of earlier budget settings stay in the
+    file and out of the figures."""
+    if schedule_of(r) != "budget":
+        return True
+    key, now = json.loads(r.key), RefineConfig()
+    return all(key.get(name) == getattr(now, name) for name in BUDGET_KNOBS)
+
+
 @dataclass
 class Anytime:
     records: list[Record]
     stale: int
+    earlier_budget: int = 0  # budget-schedule records of other knobs than today's defaults, left out
     images: list[str] = field(default_factory=list)
     crop: int = 0
     eval_every: list[str] = field(default_factory=list)
@@ -793,8 +804,9 @@ def analyse_anytime(data: Records, models: list[Model]) -> Anytime:
     """Stage 9's records (all models), which may be partial: per schedule, method and count the
     gain over 'none' on real bytes, its share of the paper's 2000-iteration gain and the BD
     figures; what is missing; issue 17's targets; the budget schedule against the paper's."""
-    out = Anytime(data.records, data.stale)
-    learned = [r for r in data.records if not r.classical and is_x1(r) and tau_of(r) == 1.0
+    current = [r for r in data.records if current_budget(r)]
+    out = Anytime(current, data.stale, len(data.records) - len(current))
+    learned = [r for r in current if not r.classical and is_x1(r) and tau_of(r) == 1.0
                and r.label in ("none",) + ANYTIME_METHODS and r.loss is not None]
     if not learned:
         return out

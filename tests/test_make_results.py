@@ -226,12 +226,16 @@ GRID = {("paper", "ssl"): PAPER_SSL, ("budget", "ssl"): BUDGET_SSL, ("paper", "a
         ("budget", "atanh"): BUDGET_ATANH}
 
 
-def anytime_record(image, q, label, it=0, gain=0.0, schedule="paper") -> Record:
+def anytime_record(image, q, label, it=0, gain=0.0, schedule="paper", knobs=None) -> Record:
     r = record(image, q, label, it, crop=192, gain=gain, provenance=CPU)
     if label == "none":
         return r
     key = json.loads(r.key)
     key["schedule"] = schedule
+    if schedule == "budget":  # as records.py keys them: the budget knobs' values
+        from sgacodec.config import BUDGET_KNOBS, RefineConfig
+
+        key.update({name: getattr(RefineConfig(), name) for name in BUDGET_KNOBS} | (knobs or {}))
     return replace(r, key=json.dumps(key), schedule=schedule)
 
 
@@ -289,6 +293,20 @@ def test_anytime_table_figure_and_targets_from_the_records(scripts, models, page
     assert "  - atanh: 62.5% (gain +5.00%; the paper schedule at 100: 12.5%), **not met**" in part
     assert "equal by construction" in part and "provisional" not in part
     assert "  - SSL: 25: +3.00% vs +1.00% (6 of 6);" in part and "Higher mean gain at 5 of 5 count(s)." in part
+
+
+def test_budget_records_of_earlier_settings_are_left_out_and_counted(scripts, models, page, tmp_path):
+    """A record's key names the budget knobs it ran with: after the defaults change, the older
+    records stay in the file, out of the figures, and the page says how many."""
+    ra, _ = scripts
+    images = ["k/a.png", "k/b.png"]
+    earlier = [anytime_record(i, q, "ssl", 200, 0.1, "budget", {"tau_end": 0.5}) for q in (1, 2, 3) for i in images]
+    for q in (1, 2, 3):
+        write(tmp_path / "results" / f"reduced-anytime-quality-{q}.jsonl",
+              anytime_records(q, images) + [r for r in earlier if r.model_sha == f"{q}" * 16])
+    a = ra.analyse_anytime(ra.load(ra.anytime_files(tmp_path / "results", "reduced"), models), models)
+    assert a.earlier_budget == 6 and a.cell("budget", "ssl", 200).gain == pytest.approx(8.5)
+    assert "6 budget-schedule record(s) refined with other settings than today's defaults" in page()
 
 
 def test_anytime_section_says_which_cells_are_missing(scripts, models, page, tmp_path):
