@@ -67,13 +67,15 @@ def paper_from_records(path, models, names, method, tau_max=1.0):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--images", default="/work/shared/datasets/kodak")
-    ap.add_argument("--names", default="kodim04,kodim15,kodim23")
+    ap.add_argument("--names", default="kodim04,kodim15,kodim23",
+                    help="Image files in --images, comma-separated (.png where no suffix is given).")
     ap.add_argument("--crop", type=int, default=192)
     ap.add_argument("--qualities", default="1,2,3", help="Embedded models to use.")
     ap.add_argument("--methods", default="ssl")
     ap.add_argument("--iterations", default="25,50,100,200,500")
     ap.add_argument("--reference", type=int, default=2000,
-                    help="The paper schedule's run length the gains are compared with.")
+                    help="The paper schedule's run length the gains are compared with (0: none, "
+                         "the mean gains alone; for comparing budget settings with one another).")
     ap.add_argument("--paper-records", default=None,
                     help="Take the paper schedule's histories from this records file.")
     ap.add_argument("--schedule", default="budget")
@@ -85,40 +87,54 @@ def main(argv=None):
 
     torch.set_num_threads(args.threads)
     names = args.names.split(",")
-    crops = {n: center_crop(read_image(Path(args.images) / f"{n}.png"), args.crop) for n in names}
+    crops = {Path(n).stem: center_crop(read_image(Path(args.images) / (n if Path(n).suffix else f"{n}.png")),
+                                       args.crop) for n in names}
+    names = list(crops)
     models = {int(q): load_embedded(int(q)) for q in args.qualities.split(",")}
     Ts = [int(t) for t in args.iterations.split(",")]
     extra = json.loads(args.config)
     results = {}
     for method in args.methods.split(","):
         t0 = time.perf_counter()
-        if args.paper_records:
-            paper = paper_from_records(args.paper_records, models, set(names), method)
+        if not args.reference:
+            paper, reference = {}, None
         else:
-            cfg = RefineConfig(method=method, iterations=max(Ts + [args.reference]), seed=args.seed)
-            paper = {k: v[2] for k, v in refine_pairs(models, crops, cfg, keep_history=True).items()}
-        missing = [k for k in ((q, n) for q in models for n in names)
-                   if len(paper.get(k, [])) <= args.reference]
-        if missing:
-            raise SystemExit(f"no paper-schedule history of {args.reference} steps for {missing}")
+            if args.paper_records:
+                paper = paper_from_records(args.paper_records, models, set(names), method)
+            else:
+                cfg = RefineConfig(method=method, iterations=max(Ts + [args.reference]), seed=args.seed)
+                paper = {k: v[2] for k, v in refine_pairs(models, crops, cfg, keep_history=True).items()}
+            missing = [k for k in ((q, n) for q in models for n in names)
+                       if len(paper.get(k, [])) <= args.reference]
+            if missing:
+                raise SystemExit(f"no paper-schedule history of {args.reference} steps for {missing}")
 
         def paper_gain(T, paper=paper):
             return statistics.fmean((h[0] - min(h[: T + 1])) / h[0] for h in paper.values())
 
-        reference = paper_gain(args.reference)
-        rows = {"paper": {T: paper_gain(T) for T in Ts}, args.schedule: {}}
+        if paper:
+            reference = paper_gain(args.reference)
+        rows = {"paper": {T: paper_gain(T) for T in Ts}} if paper else {}
+        rows[args.schedule] = {}
+        per_pair = {}
         for T in Ts:
             cfg = RefineConfig(method=method, iterations=T, seed=args.seed, schedule=args.schedule, **extra)
             pairs = refine_pairs(models, crops, cfg)
-            rows[args.schedule][T] = statistics.fmean((b - best) / b for b, best, _ in pairs.values())
+            per_pair[T] = {f"q{q}/{n}": (b - best) / b for (q, n), (b, best, _) in pairs.items()}
+            rows[args.schedule][T] = statistics.fmean(per_pair[T].values())
             print(f"  {method} {args.schedule} T={T}: mean gain {rows[args.schedule][T]:.4f} "
                   f"({time.perf_counter() - t0:.0f} s so far)", flush=True)
-        print(f"\n{method}: mean gain over {len(paper)} (image, model) pairs as a share of the paper "
-              f"schedule's at {args.reference} iterations ({reference:.4f})")
-        print("  schedule " + "".join(f"{'T=' + str(T):>9}" for T in Ts))
-        for name, row in rows.items():
-            print(f"  {name:>8} " + "".join(f"{100 * row[T] / reference:8.1f}%" for T in Ts))
-        results[method] = {"reference_gain": reference, "rows": rows}
+        if reference is None:
+            print(f"\n{method}: mean gain over {len(crops) * len(models)} (image, model) pairs")
+            print("  schedule " + "".join(f"{'T=' + str(T):>9}" for T in Ts))
+            print(f"  {args.schedule:>8} " + "".join(f"{100 * rows[args.schedule][T]:8.2f}%" for T in Ts))
+        else:
+            print(f"\n{method}: mean gain over {len(paper)} (image, model) pairs as a share of the paper "
+                  f"schedule's at {args.reference} iterations ({reference:.4f})")
+            print("  schedule " + "".join(f"{'T=' + str(T):>9}" for T in Ts))
+            for name, row in rows.items():
+                print(f"  {name:>8} " + "".join(f"{100 * row[T] / reference:8.1f}%" for T in Ts))
+        results[method] = {"reference_gain": reference, "rows": rows, "config": extra, "per_pair": per_pair}
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
 
