@@ -205,7 +205,7 @@ class SearchConfig:
     The refinement runs as a chain of probes of ``probe_iterations`` steps (None: iterations / 8,
     within 10..50), lambda re-aimed after each, up to the full iteration count; then up to
     ``max_corrections`` more probes correct the real file while it misses (and as many again
-    while no file meets the target). A rate ceiling is met within ``rate_tolerance`` (a fraction,
+    while no file meets the target or lambda is being bisected). A rate ceiling is met within ``rate_tolerance`` (a fraction,
     below it), a PSNR floor within ``psnr_tolerance`` dB (above it). Lambda stays within the
     model's training lambda divided or multiplied by ``lambda_span``: a target the model cannot
     reach there is out of its range.
@@ -215,7 +215,7 @@ class SearchConfig:
     max_corrections: int = 4
     rate_tolerance: float = 0.03
     psnr_tolerance: float = 0.1
-    lambda_span: float = 8.0
+    lambda_span: float = 16.0
 
     def __post_init__(self):
         if (self.probe_iterations is not None and self.probe_iterations < 1) or self.max_corrections < 0 \

@@ -165,3 +165,36 @@ def test_searches_over_many_inputs_make_each_models_device_copy_once(tiny_model,
                                              Target("bpp", 2.0), RefineConfig(iterations=4), "cpu"))
     assert all(o.error is None and o.result.refinements >= 1 for o in outcomes)
     assert made == [tiny_model]
+
+
+def test_a_chain_pinned_at_the_span_end_and_predicted_to_miss_leaves_the_model_early(tiny_model):
+    """Only towards an end with another rate point to try (``leave``): there the next model's
+    search takes over; without one the chain runs its full length (its best effort is the answer)."""
+    import torch
+
+    from sgacodec.targets import _Axis, _Run, _search
+
+    config, search = RefineConfig(iterations=20), SearchConfig(probe_iterations=2)
+    axis = _Axis(Target("bpp", 0.01), IMAGE.shape[0] * IMAGE.shape[1], search)
+    spent = {}
+    for leave in ((0,), (1,), ()):
+        run = _Run(tiny_model, IMAGE, axis, config, search, torch.device("cpu"), None)
+        run.calibrate()
+        best = _search(run, 0.0, leave)
+        spent[leave] = run.iterations
+        assert best.report is not None and not axis.meets(best.report)
+    assert spent[(0,)] < config.iterations  # pinned at the low end, far above the ceiling
+    assert spent[(1,)] >= config.iterations and spent[()] >= config.iterations
+
+
+def test_the_rate_point_is_chosen_by_its_real_file_header_included(tiny_model):
+    """choose_model compares the unrefined files' real sizes: the header is a good share of a small
+    image's file, and the estimate without it took the rate point above a target nearer the one
+    below (kodim05's 256x256 crop at 0.5 bpp). Here both members are the same model, and a ceiling
+    at its file's size: the file is above the ceiling's aim (1% below it) and the estimate below."""
+    size = len(encode(tiny_model, [IMAGE], RefineConfig(method="none"))[0].data)
+    family = ModelFamily(["a", "b"], [lambda: tiny_model, lambda: tiny_model], "test")
+    pixels = IMAGE.shape[0] * IMAGE.shape[1]
+    assert choose_model(family, IMAGE, Target("size", size)) == 0
+    assert choose_model(family, IMAGE, Target("bpp", 8 * size / pixels)) == 0
+    assert choose_model(family, IMAGE, Target("size", size * 4)) == 1
