@@ -20,13 +20,16 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
 from sgacodec.codec import device_model, pad, to_tensor
 from sgacodec.config import RefineConfig
+from sgacodec.evaluation.records import Provenance
 from sgacodec.imageio import center_crop, read_image
 from sgacodec.models import load_embedded
 from sgacodec.refine import refine
@@ -135,7 +138,9 @@ def main(argv=None):
             for name, row in rows.items():
                 print(f"  {name:>8} " + "".join(f"{100 * row[T] / reference:8.1f}%" for T in Ts))
         results[method] = {"reference_gain": reference, "rows": rows, "config": extra, "per_pair": per_pair}
-    if args.json:
+    if args.json:  # who measured it, and how
+        results["provenance"] = asdict(Provenance.current("cpu"))
+        results["command"] = "benchmarks/schedule_sweep.py " + " ".join(sys.argv[1:] if argv is None else argv)
         Path(args.json).write_text(json.dumps(results, indent=1))
 
 
