@@ -101,8 +101,8 @@ class RefineConfig:
     tau_end: float = DEFAULT_TAU_END
     lr_power: float = 0.5
     lr_boost_max: float = 4.0
-    lr_decay: float = 0.0
-    lr_floor: float = 0.0
+    lr_decay: float = 0.5
+    lr_floor: float = 1.0
     lmbda: float | None = None  # None: the model's training lambda
     seed: int = 0
     time_budget: float | None = None  # seconds; stop early when spent

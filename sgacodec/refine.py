@@ -66,7 +66,7 @@ def schedule_at(step: int, total: int, config: "RefineConfig") -> tuple[float, f
 
     paper:  tau = min(exp(-temp_rate t), tau_max), lr constant: ``total`` plays no part.
     budget: tau = min(tau_end ** (t / T), tau_max) (rounding.budget_temperature) and lr from
-            ``budget_learning_rate``. With the defaults tau_end = exp(-2) and lr_decay = 0, a
+            ``budget_learning_rate``. With the defaults tau_end = exp(-2) and lr_floor = 1, a
             2000-step budget run is the paper's run."""
     if config.effective_schedule == "paper":
         return temperature(step, config.tau_max, config.temp_rate), config.lr

@@ -183,7 +183,7 @@ def test_budget_schedule_anneals_within_the_run(tiny_model):
     lm = LatentModel(tiny_model.net)
     T, tau_end = 40, 0.05
     config = RefineConfig(iterations=T, schedule="budget", tau_end=tau_end, lr_power=0.5,
-                          lr_boost_max=10.0, lr_decay=0.4)
+                          lr_boost_max=10.0, lr_decay=0.4, lr_floor=0.0)
     peak, start = 0.005 * math.sqrt(2000 / T), 0.6 * T
 
     def lr_of(t):

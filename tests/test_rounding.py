@@ -151,6 +151,12 @@ def test_budget_schedule_at_2000_steps_is_the_papers_exactly():
     # shorter runs anneal faster and with a larger step size
     tau, lr = schedule_at(50, 100, budget)
     assert tau == pytest.approx(math.exp(-1.0)) and lr > paper.lr
+    # by default the step size eases from the boosted peak back to the paper's over the run's second
+    # half (lr_decay 0.5, lr_floor 1)
+    peak = paper.lr * math.sqrt(2000 / 200)
+    assert schedule_at(0, 200, budget)[1] == schedule_at(99, 200, budget)[1] == pytest.approx(peak)
+    assert schedule_at(150, 200, budget)[1] == pytest.approx((peak + paper.lr) / 2)
+    assert schedule_at(199, 200, budget)[1] == pytest.approx(paper.lr, rel=1e-3)
 
 
 def test_budget_learning_rate():
