@@ -205,10 +205,10 @@ class SearchConfig:
     The refinement runs as a chain of probes of ``probe_iterations`` steps (None: iterations / 8,
     within 10..50), lambda re-aimed after each, up to the full iteration count; then up to
     ``max_corrections`` more probes correct the real file while it misses (and as many again
-    while no file meets the target or lambda is being bisected). A rate ceiling is met within ``rate_tolerance`` (a fraction,
-    below it), a PSNR floor within ``psnr_tolerance`` dB (above it). Lambda stays within the
-    model's training lambda divided or multiplied by ``lambda_span``: a target the model cannot
-    reach there is out of its range.
+    while no file meets the target or lambda is being bisected). A rate ceiling is met within
+    ``rate_tolerance`` (a fraction, below it), a PSNR floor within ``psnr_tolerance`` dB (above it).
+    Lambda stays within the model's training lambda divided or multiplied by ``lambda_span``: a
+    target the model cannot reach there is out of its range.
     """
 
     probe_iterations: int | None = None

@@ -275,12 +275,11 @@ class _Run:
         return max(self.bounds[0], min(self.bounds[1], new))
 
     def beyond_reach(self, last: Candidate, remaining: int, leave: tuple[int, ...] = (0, 1)) -> bool:
-        """Whether the chain cannot reach the band: its last two probes at the same end of the span
-        (``leave``: the ends that count, 0 the low one, 1 the high one),
-        and the aim's model, run on at that end for the ``remaining`` steps, ending past the band
-        by more than BEYOND (u rises with lambda on both axes). Measured on kodim05's 256x256 crop
-        with msh-q2 at lambda / 8: from step 100 it predicted 0.66 bpp at step 200; the chain ended
-        at 0.657."""
+        """Whether the chain cannot reach the band: its last two probes sat at the same end of the
+        span (of those in ``leave``: 0 the low end, 1 the high one), and the aim's model, run on at
+        that end for the ``remaining`` steps, ends past the band by more than BEYOND (u rises with
+        lambda on both axes). On kodim05's 256x256 crop with msh-q2 at lambda / 8 it predicted
+        0.66 bpp at step 200 from step 100; the chain ended at 0.657."""
         probes = [c for c in self.candidates if c.kind == "probe"][-2:]
         ends = [self.bounds[i] for i in leave
                 if all(abs(math.log(c.lmbda) - self.bounds[i]) < 1e-9 for c in probes)]
