@@ -15,7 +15,8 @@
 # image path as given). STAGES="1 3" runs some stages only; PAGE_ONLY=1 just rewrites the page from
 # the records. Before the page is written, the records of models no longer shipped (not in
 # sgacodec/weights/manifest.json) are removed from both records files (make_results.py prune; not
-# with CHECKPOINTS). The page shows both profiles' records whatever PROFILE is. Each stage's command
+# with CHECKPOINTS). LOG_ONLY=1 writes the stages' .cmd files and the page without running a command
+# (for records made by the same command lines run elsewhere, e.g. split across machines). The page shows both profiles' records whatever PROFILE is. Each stage's command
 # is kept in docs/results/$PROFILE.stageN.cmd and its command lines are quoted on the page next to
 # the numbers they produced (comment lines there are not; the machine is in the records' provenance).
 # Environment: PYTHON (default .venv/bin/python, else python3), KODAK (the Kodak folder),
@@ -51,6 +52,7 @@ run() {  # log the command (a stage's first run starts its file), then run it; a
   local line; line=$(echo "sgacodec refine $* --records $REC" | sed "s#$KODAK#\$KODAK#g")
   if [ "${LOGGED_STAGE:-}" = "$stage" ]; then echo "$line" >> "$CMDS.stage$stage.cmd"
   else echo "$line" > "$CMDS.stage$stage.cmd"; LOGGED_STAGE=$stage; fi
+  [ -n "${LOG_ONLY:-}" ] && return 0
   OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} $PY -m sgacodec refine "$@" --records "$REC" --device "$DEVICE" \
     || echo "stage failed: $*" >&2
 }
