@@ -99,7 +99,8 @@ def from_env() -> Group:
 def joined(device="cpu"):
     """Join the process group of torchrun's environment for the block; yields the Group.
 
-    NCCL when ``device`` is a GPU, gloo otherwise. The group is left at the end, also on errors.
+    NCCL when ``device`` is a GPU, gloo otherwise. The group is left at the end, also on errors;
+    after a block that ran through, all ranks first wait for one another.
     """
     group = from_env()
     if not group.distributed:
@@ -114,5 +115,7 @@ def joined(device="cpu"):
     dist.init_process_group(backend, rank=group.rank, world_size=group.world)
     try:
         yield group
+        dist.barrier()  # leave together: rank 1 once aborted ("terminate called without an active
+        # exception", SIGABRT) tearing gloo down while rank 0 was still exporting
     finally:
         dist.destroy_process_group()
