@@ -165,7 +165,8 @@ class _Run:
     """The search on one model: the image on the device, the chain of candidates."""
 
     def __init__(self, model: LoadedModel, image: np.ndarray, axis: _Axis, config: RefineConfig,
-                 search: SearchConfig, device: torch.device, on_step, networks: dict | None = None):
+                 search: SearchConfig, device: torch.device, on_step, networks: dict | None = None,
+                 unrefined: dict | None = None):
         if model.lmbda is None:
             raise ModelError("the model's training lambda is unknown, and a target's search starts from it "
                              "(a checkpoint names it in its metadata, 'lmbda')")
@@ -184,13 +185,12 @@ class _Run:
         self.lmbda0 = model.resolve_lmbda(None)
         span = math.log(search.lambda_span)
         self.bounds = (math.log(self.lmbda0) - span, math.log(self.lmbda0) + span)
-        with torch.no_grad():
-            self.y0, self.z0 = self.lm.analysis(self.x)
+        # the encoder's latents and their coded file: choose_model's (``unrefined``), else made here
+        self.y0, self.z0, self.base_coded = _unrefined(unrefined, model, self.lm, self.x, self.size)
         base = true_rd(self.lm, self.x, self.size, self.y0, self.z0, self.lmbda0)
         self.base_bits = float(base.bpp[0]) * axis.pixels
         self.base_mse = float(base.mse[0])
         self.offset = 0.0  # real minus estimated: bits of a rate, dB of PSNR
-        self.base_coded = None
         self.candidates: list[Candidate] = []
 
     def unrefined_u(self) -> float:
@@ -200,8 +200,7 @@ class _Run:
         return code_latents(self.model, y, z, self.size)[0]
 
     def calibrate(self) -> None:
-        """Code the encoder's latents: the real file's overhead over the estimate, and the base report."""
-        self.base_coded = self.code(self.y0, self.z0)
+        """The encoder's latents' file: the real file's overhead over the estimate, and the base report."""
         data, rgb = self.base_coded
         if self.axis.rate:
             self.offset = 8 * len(data) - self.base_bits
@@ -363,13 +362,29 @@ def _on_device(networks: dict | None, model: LoadedModel, device: torch.device, 
     return networks[key]
 
 
+def _unrefined(cache: dict | None, model: LoadedModel, lm, x: torch.Tensor, size) -> tuple:
+    """(y, z, (file bytes, decoded pixels)) of the encoder's own latents, made once per model in
+    ``cache`` (when given) per model and device copy: the model choice and that model's search
+    share them."""
+    key = (id(model.net), id(lm))
+    if cache is None or key not in cache:
+        with torch.no_grad():
+            y, z = lm.analysis(x)
+        entry = (y, z, code_latents(model, y, z, size)[0])
+        if cache is None:
+            return entry
+        cache[key] = entry
+    return cache[key]
+
+
 def choose_model(family: ModelFamily, image: np.ndarray, target: Target, device="cpu",
-                 networks: dict | None = None) -> int:
+                 networks: dict | None = None, unrefined: dict | None = None) -> int:
     """The index of the family's rate point whose unrefined file's rate (log scale) or PSNR is
     nearest the target: a binary search over the family, which is ordered by rate. The files are
     coded, header included: on a small image the header is a good share of the rate, and the
     estimate without it chose the rate point above a target that the one below reached
-    (kodim05's 256x256 crop at 0.5 bpp). ``networks``: as encode_to_target's."""
+    (kodim05's 256x256 crop at 0.5 bpp). ``networks``: as encode_to_target's; ``unrefined``: a dict
+    that keeps each model's unrefined latents and file for the search (_unrefined)."""
     if len(family) == 1:
         return 0
     axis = _Axis(target, image.shape[0] * image.shape[1], SearchConfig())
@@ -381,9 +396,7 @@ def choose_model(family: ModelFamily, image: np.ndarray, target: Target, device=
         if i not in cache:
             model = family[i]
             lm = _on_device(networks, model, device)
-            with torch.no_grad():
-                y, z = lm.analysis(x)
-            data, rgb = code_latents(model, y, z, image.shape[:2])[0]
+            _, _, (data, rgb) = _unrefined(unrefined, model, lm, x, image.shape[:2])
             cache[i] = math.log(len(data)) if axis.rate else metrics.psnr(image, rgb)
         return cache[i]
 
@@ -414,11 +427,12 @@ def encode_to_target(family: ModelFamily | LoadedModel, image: np.ndarray, targe
     start = time.perf_counter()
     axis = _Axis(target, image.shape[0] * image.shape[1], search)
     networks = {} if networks is None else networks  # one copy per model within this search at least
-    index = choose_model(family, image, target, device, networks)
+    unrefined: dict = {}  # each model's unrefined latents and file, coded once for this image
+    index = choose_model(family, image, target, device, networks, unrefined)
     tried, runs, reaches, done = [], [], set(), 0
     while True:
         run = _Run(family[index], image, axis, config, search, device,
-                   None if on_step is None else (lambda n, d=done: on_step(d + n)), networks)
+                   None if on_step is None else (lambda n, d=done: on_step(d + n)), networks, unrefined)
         run.calibrate()
         best = _search(run, start, tuple(end for end, nxt in ((0, index - 1), (1, index + 1))
                                          if 0 <= nxt < len(family) and nxt not in tried))

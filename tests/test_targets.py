@@ -198,3 +198,23 @@ def test_the_rate_point_is_chosen_by_its_real_file_header_included(tiny_model):
     assert choose_model(family, IMAGE, Target("size", size)) == 0
     assert choose_model(family, IMAGE, Target("bpp", 8 * size / pixels)) == 0
     assert choose_model(family, IMAGE, Target("size", size * 4)) == 1
+
+
+def test_the_unrefined_file_is_coded_once_per_model_for_the_choice_and_the_search(tiny_model, monkeypatch):
+    """choose_model codes each rate point's unrefined latents; the chosen model's search reuses
+    that file (its overhead calibration, the unrefined candidate) instead of coding it again."""
+    from sgacodec import targets
+
+    calls = []
+    real = targets.code_latents
+
+    def counting(model, y, z, size, *args, **kwargs):
+        calls.append(id(model))
+        return real(model, y, z, size, *args, **kwargs)
+
+    monkeypatch.setattr(targets, "code_latents", counting)
+    family = ModelFamily(["a", "b"], [lambda: tiny_model, lambda: tiny_model], "test")
+    size = len(encode(tiny_model, [IMAGE], RefineConfig(method="none"))[0].data)
+    result = encode_to_target(family, IMAGE, Target("size", size * 2), RefineConfig(method="none"))
+    assert result.met and len(result.report.data) == size
+    assert len(calls) == 1  # both members are one model: coded once, for the choice and the search
