@@ -16,7 +16,9 @@
 # the records. Before the page is written, the records of models no longer shipped (not in
 # sgacodec/weights/manifest.json) are removed from both records files (make_results.py prune; not
 # with CHECKPOINTS). LOG_ONLY=1 writes the stages' .cmd files and the page without running a command
-# (for records made by the same command lines run elsewhere, e.g. split across machines). The page shows both profiles' records whatever PROFILE is. Each stage's command
+# (for records made by the same command lines run elsewhere, e.g. split across machines).
+# REDO_UNPROVEN=1 computes again the records that name no provenance (sgacodec refine
+# --redo-unproven); prune then drops the records they supersede. The page shows both profiles' records whatever PROFILE is. Each stage's command
 # is kept in docs/results/$PROFILE.stageN.cmd and its command lines are quoted on the page next to
 # the numbers they produced (comment lines there are not; the machine is in the records' provenance).
 # Environment: PYTHON (default .venv/bin/python, else python3), KODAK (the Kodak folder),
@@ -49,6 +51,7 @@ read -r -a SEMI <<< "$($PY scripts/make_results.py semi-lambdas --profile "$PROF
 
 run() {  # log the command (a stage's first run starts its file), then run it; a failed stage
   # does not stop the others
+  [ -n "${REDO_UNPROVEN:-}" ] && set -- "$@" --redo-unproven
   local line; line=$(echo "sgacodec refine $* --records $REC" | sed "s#$KODAK#\$KODAK#g")
   if [ "${LOGGED_STAGE:-}" = "$stage" ]; then echo "$line" >> "$CMDS.stage$stage.cmd"
   else echo "$line" > "$CMDS.stage$stage.cmd"; LOGGED_STAGE=$stage; fi

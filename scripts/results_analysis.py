@@ -109,12 +109,18 @@ def shipped(models: list[Model]) -> set[str]:
 
 def prune(path, models: list[Model]) -> tuple[int, int]:
     """Remove from a records file the records of models not shipped (a classical record belongs to
-    the model whose rates it matched); (kept, removed). Does nothing without shipped models."""
+    the model whose rates it matched) and those superseded by a later record of the same key
+    (``sgacodec refine --redo-unproven``); (kept, removed). Does nothing without shipped models."""
     ships = shipped(models)
     if not ships or not Path(path).exists():
         n = len(load_records(path))
         return n, 0
-    return rewrite_records(path, lambda r: r.owner() in ships)
+    later = Counter(r.key for r in load_records(path))  # records of each key still to come
+
+    def keep(record) -> bool:
+        later[record.key] -= 1
+        return later[record.key] == 0 and record.owner() in ships
+    return rewrite_records(path, keep)
 
 
 @dataclass
@@ -126,6 +132,7 @@ class Records:
 def load(path, models: list[Model]) -> Records:
     """The shipped models' records of a records file, or of several (a list of paths)."""
     records = [r for p in (path if isinstance(path, (list, tuple)) else [path]) for r in load_records(p)]
+    records = list({r.key: r for r in records}.values())  # a later record of a key supersedes it
     ships = shipped(models)
     stale: set[str] = set()
     if ships:

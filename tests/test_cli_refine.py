@@ -115,6 +115,25 @@ def test_refine_outputs_are_checked_before_any_work_and_the_records_folder_is_ma
     res = invoke("refine", png, "--checkpoint", tiny_checkpoint, "--method", "none", "--records", records)
     assert res.exit_code == 0, res.output
     assert records.read_text().count("\n") == 1
+
+def test_redo_unproven_computes_again_only_the_records_without_provenance(tmp_path, png_333x217,
+                                                                          tiny_checkpoint):
+    records = tmp_path / "r.jsonl"
+    args = ["refine", png_333x217, "--checkpoint", tiny_checkpoint, "--method", "none", "--method", "ste",
+            "--iterations", 2, "--crop", 32, "--records", records]
+    assert cli(*args).exit_code == 0
+    lines = [json.loads(line) for line in records.read_text().splitlines()]
+    assert all(r["provenance"] for r in lines) and len(lines) == 2
+    del lines[1]["provenance"]  # an older record, written before records named their provenance
+    records.write_text("".join(json.dumps(r) + "\n" for r in lines))
+    res = cli(*args, "--redo-unproven")
+    assert res.exit_code == 0 and "1 record(s) resumed, 1 computed" in " ".join(res.stderr.split()), res.stderr
+    again = [json.loads(line) for line in records.read_text().splitlines()]
+    assert len(again) == 3 and again[2]["key"] == lines[1]["key"] and again[2]["provenance"]
+    res = cli(*args, "--redo-unproven")  # the new record is proven: nothing more to compute
+    assert res.exit_code == 0 and "2 record(s) resumed, 0 computed" in " ".join(res.stderr.split()), res.stderr
+
+
 def test_refine_to_targets_records_each_image_and_target_and_resumes(tmp_path, image_dir, tiny_checkpoint):
     records = tmp_path / "t.jsonl"
     args = ["refine", image_dir, "--checkpoint", tiny_checkpoint, "--iterations", 4, "--target-bpp", 0.5,

@@ -203,7 +203,9 @@ def test_prune_removes_the_records_of_models_not_shipped(scripts, models, tmp_pa
     path = tmp_path / "r.jsonl"
     old = "e" * 16
     kept = [record("k/a.png", 2, "none", 0), classical("k/a.png", 2, "jpeg")]
-    gone = [record("k/a.png", 2, "ssl", 100, sha=old), replace(classical("k/a.png", 2, "jpeg"), anchor_model=old)]
+    jpeg = classical("k/a.png", 2, "jpeg")
+    gone = [record("k/a.png", 2, "ssl", 100, sha=old),
+            replace(jpeg, anchor_model=old, key=jpeg.key.replace("2" * 16, old))]
     lines = [r.to_json() for r in kept + gone]
     gone_line = json.loads(lines[2])
     gone_line["provenance"] = "a free-text note of an older record"
@@ -213,6 +215,17 @@ def test_prune_removes_the_records_of_models_not_shipped(scripts, models, tmp_pa
     assert path.read_text().splitlines() == lines[:2]  # the kept lines unchanged
     assert ra.prune(path, [replace(m, sha=None) for m in models]) == (2, 0)  # CHECKPOINTS: nothing removed
 
+
+
+def test_prune_and_load_keep_the_last_record_of_a_key(scripts, models, tmp_path):
+    ra, _ = scripts  # an unproven record and the one that sgacodec refine --redo-unproven appended
+    path = tmp_path / "r.jsonl"
+    old, other = record("k/a.png", 2, "ssl", 100), record("k/a.png", 2, "none", 0)
+    new = replace(old, psnr=old.psnr + 1, provenance=CPU)
+    path.write_text("\n".join(r.to_json() for r in (old, other, new)) + "\n")
+    assert [r.psnr for r in ra.load(path, models).records if r.label == "ssl"] == [new.psnr]
+    assert ra.prune(path, models) == (2, 1)
+    assert path.read_text().splitlines() == [other.to_json(), new.to_json()]
 
 # ---- anytime refinement (stage 9: docs/results/PROFILE-anytime-MODEL.jsonl)
 

@@ -43,6 +43,9 @@ from .tables import print_tables
 @click.option("--records", "records_file", type=click.Path(dir_okay=False), default=None,
               help="Append one JSON line per image and setting here; settings already in it are skipped "
                    "(resume a stopped evaluation by running the same command again).")
+@click.option("--redo-unproven", is_flag=True,
+              help="With --records: compute again the records there that name no provenance (machine, "
+                   "versions, commit); each new record supersedes the old one.")
 @click.option("--classical", default=None,
               help="Also code each image with jpeg,webp,avif (Pillow; avif where available) at the bit "
                    "rates of the 'none' (or first) method.")
@@ -56,7 +59,7 @@ from .tables import print_tables
 @refine_options(grid=True)
 @ray_options
 @target_options(multiple=True)
-def refine(inputs, as_json, log_file, output_dir, force, lmbda_scales, records_file, classical,
+def refine(inputs, as_json, log_file, output_dir, force, lmbda_scales, records_file, redo_unproven, classical,
            plot_dir, crop, bd_method, ray_address, workers, worker_cpus, **o):
     """Evaluate methods and settings on images: real-byte bpp, PSNR, MS-SSIM, R-D loss, time, BD-rate.
 
@@ -119,7 +122,7 @@ def refine(inputs, as_json, log_file, output_dir, force, lmbda_scales, records_f
     try:  # with --ray the workers choose their device; the driver's runs only describe the work
         runs = [Evaluation(load_model_from_options(o, **c), paths, settings, base, "cpu" if on_ray else o["device"],
                            records_file, crop, codecs, batch_size=o["batch_size"], errors=errors,
-                           on_note=note,
+                           on_note=note, redo_unproven=redo_unproven,
                            family=load_family_from_options(o, **c) if targets and not pinned else None)
                 for c in choices]
     except errors as exc:

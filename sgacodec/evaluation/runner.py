@@ -61,7 +61,8 @@ class Evaluation:
                  classical_anchor: str | None = None, batch_size: int | None = None,
                  read: Callable | None = None, errors: tuple = (OSError, ValueError),
                  on_note: Callable[[str], None] | None = None, done: Iterable[Record] = (),
-                 family: ModelFamily | None = None, search: SearchConfig = SearchConfig()):
+                 family: ModelFamily | None = None, search: SearchConfig = SearchConfig(),
+                 redo_unproven: bool = False):
         self.model, self.inputs, self.settings = model, list(inputs), list(settings)
         # settings with a target choose their model here (default: ``model`` only)
         self.family, self.search = family or ModelFamily.single(model), search
@@ -71,7 +72,10 @@ class Evaluation:
         labels = list(dict.fromkeys(s.label for s in self.settings))
         self.anchor = classical_anchor or ("none" if "none" in labels else labels[0] if labels else None)
         self.sha = model.identity.weights_sha.hex()
-        self.done = {r.key: r for r in load_records(records_path)} if records_path else {}
+        # ``redo_unproven``: records without provenance (older than it) are computed again; the new
+        # record, appended, supersedes the old one (results_analysis.prune drops the old one)
+        self.done = {r.key: r for r in load_records(records_path) if r.provenance or not redo_unproven} \
+            if records_path else {}
         self.done.update((r.key, r) for r in done)  # records known otherwise (a Ray worker's share)
 
     def planned(self, setting: Setting) -> tuple[RefineConfig, float]:
