@@ -255,6 +255,7 @@ def refine(
     keep_history: bool = False,
     start_step: int = 0,
     adam: dict | None = None,
+    select: Callable[[RDTerms], torch.Tensor] | None = None,
 ) -> RefineResult:
     """Refine the latents of a batch x [B, 3, Hp, Wp] (padded; original size ``size``).
 
@@ -262,6 +263,8 @@ def refine(
     ``start_step`` and ``adam``: where the temperature schedule starts and Adam's state (a result's
     ``adam``), so that a refinement continuing another's latents continues it, as encoding to a
     target does (the paper's schedule only: the budget schedule plans one whole run).
+    ``select``: the score [B] of an iterate's true terms that the returned one minimises instead of
+    the true loss (encoding to a target keeps the iterate whose file it predicts nearest its goal).
     Nothing in the loop waits for the device: the best iterate is kept there, and the host only
     reads it back when the loop is over.
     """
@@ -271,7 +274,7 @@ def refine(
     with frozen(lm.net, channels_last):
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        return _refine(lm, x, size, lmbda, config, y, z, on_step, keep_history, start_step, adam)
+        return _refine(lm, x, size, lmbda, config, y, z, on_step, keep_history, start_step, adam, select)
 
 
 @contextlib.contextmanager
@@ -295,7 +298,8 @@ def frozen(net: torch.nn.Module, channels_last: bool = False):
             p.requires_grad_(flag)
 
 
-def _refine(lm, x, size, lmbda, config, y, z, on_step, keep_history, start_step=0, adam=None) -> RefineResult:
+def _refine(lm, x, size, lmbda, config, y, z, on_step, keep_history, start_step=0, adam=None,
+            select=None) -> RefineResult:
     start = time.perf_counter()
     torch.manual_seed(config.seed)
     device = x.device
@@ -353,7 +357,8 @@ def _refine(lm, x, size, lmbda, config, y, z, on_step, keep_history, start_step=
                 if steps % eval_every == 0 or steps == total:
                     with torch.no_grad():
                         current = step_fns.evaluate(lm, x, size, y.detach(), z.detach(), lmbda)
-                        better = current.loss < best.loss
+                        better = (current.loss < best.loss if select is None
+                                  else select(current) < select(best))
                         keep = better.view(-1, 1, 1, 1)
                         best_y = torch.where(keep, y.detach(), best_y)
                         best_z = torch.where(keep, z.detach(), best_z)

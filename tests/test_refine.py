@@ -242,3 +242,19 @@ def test_a_refinement_continued_with_its_adam_state_and_schedule_is_one_refineme
     with pytest.raises(ValueError, match="paper's schedule"):  # the budget schedule plans one whole run
         refine(lm, x, (64, 64), TINY_LMBDA, config.with_(iterations=6, schedule="budget"), first.y, first.z,
                start_step=6, adam=first.adam)
+
+
+def test_select_keeps_the_iterate_that_minimises_the_given_score(tiny_model):
+    """``select`` replaces the true loss as what the returned iterate minimises (encoding to a
+    target keeps the iterate predicted nearest its goal); here the fewest bits of all iterates."""
+    image = make_image(64, 64, seed=5)
+    x, lm = to_tensor(image), LatentModel(tiny_model.net)
+    config = RefineConfig(iterations=12, lmbda=TINY_LMBDA)
+    by_loss = refine(lm, x, (64, 64), TINY_LMBDA, config, keep_history=True)
+    fewest = refine(lm, x, (64, 64), TINY_LMBDA, config, keep_history=True, select=lambda t: t.bpp)
+    bpps = [h["bpp"][0] for h in fewest.history]  # the encoder's latents and each step's
+    assert fewest.best.bpp.item() == pytest.approx(min(bpps))
+    assert by_loss.best.loss.item() == pytest.approx(min(h["loss"][0] for h in by_loss.history))
+    assert fewest.best.bpp.item() < by_loss.best.bpp.item()  # another iterate than the best loss's
+    again = true_rd(lm, x, (64, 64), fewest.y, fewest.z, TINY_LMBDA)  # the latents are that iterate's
+    assert again.bpp.item() == pytest.approx(fewest.best.bpp.item(), rel=1e-5)

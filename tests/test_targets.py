@@ -218,3 +218,27 @@ def test_the_unrefined_file_is_coded_once_per_model_for_the_choice_and_the_searc
     result = encode_to_target(family, IMAGE, Target("size", size * 2), RefineConfig(method="none"))
     assert result.met and len(result.report.data) == size
     assert len(calls) == 1  # both members are one model: coded once, for the choice and the search
+
+
+def test_corrections_keep_the_iterate_inside_the_band_with_the_best_quality(tiny_model):
+    """_Run.nearest_goal, the score a correction's iterates are chosen by: any iterate predicted
+    inside the band (its inner two thirds) beats any outside; inside, the lower MSE under a rate
+    ceiling; outside, the nearer the goal."""
+    import torch
+
+    from sgacodec.refine import RDTerms
+    from sgacodec.targets import _Axis, _Run
+
+    search, pixels = SearchConfig(), IMAGE.shape[0] * IMAGE.shape[1]
+    axis = _Axis(Target("size", 1000), pixels, search)
+    run = _Run(tiny_model, IMAGE, axis, CONFIG, search, torch.device("cpu"), None)
+    run.offset = 0.0
+
+    def terms(size_bytes, mse):
+        bpp = torch.tensor([8.0 * size_bytes / pixels])
+        return RDTerms(bpp.clone(), bpp, torch.tensor([mse]))
+
+    score = {name: run.nearest_goal(t).item() for name, t in {
+        "inside, sharper": terms(985, 1e-3), "inside": terms(990, 2e-3), "over, near": terms(1003, 1e-4),
+        "under, near": terms(965, 1e-4), "under, far": terms(800, 1e-4)}.items()}
+    assert sorted(score, key=score.get) == ["inside, sharper", "inside", "over, near", "under, near", "under, far"]
