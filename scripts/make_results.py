@@ -3,7 +3,7 @@
 
     make_results.py models | default-model         refine options naming the models
     make_results.py semi-lambdas --profile P       --lmbda options of the semi-multi-rate study
-    make_results.py prune                          remove the records of models no longer shipped
+    make_results.py prune                          remove the records of models no longer shipped, and superseded ones
     make_results.py page [--profile P]             docs/results.md + docs/figures/*.png
 
 The page shows every profile whose records exist, whatever --profile says: the full-size Kodak
@@ -757,8 +757,8 @@ def main():
             path = DATA / f"{profile}.jsonl"
             if path.exists():
                 kept, removed = ra.prune(path, models)
-                print(f"prune: {path.relative_to(ROOT)}: {removed} record(s) of models not shipped removed, "
-                      f"{kept} kept", file=sys.stderr)
+                print(f"prune: {path.relative_to(ROOT)}: {removed} record(s) of models not shipped or "
+                      f"superseded removed, {kept} kept", file=sys.stderr)
     else:
         DOC.write_text(page(a.profile, models))
         print(f"wrote {DOC.relative_to(ROOT)} and {FIG.relative_to(ROOT)}/", file=sys.stderr)

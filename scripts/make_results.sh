@@ -12,13 +12,15 @@
 #
 # Every stage is one or more `sgacodec refine` calls appending to docs/results/$PROFILE.jsonl; rerunning
 # continues where a stopped run was (records already there are skipped: a record's key holds the
-# image path as given). STAGES="1 3" runs some stages only; PAGE_ONLY=1 just rewrites the page from
+# image path as given). STAGES="1 3" runs some stages only (the reduced profile's order is 9 first,
+# whose records stages 1 and 6 copy: paper() below); PAGE_ONLY=1 just rewrites the page from
 # the records. Before the page is written, the records of models no longer shipped (not in
-# sgacodec/weights/manifest.json) are removed from both records files (make_results.py prune; not
-# with CHECKPOINTS). LOG_ONLY=1 writes the stages' .cmd files and the page without running a command
-# (for records made by the same command lines run elsewhere, e.g. split across machines).
-# REDO_UNPROVEN=1 computes again the records that name no provenance (sgacodec refine
-# --redo-unproven); prune then drops the records they supersede. The page shows both profiles' records whatever PROFILE is. Each stage's command
+# sgacodec/weights/manifest.json) and those superseded by a later record of their key are removed
+# from both records files (make_results.py prune; not with CHECKPOINTS). LOG_ONLY=1 writes the
+# stages' .cmd files and the page without running a command (for records made by the same command
+# lines run elsewhere, e.g. split across machines). REDO_UNPROVEN=1 computes again the records that
+# name no provenance (sgacodec refine --redo-unproven). The page shows both profiles' records
+# whatever PROFILE is. Each stage's command
 # is kept in docs/results/$PROFILE.stageN.cmd and its command lines are quoted on the page next to
 # the numbers they produced (comment lines there are not; the machine is in the records' provenance).
 # Environment: PYTHON (default .venv/bin/python, else python3), KODAK (the Kodak folder),
@@ -61,12 +63,19 @@ run() {  # log the command (a stage's first run starts its file), then run it; a
 }
 
 paper() {  # stages 1 to 8 study the paper's schedule (the default is the budget-aware one since
-  # issue 17; a paper-schedule record's key is what it always was, so these resume)
-  run "$@" --schedule paper
+  # issue 17; a paper-schedule record's key is what it always was, so these resume). Stage 9's
+  # records (the profile's anytime files) hold some of the same measurements under the same keys
+  # (none, atanh and SSL at 100, 500 and 2000 iterations of the paper's schedule): those are copied,
+  # not computed again (sgacodec refine --records-from)
+  local from=() f
+  for f in docs/results/$PROFILE-anytime-*.jsonl; do [ -e "$f" ] && from+=(--records-from "$f"); done
+  run "$@" --schedule paper ${from[@]+"${from[@]}"}
 }
 
 if [ -z "${PAGE_ONLY:-}" ]; then
-  for stage in ${STAGES:-1 2 3 4 5 6 7 8 9}; do
+  # the reduced profile runs stage 9 first: stages 1 and 6 then copy its records (paper())
+  if [ "$PROFILE" = full ]; then ORDER="1 2 3 4 5 6 7 8 9"; else ORDER="9 1 2 3 4 5 6 7 8"; fi
+  for stage in ${STAGES:-$ORDER}; do
     echo "== stage $stage ($(date -u +%H:%M:%S))" >&2
     case $stage in
       1)  # the main R-D comparison over all shipped models, with classical codecs

@@ -134,6 +134,24 @@ def test_redo_unproven_computes_again_only_the_records_without_provenance(tmp_pa
     assert res.exit_code == 0 and "2 record(s) resumed, 0 computed" in " ".join(res.stderr.split()), res.stderr
 
 
+def test_records_from_another_file_are_copied_not_computed_again(tmp_path, png_333x217, tiny_checkpoint):
+    first, second = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    args = ["refine", png_333x217, "--checkpoint", tiny_checkpoint, "--method", "none", "--method", "ste",
+            "--iterations", 2, "--crop", 32]
+    assert cli(*args, "--records", first).exit_code == 0
+    res = cli(*args, "--method", "uniform", "--records", second, "--records-from", first)
+    assert res.exit_code == 0, res.output
+    assert "2 record(s) resumed (2 copied from --records-from), 1 computed" in " ".join(res.stderr.split())
+    lines = second.read_text().splitlines()
+    assert lines[:2] == first.read_text().splitlines()  # as they were, provenance included
+    assert json.loads(lines[2])["method"] == "uniform" and len(lines) == 3
+    res = cli(*args, "--method", "uniform", "--records", second, "--records-from", first)
+    assert res.exit_code == 0 and "3 record(s) resumed, 0 computed" in " ".join(res.stderr.split())
+    assert len(second.read_text().splitlines()) == 3  # nothing copied twice
+    res = invoke(*args, "--records-from", first)
+    assert res.exit_code == 1 and "need --records" in res.output
+
+
 def test_refine_to_targets_records_each_image_and_target_and_resumes(tmp_path, image_dir, tiny_checkpoint):
     records = tmp_path / "t.jsonl"
     args = ["refine", image_dir, "--checkpoint", tiny_checkpoint, "--iterations", 4, "--target-bpp", 0.5,

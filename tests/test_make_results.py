@@ -367,8 +367,8 @@ def test_budget_records_stay_out_of_the_paper_schedule_studies(page, tmp_path):
                for label, it, g in (("none", 0, 0), ("ssl", 100, 1.0), ("atanh", 100, 0.3))]
     write(tmp_path / "results" / "reduced.jsonl", reduced)
     before = page()
-    budget = [replace(record(i, q, "ssl", 100, crop=64, gain=2.0), schedule="budget") for q in (1, 2, 3)
-              for i in images]
+    budget = [replace(r, schedule="budget", key=json.dumps({**json.loads(r.key), "schedule": "budget"}))
+              for r in (record(i, q, "ssl", 100, crop=64, gain=2.0) for q in (1, 2, 3) for i in images)]
     write(tmp_path / "results" / "reduced.jsonl", reduced + budget)
     after = page()
     note = ("6 record(s) refined with the budget-aware schedule are left out of this section: its studies are "

@@ -46,6 +46,10 @@ from .tables import print_tables
 @click.option("--redo-unproven", is_flag=True,
               help="With --records: compute again the records there that name no provenance (machine, "
                    "versions, commit); each new record supersedes the old one.")
+@click.option("--records-from", "records_from", type=click.Path(exists=True, dir_okay=False), multiple=True,
+              help="With --records: records of these files (other evaluations' records) count as done and "
+                   "are copied into --records as they are, provenance included, instead of computed "
+                   "again; repeatable.")
 @click.option("--classical", default=None,
               help="Also code each image with jpeg,webp,avif (Pillow; avif where available) at the bit "
                    "rates of the 'none' (or first) method.")
@@ -59,7 +63,8 @@ from .tables import print_tables
 @refine_options(grid=True)
 @ray_options
 @target_options(multiple=True)
-def refine(inputs, as_json, log_file, output_dir, force, lmbda_scales, records_file, redo_unproven, classical,
+def refine(inputs, as_json, log_file, output_dir, force, lmbda_scales, records_file, redo_unproven, records_from,
+           classical,
            plot_dir, crop, bd_method, ray_address, workers, worker_cpus, **o):
     """Evaluate methods and settings on images: real-byte bpp, PSNR, MS-SSIM, R-D loss, time, BD-rate.
 
@@ -90,6 +95,11 @@ def refine(inputs, as_json, log_file, output_dir, force, lmbda_scales, records_f
     targets = targets_from_options({**o, "lmbda_scales": lmbda_scales})
     if targets and on_ray:
         raise UserError("targets (--target-*) do not run on --ray; evaluate them without --ray")
+    if (records_from or redo_unproven) and not records_file or records_from and on_ray:
+        raise UserError("--records-from and --redo-unproven need --records (and --records-from runs without --ray)")
+    from ..evaluation.records import load_records
+
+    borrowed = [r for path in records_from for r in load_records(path)]
     try:
         paths = expand_inputs(inputs)
         if on_ray and "-" in paths:
@@ -122,7 +132,7 @@ def refine(inputs, as_json, log_file, output_dir, force, lmbda_scales, records_f
     try:  # with --ray the workers choose their device; the driver's runs only describe the work
         runs = [Evaluation(load_model_from_options(o, **c), paths, settings, base, "cpu" if on_ray else o["device"],
                            records_file, crop, codecs, batch_size=o["batch_size"], errors=errors,
-                           on_note=note, redo_unproven=redo_unproven,
+                           on_note=note, redo_unproven=redo_unproven, borrowed=borrowed,
                            family=load_family_from_options(o, **c) if targets and not pinned else None)
                 for c in choices]
     except errors as exc:
@@ -176,7 +186,8 @@ def refine(inputs, as_json, log_file, output_dir, force, lmbda_scales, records_f
         if len(paths) > 1:
             click.echo(f"sgacodec: error: {message}", err=True)
     if records_file and result.resumed:
-        console.print(f"{records_file}: {result.resumed} record(s) resumed, {result.computed} computed")
+        copied = f" ({result.copied} copied from --records-from)" if result.copied else ""
+        console.print(f"{records_file}: {result.resumed} record(s) resumed{copied}, {result.computed} computed")
     if log_file:
         write_log(log_file, [{"input": r.image, "method": r.tag if grid else r.label,
                               **dict(zip(("step", "loss", "bpp", "psnr"), values))}

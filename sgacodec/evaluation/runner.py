@@ -37,12 +37,14 @@ class EvalResult:
     records: list[Record] = field(default_factory=list)  # this grid's records, done now or resumed
     computed: int = 0
     resumed: int = 0
+    copied: int = 0  # of the resumed ones, copied into the records file from another (``borrowed``)
     failures: list[str] = field(default_factory=list)
 
     def add(self, other: "EvalResult") -> None:
         self.records += other.records
         self.computed += other.computed
         self.resumed += other.resumed
+        self.copied += other.copied
         self.failures += [f for f in other.failures if f not in self.failures]
 
 
@@ -62,7 +64,7 @@ class Evaluation:
                  read: Callable | None = None, errors: tuple = (OSError, ValueError),
                  on_note: Callable[[str], None] | None = None, done: Iterable[Record] = (),
                  family: ModelFamily | None = None, search: SearchConfig = SearchConfig(),
-                 redo_unproven: bool = False):
+                 redo_unproven: bool = False, borrowed: Iterable[Record] = ()):
         self.model, self.inputs, self.settings = model, list(inputs), list(settings)
         # settings with a target choose their model here (default: ``model`` only)
         self.family, self.search = family or ModelFamily.single(model), search
@@ -77,6 +79,10 @@ class Evaluation:
         self.done = {r.key: r for r in load_records(records_path) if r.provenance or not redo_unproven} \
             if records_path else {}
         self.done.update((r.key, r) for r in done)  # records known otherwise (a Ray worker's share)
+        # ``borrowed``: records of other files (sgacodec refine --records-from), the same
+        # measurement under the same key: resumed, and copied into the records file as they are
+        self.borrowed = {r.key: r for r in borrowed if r.key not in self.done and (r.provenance or not redo_unproven)}
+        self.done.update(self.borrowed)
 
     def planned(self, setting: Setting) -> tuple[RefineConfig, float]:
         """The full RefineConfig (lambda and eval_every resolved for the device) of a setting."""
@@ -122,6 +128,9 @@ class Evaluation:
                 result.computed += 1
             else:
                 result.resumed += 1
+                if writer and self.borrowed.pop(record.key, None) is not None:
+                    writer.write(record)
+                    result.copied += 1
             result.records.append(record)
             if not record.classical:
                 learned[record.image].append(record)
