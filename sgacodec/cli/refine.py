@@ -64,8 +64,7 @@ from .tables import print_tables
 @ray_options
 @target_options(multiple=True)
 def refine(inputs, as_json, log_file, output_dir, force, lmbda_scales, records_file, redo_unproven, records_from,
-           classical,
-           plot_dir, crop, bd_method, ray_address, workers, worker_cpus, **o):
+           classical, plot_dir, crop, bd_method, ray_address, workers, worker_cpus, **o):
     """Evaluate methods and settings on images: real-byte bpp, PSNR, MS-SSIM, R-D loss, time, BD-rate.
 
     INPUTS are images, directories of images, or globs. Every combination of the repeatable
