@@ -222,8 +222,7 @@ class _Run:
         estimate and the latest real file's offset), the axis's preference (MSE under a rate
         ceiling, bits over a PSNR floor), and past it the distance to the goal plus 1e9, so that any
         iterate inside beats any outside. From one state a correction's best-loss iterate jumped over
-        the 3% band between lambdas 1% apart (kodim05's 256x256 crop at 0.5 bpp: 0.479, 0.515 bpp);
-        the iterates between passed through it."""
+        the 3% band between all but equal lambdas (kodim05's 256x256 crop at 0.5 bpp)."""
         axis, bits = self.axis, terms.bpp * self.axis.pixels
         if axis.rate:
             u, preference = torch.log((bits + self.offset).clamp(min=8.0) / 8), terms.mse
