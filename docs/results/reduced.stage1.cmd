@@ -1,1 +1,1 @@
-sgacodec refine $KODAK/kodim04.png $KODAK/kodim15.png $KODAK/kodim23.png --crop 192 --quality 1 --quality 2 --quality 3 --method none --method atanh --method ssl --iterations 100 --classical jpeg,webp,avif --records docs/results/reduced.jsonl
+sgacodec refine $KODAK/kodim04.png $KODAK/kodim15.png $KODAK/kodim23.png --crop 192 --quality 1 --quality 2 --quality 3 --method none --method atanh --method ssl --iterations 100 --classical jpeg,webp,avif --schedule paper --redo-unproven --records docs/results/reduced.jsonl

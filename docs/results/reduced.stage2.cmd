@@ -1,1 +1,1 @@
-sgacodec refine $KODAK/kodim04.png $KODAK/kodim15.png $KODAK/kodim23.png --crop 192 --quality 2 --method none --method ste --method uniform --method linear --method cosine --method linear3 --method ssl3 --iterations 100 --records docs/results/reduced.jsonl
+sgacodec refine $KODAK/kodim04.png $KODAK/kodim15.png $KODAK/kodim23.png --crop 192 --quality 2 --method none --method ste --method uniform --method linear --method cosine --method linear3 --method ssl3 --iterations 100 --schedule paper --redo-unproven --records docs/results/reduced.jsonl

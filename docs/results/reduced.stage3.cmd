@@ -1,1 +1,1 @@
-sgacodec refine $KODAK/kodim04.png $KODAK/kodim15.png $KODAK/kodim23.png --crop 192 --quality 2 --method none --method atanh --method ssl --iterations 100 --tau-max 0.2 --tau-max 0.5 --tau-max 1.0 --records docs/results/reduced.jsonl
+sgacodec refine $KODAK/kodim04.png $KODAK/kodim15.png $KODAK/kodim23.png --crop 192 --quality 2 --method none --method atanh --method ssl --iterations 100 --tau-max 0.2 --tau-max 0.5 --tau-max 1.0 --schedule paper --redo-unproven --records docs/results/reduced.jsonl

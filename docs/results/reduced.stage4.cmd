@@ -1,1 +1,1 @@
-sgacodec refine $KODAK/kodim04.png $KODAK/kodim15.png $KODAK/kodim23.png --crop 192 --quality 2 --method ssl --iterations 100 --lmbda 0.00093298 --lmbda 0.0034728 --lmbda 0.012942 --lmbda 0.048292 --records docs/results/reduced.jsonl
+sgacodec refine $KODAK/kodim04.png $KODAK/kodim15.png $KODAK/kodim23.png --crop 192 --quality 2 --method ssl --iterations 100 --lmbda 0.00093298 --lmbda 0.0034728 --lmbda 0.012942 --lmbda 0.048292 --schedule paper --redo-unproven --records docs/results/reduced.jsonl
