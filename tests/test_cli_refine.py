@@ -116,6 +116,7 @@ def test_refine_outputs_are_checked_before_any_work_and_the_records_folder_is_ma
     assert res.exit_code == 0, res.output
     assert records.read_text().count("\n") == 1
 
+
 def test_redo_unproven_computes_again_only_the_records_without_provenance(tmp_path, png_333x217,
                                                                           tiny_checkpoint):
     records = tmp_path / "r.jsonl"
