@@ -385,14 +385,14 @@ def _unrefined(cache: dict | None, model: LoadedModel, lm, x: torch.Tensor, size
     ``cache`` (when given) per model and device copy: the model choice and that model's search
     share them."""
     key = (id(model.net), id(lm))
-    if cache is None or key not in cache:
-        with torch.no_grad():
-            y, z = lm.analysis(x)
-        entry = (y, z, code_latents(model, y, z, size)[0])
-        if cache is None:
-            return entry
+    if cache is not None and key in cache:
+        return cache[key]
+    with torch.no_grad():
+        y, z = lm.analysis(x)
+    entry = (y, z, code_latents(model, y, z, size)[0])
+    if cache is not None:
         cache[key] = entry
-    return cache[key]
+    return entry
 
 
 def choose_model(family: ModelFamily, image: np.ndarray, target: Target, device="cpu",
