@@ -85,7 +85,7 @@ def refine(inputs, as_json, log_file, output_dir, force, lmbda_scales, records_f
     it, lambda searched), one record per image and target.
     """
     from ..config import iterations_for
-    from ..evaluation import EvalResult, Evaluation, expand_grid, parse_classical
+    from ..evaluation import EvalResult, Evaluation, expand_grid, load_records, parse_classical
     from ..imageio import center_crop, expand_inputs, read_image
     from ..outputs import check_writable, json_line, prepare_directory, write_output
 
@@ -96,10 +96,8 @@ def refine(inputs, as_json, log_file, output_dir, force, lmbda_scales, records_f
         raise UserError("targets (--target-*) do not run on --ray; evaluate them without --ray")
     if (records_from or redo_unproven) and not records_file or records_from and on_ray:
         raise UserError("--records-from and --redo-unproven need --records (and --records-from runs without --ray)")
-    from ..evaluation.records import load_records
-
-    borrowed = [r for path in records_from for r in load_records(path)]
     try:
+        borrowed = [r for path in records_from for r in load_records(path)]
         paths = expand_inputs(inputs)
         if on_ray and "-" in paths:
             raise UserError("--ray reads files, not stdin")
