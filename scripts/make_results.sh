@@ -19,10 +19,13 @@
 # from both records files (make_results.py prune; not with CHECKPOINTS). LOG_ONLY=1 writes the
 # stages' .cmd files and the page without running a command (for records made by the same command
 # lines run elsewhere, e.g. split across machines). REDO_UNPROVEN=1 computes again the records that
-# name no provenance (sgacodec refine --redo-unproven). The page shows both profiles' records
-# whatever PROFILE is. Each stage's command
-# is kept in docs/results/$PROFILE.stageN.cmd and its command lines are quoted on the page next to
-# the numbers they produced (comment lines there are not; the machine is in the records' provenance).
+# name no provenance (sgacodec refine --redo-unproven). RECORDS_FROM="a.jsonl b.jsonl" copies the
+# records of those files that a stage's commands would make (same key) instead of computing them
+# (sgacodec refine --records-from), e.g. a stage's command lines split across processes, each into
+# its own records file; the stage's .cmd file says so in a comment. The page shows both profiles'
+# records whatever PROFILE is. Each stage's command is kept in docs/results/$PROFILE.stageN.cmd
+# and its command lines are quoted on the page next to the numbers they produced (comment lines
+# there are not; the machine is in the records' provenance).
 # Environment: PYTHON (default .venv/bin/python, else python3), KODAK (the Kodak folder),
 # DEVICE (auto), CHECKPOINTS="a.pth b.pth c.pth" to evaluate checkpoints instead of the
 # embedded models (lowest lambda first).
@@ -56,8 +59,16 @@ run() {  # log the command (a stage's first run starts its file), then run it; a
   [ -n "${REDO_UNPROVEN:-}" ] && set -- "$@" --redo-unproven
   local line; line=$(echo "sgacodec refine $* --records $REC" | sed "s#$KODAK#\$KODAK#g")
   if [ "${LOGGED_STAGE:-}" = "$stage" ]; then echo "$line" >> "$CMDS.stage$stage.cmd"
-  else echo "$line" > "$CMDS.stage$stage.cmd"; LOGGED_STAGE=$stage; fi
+  else
+    echo "$line" > "$CMDS.stage$stage.cmd"; LOGGED_STAGE=$stage
+    if [ -n "${RECORDS_FROM:-}" ]; then
+      echo "# run with --records-from $RECORDS_FROM: records made by these command lines elsewhere" \
+        "(split across processes or machines) were copied, not computed again; each record's" \
+        "provenance names where it was made" >> "$CMDS.stage$stage.cmd"
+    fi
+  fi
   [ -n "${LOG_ONLY:-}" ] && return 0
+  local f; for f in ${RECORDS_FROM:-}; do set -- "$@" --records-from "$f"; done
   OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} $PY -m sgacodec refine "$@" --records "$REC" --device "$DEVICE" \
     || echo "stage failed: $*" >&2
 }
