@@ -151,6 +151,10 @@ def test_records_from_another_file_are_copied_not_computed_again(tmp_path, png_3
     assert len(second.read_text().splitlines()) == 3  # nothing copied twice
     res = invoke(*args, "--records-from", first)
     assert res.exit_code == 1 and "need --records" in res.output
+    binary = tmp_path / "binary.jsonl"
+    binary.write_bytes(b"\xff\xfe\x00")
+    res = invoke(*args, "--records", second, "--records-from", binary)
+    assert res.exit_code == 1 and f"--records-from {binary}: 'utf-8' codec can't decode" in res.output
 
 
 def test_refine_to_targets_records_each_image_and_target_and_resumes(tmp_path, image_dir, tiny_checkpoint):

@@ -96,8 +96,13 @@ def refine(inputs, as_json, log_file, output_dir, force, lmbda_scales, records_f
         raise UserError("targets (--target-*) do not run on --ray; evaluate them without --ray")
     if (records_from or redo_unproven) and not records_file or records_from and on_ray:
         raise UserError("--records-from and --redo-unproven need --records (and --records-from runs without --ray)")
+    borrowed = []
+    for path in records_from:
+        try:
+            borrowed += load_records(path)
+        except errors as exc:
+            raise UserError(f"--records-from {path}: {exc}") from None
     try:
-        borrowed = [r for path in records_from for r in load_records(path)]
         paths = expand_inputs(inputs)
         if on_ray and "-" in paths:
             raise UserError("--ray reads files, not stdin")
