@@ -46,7 +46,7 @@ _MODEL = None
 
 def _load(spec):
     """A model from its spec: ("embedded", quality) or ("checkpoint", path)."""
-    from sgacodec.models import load_checkpoint, load_embedded
+    from sgacodec.models.loading import load_checkpoint, load_embedded
 
     kind, ref = spec
     return load_embedded(ref) if kind == "embedded" else load_checkpoint(ref)
@@ -63,7 +63,7 @@ def _start(spec, threads: int) -> None:
 def _code(task) -> dict:
     """Encode one image (and decode it when asked): its bytes, bpp and PSNR."""
     from sgacodec import RefineConfig, decode, encode
-    from sgacodec.imageio import read_image
+    from sgacodec.files.images import read_image
 
     path, verify = task
     img = read_image(path)
@@ -94,7 +94,7 @@ def evaluate(spec, files, verify_decode: int = 1, workers: int = 1, threads: int
 
 
 def manifest_file(quality: int) -> str:
-    from sgacodec.models import embedded_manifest
+    from sgacodec.models.loading import embedded_manifest
 
     return next(m["file"] for m in embedded_manifest()["models"] if m["quality"] == quality)
 
@@ -131,7 +131,7 @@ def main(argv=None):
     ap.add_argument("--meta", type=Path, default=None,
                     help="a JSON object merged into --json's (a training slice's description)")
     ap.add_argument("--update-manifest", action="store_true",
-                    help="write the Kodak figures (and sha256) into sgacodec/weights/manifest.json")
+                    help="write the Kodak figures (and sha256) into sgacodec/models/weights/manifest.json")
     ap.add_argument("--quality", type=int, nargs="*", default=None,
                     help="embedded models: only these qualities are measured (others: manifest figures)")
     ap.add_argument("--compare-fp32", type=Path, default=None, metavar="CKPT",
@@ -141,13 +141,13 @@ def main(argv=None):
     import torch
 
     torch.set_num_threads(args.threads)
-    from sgacodec.models import MANIFEST, embedded_manifest, sha256_file
+    from sgacodec.models.loading import MANIFEST, embedded_manifest, sha256_file
 
     images = kodak_files(args.kodak, args.limit)
     run = dict(verify_decode=args.verify_decode, workers=args.workers, threads=args.threads)
     results = []
     if args.compare_fp32:
-        from sgacodec.train import export
+        from sgacodec.training.trainer import export
 
         with tempfile.TemporaryDirectory() as tmp:
             for precision in ("fp32", "fp16"):

@@ -43,7 +43,7 @@ EMULATED_CPUS = {
 
 def exact_y_hat(net, data: bytes):
     """The y^ a version 2 file decodes to (entropy decoding with the coding network's h_s, float64)."""
-    from sgacodec.bitstream import unpack
+    from sgacodec.codec.container import unpack
 
     bs = unpack(data)
     eb, gc = net.entropy_bottleneck, net.gaussian_conditional
@@ -53,7 +53,7 @@ def exact_y_hat(net, data: bytes):
 
 
 def synthesis_pixels(g_s, y_hat, bs) -> np.ndarray:
-    from sgacodec.codec import to_uint8
+    from sgacodec.codec.encoder import to_uint8
 
     return to_uint8(g_s(y_hat).clamp(0, 1)[0, :, : bs.height, : bs.width])
 
@@ -63,10 +63,10 @@ def encode_all(images: list[Path], quality: int, out: Path) -> dict:
     import torch
 
     from sgacodec import metrics
-    from sgacodec.codec import code_latents, coding_net, pad, to_tensor
-    from sgacodec.hyperprior import LatentModel
-    from sgacodec.imageio import read_image
-    from sgacodec.models import load_embedded
+    from sgacodec.codec.encoder import code_latents, coding_net, pad, to_tensor
+    from sgacodec.files.images import read_image
+    from sgacodec.models.loading import load_embedded
+    from sgacodec.network.latent_model import LatentModel
 
     model = load_embedded(quality)
     lm = LatentModel(model.net)
@@ -97,9 +97,9 @@ def decode_all(folder: Path, synthesis: bool = False) -> dict:
 
     import torch
 
-    from sgacodec.bitstream import unpack
-    from sgacodec.codec import coding_net, decode
-    from sgacodec.models import load_for_bitstream
+    from sgacodec.codec.container import unpack
+    from sgacodec.codec.encoder import coding_net, decode
+    from sgacodec.models.loading import load_for_bitstream
 
     counts = {}
     if synthesis:

@@ -37,12 +37,12 @@ def main() -> None:
     import ray
     import torch
 
+    from sgacodec.cluster.encoding import RayEncoder
+    from sgacodec.codec.batching import BatchEncoder
     from sgacodec.config import RefineConfig
-    from sgacodec.imageio import center_crop, encode_png, expand_inputs, read_image
-    from sgacodec.models import load_model
-    from sgacodec.outputs import atomic_write, plan_outputs
-    from sgacodec.pipeline import BatchEncoder
-    from sgacodec.ray_pipeline import RayEncoder
+    from sgacodec.files.images import center_crop, encode_png, expand_inputs, read_image
+    from sgacodec.files.outputs import atomic_write, plan_outputs
+    from sgacodec.models.loading import load_model
 
     torch.set_num_threads(1)
     model = load_model(checkpoint=args.checkpoint)

@@ -46,14 +46,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sgacodec.codec import device_model, pad, to_tensor
+from sgacodec.codec.batching import batches_by_size, resolve_device
+from sgacodec.codec.encoder import device_model, pad, to_tensor
 from sgacodec.config import RefineConfig
 from sgacodec.evaluation.records import Provenance
-from sgacodec.hyperprior import LatentModel
-from sgacodec.imageio import center_crop, read_image
-from sgacodec.pipeline import batches_by_size, resolve_device
-from sgacodec.refine import compile_mode, precision_scope, refine, relaxed_rd, true_rd
-from sgacodec.rounding import temperature
+from sgacodec.files.images import center_crop, read_image
+from sgacodec.network.latent_model import LatentModel
+from sgacodec.refinement.loop import compile_mode, precision_scope, refine, relaxed_rd, true_rd
+from sgacodec.refinement.rounding import temperature
 
 # Dense (no sparsity) peak TFLOP/s by GPU and precision, from the vendors' data sheets.
 # fp32 = CUDA cores; tf32 / bf16 = tensor cores.
@@ -149,7 +149,7 @@ def peak_memory(device) -> float:
 
 
 def load(args):
-    from sgacodec.models import load_model
+    from sgacodec.models.loading import load_model
 
     if args.random_model:
         from compressai.models import MeanScaleHyperprior

@@ -27,12 +27,12 @@ from pathlib import Path
 
 import torch
 
-from sgacodec.codec import device_model, pad, to_tensor
+from sgacodec.codec.encoder import device_model, pad, to_tensor
 from sgacodec.config import RefineConfig
 from sgacodec.evaluation.records import Provenance
-from sgacodec.imageio import center_crop, read_image
-from sgacodec.models import load_embedded
-from sgacodec.refine import refine
+from sgacodec.files.images import center_crop, read_image
+from sgacodec.models.loading import load_embedded
+from sgacodec.refinement.loop import refine
 
 
 def refine_pairs(models, crops, config, keep_history=False):

@@ -81,7 +81,7 @@ def import_torch_and_compressai(stage: Stages):
     import torch
 
     stage("import torch")
-    from sgacodec.hyperprior import import_compressai
+    from sgacodec.network.latent_model import import_compressai
 
     import_compressai()
     stage("import CompressAI (models, entropy models)")
@@ -92,9 +92,11 @@ def probe_decode(path: str, out: str, checkpoint=None) -> list:
     stage = Stages()
     torch = import_torch_and_compressai(stage)
     import sgacodec.cli  # noqa: F401
-    from sgacodec import bitstream, codec, isolate
-    from sgacodec.imageio import encode_png, read_limited
-    from sgacodec.models import load_for_bitstream
+    from sgacodec.codec import container as bitstream
+    from sgacodec.codec import encoder as codec
+    from sgacodec.codec import isolate
+    from sgacodec.files.images import encode_png, read_limited
+    from sgacodec.models.loading import load_for_bitstream
 
     stage("import sgacodec (cli, codec, imageio, models)")
     data = read_limited(path, path, 1 << 30)
@@ -129,10 +131,10 @@ def probe_encode(image: str, out: str, checkpoint=None) -> list:
     stage = Stages()
     torch = import_torch_and_compressai(stage)
     import sgacodec.cli  # noqa: F401
-    import sgacodec.pipeline  # noqa: F401
-    from sgacodec import codec
-    from sgacodec.imageio import read_image
-    from sgacodec.models import load_model
+    import sgacodec.codec.batching  # noqa: F401
+    from sgacodec.codec import encoder as codec
+    from sgacodec.files.images import read_image
+    from sgacodec.models.loading import load_model
 
     stage("import sgacodec (cli, codec, imageio, models, pipeline)")
     model = load_model(checkpoint=checkpoint)

@@ -38,12 +38,12 @@ from pathlib import Path
 
 import torch
 
+from sgacodec.codec.batching import encode
+from sgacodec.codec.targets import encode_to_target
 from sgacodec.config import RefineConfig, Target
 from sgacodec.evaluation.records import Provenance
-from sgacodec.imageio import center_crop, read_image
-from sgacodec.models import ModelFamily
-from sgacodec.pipeline import encode
-from sgacodec.targets import encode_to_target
+from sgacodec.files.images import center_crop, read_image
+from sgacodec.models.loading import ModelFamily
 
 
 def measure(args):

@@ -15,12 +15,12 @@ import copy
 import torch
 import torch.nn.functional as F
 
-from sgacodec import codec
+from sgacodec.codec import encoder as codec
 from sgacodec.config import RefineConfig
-from sgacodec.hyperprior import LatentModel
-from sgacodec.imageio import center_crop, read_image
-from sgacodec.models import load_model
-from sgacodec.refine import refine
+from sgacodec.files.images import center_crop, read_image
+from sgacodec.models.loading import load_model
+from sgacodec.network.latent_model import LatentModel
+from sgacodec.refinement.loop import refine
 
 
 def to_tf32(t: torch.Tensor) -> torch.Tensor:

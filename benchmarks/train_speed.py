@@ -5,7 +5,7 @@ the device): WARMUP steps first (cudnn's algorithm search, torch.compile's compi
 STEPS timed steps (or SECONDS, whichever ends first); with --val, the validation loss after them,
 so variants are compared at equal steps (a larger batch must buy its speed without losing loss).
 
-    python benchmarks/train_speed.py DATA --val VAL --init sgacodec/weights/msh-q2.safetensors
+    python benchmarks/train_speed.py DATA --val VAL --init sgacodec/models/weights/msh-q2.safetensors
     python benchmarks/train_speed.py DATA --variants bf16,bf16+pool,bf16+pool+compile --steps 300
 
 The rehearsal on a CPU (tests/test_train_speed.py) runs two tiny variants for a few steps; there
@@ -41,14 +41,14 @@ def measure(base, options: dict, images, val, device, warmup: int, steps: int, s
     """One variant: its warm-up time, steps/s and images/s, mean training loss, validation loss."""
     import torch
 
-    from sgacodec.train import TrainStep, build, learning_rate, validate
-    from sgacodec.train_data import CropPool
+    from sgacodec.training.data import CropPool
+    from sgacodec.training.trainer import TrainStep, build, learning_rate, validate
 
     config = replace(base, **options)
     torch.manual_seed(config.seed)
     net = build(config)
     if init is not None:
-        from sgacodec.models import read_state_dict
+        from sgacodec.models.loading import read_state_dict
 
         net.load_state_dict(read_state_dict(init)[0], strict=False)
     net = net.to(device).train()
@@ -100,10 +100,10 @@ def main(argv=None) -> list[dict]:
 
     import torch
 
+    from sgacodec.codec.batching import resolve_device
     from sgacodec.config import TrainConfig
     from sgacodec.evaluation.records import device_name
-    from sgacodec.pipeline import resolve_device
-    from sgacodec.train_data import load_images
+    from sgacodec.training.data import load_images
 
     names = [v for v in args.variants.split(",") if v]
     unknown = [v for v in names if v not in VARIANTS]

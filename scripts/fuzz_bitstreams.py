@@ -46,7 +46,7 @@ import time
 import zlib
 from pathlib import Path
 
-from sgacodec import bitstream as B
+from sgacodec.codec import container as B
 from sgacodec.config import ZOO_NAMES
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -233,8 +233,8 @@ def library_decoder(checkpoint):
 
     Strict: a reconstruction-hash mismatch is an error here (by default it is a warning, for
     files decoded on another machine), so a mutant that decodes to other pixels is refused."""
-    from sgacodec.codec import decode
-    from sgacodec.models import load_for_bitstream
+    from sgacodec.codec.encoder import decode
+    from sgacodec.models.loading import load_for_bitstream
 
     models = {}
 
@@ -388,9 +388,9 @@ def check_cli_batch(items, references, checkpoint, workdir: Path, timeout) -> tu
 
 def make_seeds(model, sizes=((70, 100), (1, 1), (64, 128), (130, 65))) -> list[bytes]:
     """One file per size: a crop of docs/example.png, unrefined or after 3 STE steps."""
+    from sgacodec.codec.batching import encode
     from sgacodec.config import RefineConfig
-    from sgacodec.imageio import read_image
-    from sgacodec.pipeline import encode
+    from sgacodec.files.images import read_image
 
     example = read_image(EXAMPLE)
     seeds = []
@@ -444,7 +444,7 @@ def provenance(argv, model, seeds, args) -> list[str]:
 
 
 def write_results(path, lines: list[str]) -> None:
-    from sgacodec.outputs import atomic_write
+    from sgacodec.files.outputs import atomic_write
 
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, ("\n".join(lines) + "\n").encode())
@@ -469,7 +469,7 @@ def main(argv=None) -> int:
     import torch
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
-    from sgacodec.models import load_model
+    from sgacodec.models.loading import load_model
 
     checkpoint = Path(args.checkpoint) if args.checkpoint else None
     model = load_model(checkpoint=checkpoint)

@@ -15,7 +15,7 @@
 # image path as given). STAGES="1 3" runs some stages only (the reduced profile's order is 9 first,
 # whose records stages 1 and 6 copy: paper() below); PAGE_ONLY=1 just rewrites the page from
 # the records. Before the page is written, the records of models no longer shipped (not in
-# sgacodec/weights/manifest.json) and those superseded by a later record of their key are removed
+# sgacodec/models/weights/manifest.json) and those superseded by a later record of their key are removed
 # from both records files (make_results.py prune; not with CHECKPOINTS). LOG_ONLY=1 writes the
 # stages' .cmd files and the page without running a command (for records made by the same command
 # lines run elsewhere, e.g. split across machines). REDO_UNPROVEN=1 computes again the records that

@@ -69,18 +69,18 @@ def model_table() -> list[Model]:
     """The models sorted by lambda, the middle (or the manifest's default) one marked default."""
     cps = checkpoints()
     if cps:
-        from sgacodec.models import read_state_dict
+        from sgacodec.models.loading import read_state_dict
 
         out = sorted((Model(["--checkpoint", c], float(read_state_dict(Path(c))[1]["lmbda"])) for c in cps),
                      key=lambda m: m.lmbda)
         out[len(out) // 2].default = True
         return out
-    from sgacodec.models import embedded_manifest
+    from sgacodec.models.loading import embedded_manifest
 
     manifest = embedded_manifest()
     models = sorted(manifest["models"], key=lambda m: m["lmbda"])
     if not models:
-        sys.exit("no embedded models in sgacodec/weights; set CHECKPOINTS")
+        sys.exit("no embedded models in sgacodec/models/weights; set CHECKPOINTS")
     default = manifest.get("default_quality", models[len(models) // 2]["quality"])
     return [Model(["--quality", str(m["quality"])], float(m["lmbda"]), m["quality"] == default, m["quality"],
                   m.get("name"), m["sha256"][:16]) for m in models]

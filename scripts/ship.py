@@ -11,7 +11,7 @@ FILES_AT is where a device run's files came back: slice.json, the weights it nam
     the per-image rows) and its log is kept as docs/training/slice-NNN.log;
   - docs/models.md's table of slices is regenerated from slices.jsonl (never typed);
   - only when the candidate's rate against the published curve is lower than the shipped model's,
-    on as many Kodak images, every one decoded: the weights replace sgacodec/weights/<file> and
+    on as many Kodak images, every one decoded: the weights replace sgacodec/models/weights/<file> and
     the manifest's entry records the new sha256, cumulative steps, data, command, machine and
     Kodak figures, with the slice appended to its "slices". The golden file of the default model
     (tests/test_golden.py) and the R-D records (docs/results) then belong to older weights: the
@@ -135,7 +135,7 @@ def updated_entry(entry: dict, report: dict, candidate: Path, number: int) -> di
 
 def ship(slice_json: Path, root: Path = ROOT, apply: bool = False, log=print) -> dict:
     report, candidate = load_slice(slice_json)
-    manifest_path = root / "sgacodec" / "weights" / "manifest.json"
+    manifest_path = root / "sgacodec" / "models" / "weights" / "manifest.json"
     manifest = json.loads(manifest_path.read_text())
     index = next(i for i, m in enumerate(manifest["models"]) if m["quality"] == report["training"]["quality"])
     entry = manifest["models"][index]
@@ -165,11 +165,11 @@ def ship(slice_json: Path, root: Path = ROOT, apply: bool = False, log=print) ->
     if log_file.is_file():
         shutil.copy(log_file, root / "docs" / "training" / f"slice-{number:03d}.log")
     if verdict["better"]:
-        shutil.copy(candidate, root / "sgacodec" / "weights" / entry["file"])
+        shutil.copy(candidate, root / "sgacodec" / "models" / "weights" / entry["file"])
         manifest["models"][index] = new_entry
         manifest.pop("kodak_bd_rate_vs_published_mbt2018_mean", None)  # stale: eval_models.py --update-manifest
         manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
-        log(f"shipped: sgacodec/weights/{entry['file']} and the manifest updated. Then: regenerate the golden "
+        log(f"shipped: sgacodec/models/weights/{entry['file']} and the manifest updated. Then: regenerate the golden "
             "files (tests/test_golden.py's docstring), the BD-rate of the three models (benchmarks/eval_models.py "
             f"--update-manifest --quality {entry['quality']}), docs/models.md's Kodak table and the R-D records "
             "(scripts/make_results.sh).")

@@ -93,8 +93,8 @@ def subset(files: list[Path], index: int, room: int, seed: int = 0) -> list[Path
 
 def stash_paths(root: Path, quality: int) -> list[str]:
     """The tracked files the slice of ``quality`` does not need on the device."""
-    manifest = json.loads((root / "sgacodec" / "weights" / "manifest.json").read_text())
-    others = [f"sgacodec/weights/{m['file']}" for m in manifest["models"] if m["quality"] != quality]
+    manifest = json.loads((root / "sgacodec" / "models" / "weights" / "manifest.json").read_text())
+    others = [f"sgacodec/models/weights/{m['file']}" for m in manifest["models"] if m["quality"] != quality]
     return [p for p in (*others, *STASH_ALWAYS) if (root / p).is_file()]
 
 
@@ -182,10 +182,10 @@ def describe(args) -> dict:
     from safetensors import safe_open
 
     from sgacodec.evaluation.records import device_name
-    from sgacodec.models import sha256_file
+    from sgacodec.models.loading import sha256_file
 
     slice_meta = json.loads((args.slice / "meta.json").read_text()) if (args.slice / "meta.json").is_file() else {}
-    manifest = json.loads((ROOT / "sgacodec" / "weights" / "manifest.json").read_text())
+    manifest = json.loads((ROOT / "sgacodec" / "models" / "weights" / "manifest.json").read_text())
     entry = next((m for m in manifest["models"] if m["quality"] == args.quality), {})
     init_sha = sha256_file(args.init).hex()
     base_steps = entry.get("steps", 0) if init_sha == entry.get("sha256") else None

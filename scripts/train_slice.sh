@@ -47,9 +47,9 @@ $PY -c "import torch, compressai; print('torch', torch.__version__, 'compressai'
 # the model: its file, lambda and size from the manifest
 read -r FILE M_LMBDA M_N M_M < <($PY -c "
 import json, sys
-m = next(m for m in json.load(open('sgacodec/weights/manifest.json'))['models'] if m['quality'] == int(sys.argv[1]))
+m = next(m for m in json.load(open('sgacodec/models/weights/manifest.json'))['models'] if m['quality'] == int(sys.argv[1]))
 print(m['file'], m['lmbda'], m['N'], m['M'])" "$Q")
-INIT=${INIT:-sgacodec/weights/$FILE}
+INIT=${INIT:-sgacodec/models/weights/$FILE}
 CKPT=${CKPT:-/tmp/slice-q$Q.pt}
 rm -f "$CKPT"  # each slice starts from INIT
 CMD=($PY -m sgacodec train "$SLICE/train" --val "$SLICE/val" --checkpoint "$CKPT" --init-from "$INIT"

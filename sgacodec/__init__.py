@@ -20,13 +20,13 @@ The heavy modules (torch, CompressAI) load on first use of the API, so ``import 
 __version__ = "0.1.0"
 
 _API = {
-    "encode": "pipeline", "BatchEncoder": "pipeline", "Outcome": "pipeline", "resolve_device": "pipeline",
-    "encode_batch": "codec", "decode": "codec", "Decoded": "codec", "EncodeReport": "codec",
-    "load_model": "models", "load_checkpoint": "models", "load_zoo": "models",
-    "load_embedded": "models", "LoadedModel": "models", "load_family": "models", "ModelFamily": "models",
-    "encode_to_target": "targets", "TargetResult": "targets", "Target": "config", "SearchConfig": "config",
-    "RefineConfig": "config", "TrainConfig": "config", "refine": "refine",
-    "read_image": "imageio", "expand_inputs": "imageio",
+    "encode": "codec.batching", "BatchEncoder": "codec.batching", "Outcome": "codec.batching", "resolve_device": "codec.batching",
+    "encode_batch": "codec.encoder", "decode": "codec.encoder", "Decoded": "codec.encoder", "EncodeReport": "codec.encoder",
+    "load_model": "models.loading", "load_checkpoint": "models.loading", "load_zoo": "models.loading",
+    "load_embedded": "models.loading", "LoadedModel": "models.loading", "load_family": "models.loading", "ModelFamily": "models.loading",
+    "encode_to_target": "codec.targets", "TargetResult": "codec.targets", "Target": "config", "SearchConfig": "config",
+    "RefineConfig": "config", "TrainConfig": "config", "refinement.loop": "refinement.loop",
+    "read_image": "files.images", "expand_inputs": "files.images",
     "SgacodecError": "errors", "BitstreamError": "errors", "DecodeError": "errors",
     "ModelError": "errors", "ImageError": "errors", "OutputError": "errors", "EvaluationError": "errors",
     "EncodeError": "errors", "ResourceError": "errors",

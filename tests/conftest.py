@@ -35,7 +35,7 @@ def tiny_checkpoint(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_model(tiny_checkpoint):
-    from sgacodec.models import load_checkpoint
+    from sgacodec.models.loading import load_checkpoint
 
     return load_checkpoint(tiny_checkpoint)
 
@@ -68,7 +68,7 @@ def every_encode_round_trips(monkeypatch, request):
     if "no_round_trip_check" in request.keywords:
         yield
         return
-    from sgacodec import codec
+    from sgacodec.codec import encoder as codec
 
     real = codec.code_latents
     checked = []
@@ -88,8 +88,8 @@ def every_encode_round_trips(monkeypatch, request):
 @pytest.fixture(scope="session")
 def coded(tiny_model):
     """A small file of the tiny model (70x100, STE, 3 iterations) and its report."""
+    from sgacodec.codec.batching import encode
     from sgacodec.config import RefineConfig
-    from sgacodec.pipeline import encode
 
     from .support import make_image
 

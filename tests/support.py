@@ -46,7 +46,7 @@ def train_tiny(steps: int = 250, seed: int = 0):
     from compressai.models import MeanScaleHyperprior
 
     from sgacodec.config import TrainConfig
-    from sgacodec.train import optimisers
+    from sgacodec.training.trainer import optimisers
 
     torch.manual_seed(seed)
     net = MeanScaleHyperprior(16, 24)
@@ -116,7 +116,7 @@ def leftovers(folder) -> list[str]:
 
 def forged(data: bytes, **fields) -> bytes:
     """``data`` with header fields replaced and the CRC recomputed (so it passes the checksum)."""
-    from sgacodec import bitstream as B
+    from sgacodec.codec import container as B
 
     bs = dataclasses.replace(B.unpack(data), **fields)
     fits = 1 <= bs.height <= B.MAX_SIDE and 1 <= bs.width <= B.MAX_SIDE and bs.height * bs.width <= B.MAX_PIXELS
@@ -124,7 +124,7 @@ def forged(data: bytes, **fields) -> bytes:
 
 
 def _pack_unchecked(bs) -> bytes:
-    from sgacodec import bitstream as B
+    from sgacodec.codec import container as B
 
     name = bs.model.name.encode()
     body = b"".join((B.MAGIC, struct.pack(">BBB", B.VERSION, B.MODEL_KINDS.index(bs.model.kind), len(name)),

@@ -1,6 +1,6 @@
 import pytest
 
-from sgacodec.bitstream import Bitstream, BitstreamError, ModelId, expected_shapes, pack, unpack
+from sgacodec.codec.container import Bitstream, BitstreamError, ModelId, expected_shapes, pack, unpack
 
 
 def sample(height=217, width=333):

@@ -8,8 +8,9 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from sgacodec import cache, float64
-from sgacodec.codec import coding_net
+from sgacodec.codec.encoder import coding_net
+from sgacodec.network import coding_net as float64
+from sgacodec.network import table_cache as cache
 
 
 def counting(value):

@@ -52,12 +52,12 @@ def test_the_entry_point_freezes_the_objects_on_the_way_out():
 
 def test_ctrl_c_during_refinement_exits_130_and_leaves_nothing(tmp_path, png, tiny_checkpoint, monkeypatch,
                                                                capsys):
-    import sgacodec.pipeline
+    import sgacodec.codec.batching
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(sgacodec.pipeline, "encode_batch", interrupted)
+    monkeypatch.setattr(sgacodec.codec.batching, "encode_batch", interrupted)
     out = tmp_path / "out.bin"
     assert run_entry_point("encode", png, "-o", out, "--checkpoint", tiny_checkpoint) == 130
     assert "interrupted" in capsys.readouterr().err
@@ -82,12 +82,12 @@ def test_sigterm_in_a_real_process_exits_143_and_leaves_nothing(tmp_path, png, t
 @pytest.mark.parametrize("failure", [KeyboardInterrupt, lambda: OSError(28, "No space left on device")])
 def test_an_interrupted_or_failed_write_leaves_no_partial_file(tmp_path, png, tiny_checkpoint, monkeypatch,
                                                               failure):
-    import sgacodec.outputs
+    import sgacodec.files.outputs
 
     def broken_fsync(fd):
         raise failure()
 
-    monkeypatch.setattr(sgacodec.outputs.os, "fsync", broken_fsync)
+    monkeypatch.setattr(sgacodec.files.outputs.os, "fsync", broken_fsync)
     out = tmp_path / "out.bin"
     code = run_entry_point("encode", png, "-o", out, "--checkpoint", tiny_checkpoint, "--method", "none")
     assert code == (130 if failure is KeyboardInterrupt else 1)
@@ -109,7 +109,7 @@ def test_outputs_get_ordinary_file_permissions(tmp_path, png_333x217, tiny_check
 
 HUNG_CODER = """
 import pathlib, sys
-from sgacodec import hyperprior
+from sgacodec.network import latent_model as hyperprior
 from sgacodec.cli import run
 
 real = hyperprior.LatentModel.compress_latents

@@ -12,9 +12,9 @@ from PIL import Image
 
 from sgacodec import metrics
 from sgacodec.cli import main
-from sgacodec.codec import decode
-from sgacodec.hyperprior import LatentModel
-from sgacodec.models import load_checkpoint
+from sgacodec.codec.encoder import decode
+from sgacodec.models.loading import load_checkpoint
+from sgacodec.network.latent_model import LatentModel
 
 from .support import cli, invoke, leftovers, make_image, raw_png, saved
 
@@ -110,7 +110,7 @@ def test_cli_encode_batches_same_size_images_and_keeps_per_file_results(tmp_path
     bad.write_bytes(b"not an image")
     inputs = [paths[0], paths[1], bad, paths[2], paths[3]]
     calls = []
-    import sgacodec.pipeline as pipeline
+    import sgacodec.codec.batching as pipeline
 
     original = pipeline.encode_batch
 
@@ -132,7 +132,7 @@ def test_cli_encode_batches_same_size_images_and_keeps_per_file_results(tmp_path
     records = [json.loads(line) for line in res.stdout.splitlines()]
     assert [Path(r["input"]).name for r in records] == ["in0.png", "in1.png", "in2.png", "in3.png"]
     assert sorted(p.name for p in (tmp_path / "coded").iterdir()) == [f"in{i}.bin" for i in range(4)]
-    from sgacodec.models import load_checkpoint
+    from sgacodec.models.loading import load_checkpoint
 
     model = load_checkpoint(tiny_checkpoint)
     for r in records:
@@ -143,20 +143,20 @@ def test_cli_encode_batches_same_size_images_and_keeps_per_file_results(tmp_path
 
 def test_existing_outputs_need_force_even_when_they_appear_during_the_encode(tmp_path, png, tiny_checkpoint,
                                                                             monkeypatch):
-    import sgacodec.pipeline
+    import sgacodec.codec.batching
 
     out = tmp_path / "out.bin"
-    real = sgacodec.pipeline.encode_batch
+    real = sgacodec.codec.batching.encode_batch
 
     def encode_while_someone_writes(*args, **kwargs):
         out.write_bytes(b"written meanwhile")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(sgacodec.pipeline, "encode_batch", encode_while_someone_writes)
+    monkeypatch.setattr(sgacodec.codec.batching, "encode_batch", encode_while_someone_writes)
     res = invoke("encode", png, "-o", out, "--checkpoint", tiny_checkpoint, "--method", "none")
     assert res.exit_code == 1 and "--force" in res.output
     assert out.read_bytes() == b"written meanwhile" and not leftovers(tmp_path)
-    monkeypatch.setattr(sgacodec.pipeline, "encode_batch", real)
+    monkeypatch.setattr(sgacodec.codec.batching, "encode_batch", real)
     res = invoke("encode", png, "-o", out, "--checkpoint", tiny_checkpoint, "--method", "none", "--force")
     assert res.exit_code == 0 and out.read_bytes().startswith(b"SGAC")
 
@@ -209,9 +209,9 @@ def test_a_folder_encode_continues_past_bad_files_and_lists_them_at_the_end(tmp_
 
 def test_gpu_out_of_memory_falls_back_to_the_cpu(tmp_path, png, tiny_checkpoint, monkeypatch):
     """No GPU here: a fake CUDA device whose refinement always runs out of memory."""
-    import sgacodec.pipeline
+    import sgacodec.codec.batching
 
-    real = sgacodec.pipeline.encode_batch
+    real = sgacodec.codec.batching.encode_batch
     devices = []
 
     def encode_on(model, images, config, device="cpu", *args, **kwargs):
@@ -220,9 +220,9 @@ def test_gpu_out_of_memory_falls_back_to_the_cpu(tmp_path, png, tiny_checkpoint,
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
         return real(model, images, config, device, *args, **kwargs)
 
-    monkeypatch.setattr(sgacodec.pipeline, "resolve_device", lambda name: torch.device("cuda"))
-    monkeypatch.setattr(sgacodec.pipeline, "device_model", lambda model, device, *a: LatentModel(model.net))
-    monkeypatch.setattr(sgacodec.pipeline, "encode_batch", encode_on)
+    monkeypatch.setattr(sgacodec.codec.batching, "resolve_device", lambda name: torch.device("cuda"))
+    monkeypatch.setattr(sgacodec.codec.batching, "device_model", lambda model, device, *a: LatentModel(model.net))
+    monkeypatch.setattr(sgacodec.codec.batching, "encode_batch", encode_on)
     out = tmp_path / "out.bin"
     res = invoke("encode", png, "-o", out, "--checkpoint", tiny_checkpoint, "--iterations", 3, "--json")
     assert res.exit_code == 0, res.output
@@ -234,9 +234,9 @@ def test_gpu_out_of_memory_falls_back_to_the_cpu(tmp_path, png, tiny_checkpoint,
 
 
 def test_unexpected_errors_are_one_line_and_the_batch_goes_on(tmp_path, tiny_checkpoint, monkeypatch):
-    import sgacodec.pipeline
+    import sgacodec.codec.batching
 
-    real = sgacodec.pipeline.encode_batch
+    real = sgacodec.codec.batching.encode_batch
     calls = []
 
     def flaky(model, images, *args, **kwargs):
@@ -245,7 +245,7 @@ def test_unexpected_errors_are_one_line_and_the_batch_goes_on(tmp_path, tiny_che
             raise TypeError("a bug\nwith a second line")
         return real(model, images, *args, **kwargs)
 
-    monkeypatch.setattr(sgacodec.pipeline, "encode_batch", flaky)
+    monkeypatch.setattr(sgacodec.codec.batching, "encode_batch", flaky)
     paths = []
     for i in range(2):
         paths.append(tmp_path / f"i{i}.png")
@@ -314,10 +314,10 @@ def test_cpu_refinement_says_roughly_how_long_it_will_take(tmp_path, png_333x217
                                     ("--a", "nan")])
 def test_non_finite_or_negative_settings_are_refused_before_any_work(tmp_path, png, tiny_checkpoint,
                                                                     monkeypatch, option):
-    import sgacodec.pipeline
+    import sgacodec.codec.batching
     from sgacodec.config import RefineConfig
 
-    monkeypatch.setattr(sgacodec.pipeline, "encode_batch", lambda *a, **k: pytest.fail("encoded"))
+    monkeypatch.setattr(sgacodec.codec.batching, "encode_batch", lambda *a, **k: pytest.fail("encoded"))
     res = invoke("encode", png, "-o", tmp_path / "a.bin", "--checkpoint", tiny_checkpoint, *option)
     assert res.exit_code == 1 and option[0][2:] in res.output and "Traceback" not in res.output, res.output
     name = option[0][2:].replace("-", "_")

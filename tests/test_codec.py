@@ -10,13 +10,14 @@ import numpy as np
 import pytest
 import torch
 
-from sgacodec import bitstream as B
-from sgacodec import codec, metrics
-from sgacodec.bitstream import pack, unpack
-from sgacodec.codec import DecodeError, code_latents, coding_net, decode, pad, to_tensor
+from sgacodec import metrics
+from sgacodec.codec import container as B
+from sgacodec.codec import encoder as codec
+from sgacodec.codec.batching import encode
+from sgacodec.codec.container import pack, unpack
+from sgacodec.codec.encoder import DecodeError, code_latents, coding_net, decode, pad, to_tensor
 from sgacodec.config import RefineConfig
-from sgacodec.hyperprior import LatentModel
-from sgacodec.pipeline import encode
+from sgacodec.network.latent_model import LatentModel
 
 from .support import TINY_LMBDA, forged, make_image, perturbed
 
@@ -67,8 +68,8 @@ def test_float32_coder_tables_are_built_only_for_version_1(tiny_checkpoint, monk
     """Version 2 codes with the coding network's float64 tables: loading a model, and coding and
     decoding version 2 files, never run the model's float32 update() (which loading used to);
     coding version 1 runs it, once."""
-    from sgacodec.hyperprior import import_compressai
-    from sgacodec.models import load_checkpoint
+    from sgacodec.models.loading import load_checkpoint
+    from sgacodec.network.latent_model import import_compressai
 
     cls, calls = import_compressai().MeanScaleHyperprior, []
     real = cls.update
@@ -87,8 +88,8 @@ def test_float32_coder_tables_are_built_only_for_version_1(tiny_checkpoint, monk
 def test_the_coding_networks_gdn_computes_compressais(inverse):
     from compressai.layers import GDN
 
-    from sgacodec.float64 import MatmulGDN, gdn_by_matmul
-    from sgacodec.models import load_embedded
+    from sgacodec.models.loading import load_embedded
+    from sgacodec.network.coding_net import MatmulGDN, gdn_by_matmul
 
     torch.manual_seed(0)
     gdn = GDN(6, inverse=inverse).double()

@@ -10,13 +10,13 @@ import textwrap
 
 import pytest
 
-from sgacodec import _compressai
+from sgacodec.network import compressai_import as _compressai
 
 from .support import ROOT
 
 REPORT = """
 import json, sys
-from sgacodec import _compressai
+from sgacodec.network import compressai_import as _compressai
 models = _compressai.load()
 import compressai
 print(json.dumps({"how": _compressai.how_imported(), "models": models.__name__,

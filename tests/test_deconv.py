@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sgacodec.deconv import TapConvTranspose2d, by_taps, supported
+from sgacodec.network.deconv import TapConvTranspose2d, by_taps, supported
 
 
 @pytest.mark.parametrize("cin, cout, kernel, stride, padding, output_padding, bias", [

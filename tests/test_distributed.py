@@ -67,8 +67,8 @@ def rank_main(rank, world, port, config, data, checkpoint):
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
     patch_noise()
-    from sgacodec.distributed import joined
-    from sgacodec.train import train
+    from sgacodec.training.distributed import joined
+    from sgacodec.training.trainer import train
 
     with joined("cpu") as group:
         assert group.world == world and group.rank == rank
@@ -84,7 +84,7 @@ def weights(path) -> dict:
 def test_two_gloo_ranks_train_as_one_process_with_the_same_global_batch(data, tmp_path, monkeypatch):
     import torch.multiprocessing as mp
 
-    from sgacodec.train import TrainConfig, train
+    from sgacodec.training.trainer import TrainConfig, train
 
     config = TrainConfig(steps=3, batch_size=4, **TINY)
     mp.spawn(rank_main, args=(2, free_port(), config, data, tmp_path / "ddp.pt"), nprocs=2)
@@ -124,6 +124,6 @@ def test_torchrun_trains_exports_on_rank_zero_and_resumes(data, tmp_path):
     assert f"resumed {ckpt} at step 2" in second.stderr
     assert torch.load(ckpt, weights_only=True)["step"] == 4
 
-    from sgacodec.models import load_checkpoint
+    from sgacodec.models.loading import load_checkpoint
 
     assert np.isfinite(load_checkpoint(out).lmbda)

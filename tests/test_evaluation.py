@@ -13,7 +13,7 @@ from PIL import Image
 from sgacodec import evaluation as ev
 from sgacodec.config import RefineConfig
 from sgacodec.errors import EvaluationError
-from sgacodec.imageio import center_crop, expand_inputs
+from sgacodec.files.images import center_crop, expand_inputs
 
 from .support import make_image
 

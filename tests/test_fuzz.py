@@ -43,7 +43,7 @@ def test_mutants_through_one_cli_process(fuzz, corpus, tiny_checkpoint, tmp_path
     the good ones are written with the right pixels, exit status 1."""
     import dataclasses
 
-    from sgacodec import bitstream as B
+    from sgacodec.codec import container as B
 
     seeds, _, references = corpus
     rng = random.Random(7)

@@ -17,14 +17,14 @@ import os
 import pytest
 import torch
 
-from sgacodec import bitstream
-from sgacodec.codec import code_latents, decode, pad, to_tensor
+from sgacodec.codec import container as bitstream
+from sgacodec.codec.encoder import code_latents, decode, pad, to_tensor
 from sgacodec.config import RefineConfig
-from sgacodec.float64 import without_coder_tables
-from sgacodec.hyperprior import LatentModel
-from sgacodec.imageio import read_image
-from sgacodec.models import load_checkpoint, load_embedded
-from sgacodec.refine import refine
+from sgacodec.files.images import read_image
+from sgacodec.models.loading import load_checkpoint, load_embedded
+from sgacodec.network.coding_net import without_coder_tables
+from sgacodec.network.latent_model import LatentModel
+from sgacodec.refinement.loop import refine
 
 from .support import ROOT, TINY_LMBDA, train_tiny
 

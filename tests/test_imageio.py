@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sgacodec.codec import decode
+from sgacodec.codec.batching import encode
+from sgacodec.codec.encoder import decode
 from sgacodec.config import RefineConfig
-from sgacodec.imageio import ImageError, center_crop, expand_inputs, read_image, read_limited
-from sgacodec.pipeline import encode
+from sgacodec.files.images import ImageError, center_crop, expand_inputs, read_image, read_limited
 
 from .support import make_image, raw_png, saved
 

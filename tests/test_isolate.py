@@ -8,9 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from sgacodec import bitstream as B
-from sgacodec import isolate
-from sgacodec.codec import DecodeError, coding_net, decode
+from sgacodec.codec import container as B
+from sgacodec.codec.encoder import DecodeError, coding_net, decode, isolate
 
 from .support import forged
 

@@ -6,11 +6,12 @@ import pytest
 import torch
 from PIL import Image
 
-from sgacodec import codec, isolate, memory
+from sgacodec.codec import encoder as codec
+from sgacodec.codec import isolate, memory
+from sgacodec.codec.batching import encode
 from sgacodec.config import RefineConfig
 from sgacodec.errors import ResourceError
-from sgacodec.hyperprior import LatentModel
-from sgacodec.pipeline import encode
+from sgacodec.network.latent_model import LatentModel
 
 from .support import invoke
 

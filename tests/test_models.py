@@ -8,10 +8,17 @@ import pytest
 import torch
 from PIL import Image
 
-from sgacodec.codec import decode
-from sgacodec.models import ModelError, infer_architecture, load_checkpoint, load_model, load_zoo, zoo_cache_path
-from sgacodec.pipeline import encode
-from sgacodec.refine import RefineConfig
+from sgacodec.codec.batching import encode
+from sgacodec.codec.encoder import decode
+from sgacodec.models.loading import (
+    ModelError,
+    infer_architecture,
+    load_checkpoint,
+    load_model,
+    load_zoo,
+    zoo_cache_path,
+)
+from sgacodec.refinement.loop import RefineConfig
 
 from .support import invoke, make_image
 

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import sgacodec.pipeline
-from sgacodec import outputs
+import sgacodec.codec.batching
 from sgacodec.errors import OutputError
+from sgacodec.files import outputs
 
 from .support import ROOT, invoke, leftovers, make_image
 
@@ -26,7 +26,7 @@ def never_refines(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("refinement started before the outputs were checked")
 
-    monkeypatch.setattr(sgacodec.pipeline, "encode_batch", refuse)
+    monkeypatch.setattr(sgacodec.codec.batching, "encode_batch", refuse)
 
 
 def read_in_background(path):

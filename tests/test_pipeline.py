@@ -4,7 +4,7 @@
 import numpy as np
 import torch
 
-from sgacodec import pipeline
+from sgacodec.codec import batching as pipeline
 from sgacodec.config import RefineConfig
 
 
@@ -17,7 +17,7 @@ def test_automatic_batches_fill_the_megapixel_budget():
 
 
 def test_a_batch_that_runs_out_of_device_memory_is_split():
-    from sgacodec.pipeline import halving_on_oom
+    from sgacodec.codec.batching import halving_on_oom
 
     seen = []
 
@@ -33,7 +33,7 @@ def test_a_batch_that_runs_out_of_device_memory_is_split():
 
 
 def test_eval_every_defaults_to_10_on_a_gpu_and_1_on_a_cpu(tiny_model):
-    from sgacodec.pipeline import BatchEncoder
+    from sgacodec.codec.batching import BatchEncoder
 
     encoder = BatchEncoder(tiny_model, RefineConfig(), "cpu")
     assert encoder.config_for().eval_every == 1

@@ -18,7 +18,7 @@ import pytest
 from PIL import Image
 
 from sgacodec import RefineConfig, encode
-from sgacodec.models import load_embedded
+from sgacodec.models.loading import load_embedded
 
 from .support import make_image
 
@@ -28,9 +28,9 @@ OTHER_CPU = {"ONEDNN_MAX_CPU_ISA": "SSE41", "ATEN_CPU_CAPABILITY": "default",
 
 PROBE = """
 import hashlib, json, torch
-from sgacodec.codec import coding_net
-from sgacodec.float64 import with_float32_tables
-from sgacodec.models import load_embedded
+from sgacodec.codec.encoder import coding_net
+from sgacodec.network.coding_net import with_float32_tables
+from sgacodec.models.loading import load_embedded
 
 def digest(*tensors):
     return hashlib.sha256(b"".join(t.detach().numpy().tobytes() for t in tensors)).hexdigest()

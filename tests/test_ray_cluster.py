@@ -7,8 +7,8 @@ import importlib.util
 
 import pytest
 
+from sgacodec.cluster.workers import check_address
 from sgacodec.errors import SgacodecError
-from sgacodec.ray_cluster import check_address
 
 from .support import run_process
 
@@ -33,7 +33,7 @@ def test_one_worker_per_gpu_else_per_cpu(monkeypatch):
     """Placement from the cluster's resources (no cluster needed: its resources are given)."""
     import ray
 
-    from sgacodec.ray_cluster import Placement, placement, unit_size
+    from sgacodec.cluster.workers import Placement, placement, unit_size
 
     monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 64.0, "GPU": 8.0})
     assert placement() == Placement(workers=8, gpus=1, cpus=8, device="cuda")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from sgacodec.outputs import atomic_write, remove_leftovers
+from sgacodec.files.outputs import atomic_write, remove_leftovers
 
 from .support import cli, invoke, leftovers, save_png
 
@@ -106,11 +106,11 @@ def test_a_worker_killed_mid_run_loses_nothing(tmp_path, six_images, tiny_model,
     """The first worker to write an output exits at once (os._exit, as when killed); its unit runs
     again (with one worker: on that worker, restarted by Ray): every image has its file and its
     record, none half-written."""
+    from sgacodec.cluster.encoding import EXIT_ONCE_ENV, RayEncoder
+    from sgacodec.codec.batching import BatchEncoder
     from sgacodec.config import RefineConfig
-    from sgacodec.imageio import expand_inputs, read_image
-    from sgacodec.outputs import plan_outputs
-    from sgacodec.pipeline import BatchEncoder
-    from sgacodec.ray_pipeline import EXIT_ONCE_ENV, RayEncoder
+    from sgacodec.files.images import expand_inputs, read_image
+    from sgacodec.files.outputs import plan_outputs
 
     marker = tmp_path / "killed"
     monkeypatch.setenv(EXIT_ONCE_ENV, str(marker))  # SGACODEC_* variables reach the workers

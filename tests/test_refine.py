@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from sgacodec import refine as refine_module
-from sgacodec.codec import decode, to_tensor
+from sgacodec.codec.batching import encode
+from sgacodec.codec.encoder import decode, to_tensor
 from sgacodec.config import RefineConfig
-from sgacodec.hyperprior import LatentModel
-from sgacodec.pipeline import encode
-from sgacodec.refine import refine, true_rd
+from sgacodec.network.latent_model import LatentModel
+from sgacodec.refinement import loop as refine_module
+from sgacodec.refinement.loop import refine, true_rd
 
 from .support import TINY_LMBDA, make_image
 
@@ -136,7 +136,7 @@ def test_refine_leaves_the_callers_network_as_it_found_it(tiny_model):
 def _reference_refine(lm, x, size, lmbda, iterations, tau_of, lr_of, method="ssl", seed=0):
     """The refinement loop written out plainly (eager, one image, best kept on the host), with the
     schedule given as functions of the step: what refine() must reproduce bit for bit."""
-    from sgacodec.refine import relaxed_rd
+    from sgacodec.refinement.loop import relaxed_rd
 
     config = RefineConfig(method=method)
     torch.manual_seed(seed)
@@ -199,7 +199,7 @@ def test_budget_schedule_anneals_within_the_run(tiny_model):
 
 
 def test_budget_schedule_turns_a_time_budget_into_an_iteration_count(tiny_model, monkeypatch):
-    from sgacodec import refine as refine_module
+    from sgacodec.refinement import loop as refine_module
 
     planned = []
     real = refine_module.schedule_at

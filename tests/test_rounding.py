@@ -3,8 +3,8 @@ import math
 import pytest
 import torch
 
-from sgacodec.refine import RefineConfig, budget_learning_rate, iterations_for_budget, schedule_at
-from sgacodec.rounding import (
+from sgacodec.refinement.loop import RefineConfig, budget_learning_rate, iterations_for_budget, schedule_at
+from sgacodec.refinement.rounding import (
     DEFAULT_TAU_END,
     THREE_CLASS_METHODS,
     TWO_CLASS_METHODS,

@@ -22,17 +22,17 @@ def ship_module():
 def root(tmp_path):
     """A checkout's manifest, docs/models.md and a stand-in for the shipped msh-q2 file."""
     root = tmp_path / "repo"
-    (root / "sgacodec" / "weights").mkdir(parents=True)
+    (root / "sgacodec" / "models" / "weights").mkdir(parents=True)
     (root / "docs").mkdir()
     shutil.copy(ROOT / "docs" / "models.md", root / "docs")
     shipped = b"shipped weights"
-    (root / "sgacodec" / "weights" / "msh-q2.safetensors").write_bytes(shipped)
-    manifest = json.loads((ROOT / "sgacodec" / "weights" / "manifest.json").read_text())
+    (root / "sgacodec" / "models" / "weights" / "msh-q2.safetensors").write_bytes(shipped)
+    manifest = json.loads((ROOT / "sgacodec" / "models" / "weights" / "manifest.json").read_text())
     for m in manifest["models"]:
         if m["quality"] == 2:
             m["sha256"] = hashlib.sha256(shipped).hexdigest()
             m["kodak"].update(bpp=0.4188, psnr=29.24, images=24)
-    (root / "sgacodec" / "weights" / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    (root / "sgacodec" / "models" / "weights" / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return root
 
 
@@ -43,7 +43,7 @@ def make_slice(folder, root, bpp, psnr, images=24, weights=b"candidate", steps=5
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "msh-q2.safetensors").write_bytes(weights)
     (folder / "train.log").write_text("step 5000: val bpp 0.3 psnr 30.0 loss 0.7\n")
-    shipped = (root / "sgacodec" / "weights" / "msh-q2.safetensors").read_bytes()
+    shipped = (root / "sgacodec" / "models" / "weights" / "msh-q2.safetensors").read_bytes()
     report = {
         "provenance": {"device": "CPU x (16 cores)", "torch": "2.11.0", "compressai": "1.2.8", "commit": None},
         "models": [{"file": "/root/out/msh-q2.safetensors", "sha256": hashlib.sha256(weights).hexdigest(),
@@ -70,7 +70,7 @@ def test_a_dry_run_writes_nothing(ship_module, root, tmp_path):
 
 
 def test_worse_is_recorded_but_not_shipped_and_better_is_shipped(ship_module, root, tmp_path):
-    weights = root / "sgacodec" / "weights" / "msh-q2.safetensors"
+    weights = root / "sgacodec" / "models" / "weights" / "msh-q2.safetensors"
     lines = []
     worse = ship_module.ship(make_slice(tmp_path / "s1", root, 0.45, 29.24), root, apply=True, log=lines.append)
     assert not worse["better"] and "not better" in worse["reasons"][0]
@@ -79,7 +79,7 @@ def test_worse_is_recorded_but_not_shipped_and_better_is_shipped(ship_module, ro
     better = ship_module.ship(make_slice(tmp_path / "s2", root, 0.25, 29.6), root, apply=True, log=lines.append)
     assert better["better"] and better["candidate_rate"] < better["shipped_rate"]
     assert weights.read_bytes() == b"candidate"
-    entry = next(m for m in json.loads((root / "sgacodec" / "weights" / "manifest.json").read_text())["models"]
+    entry = next(m for m in json.loads((root / "sgacodec" / "models" / "weights" / "manifest.json").read_text())["models"]
                  if m["quality"] == 2)
     assert entry["sha256"] == hashlib.sha256(b"candidate").hexdigest() and entry["steps"] == 12047
     assert entry["kodak"]["bpp"] == 0.25 and entry["kodak"]["images"] == 24
@@ -102,6 +102,6 @@ def test_only_a_full_evaluation_with_its_own_weights_ships(ship_module, root, tm
 
 
 def test_the_slices_table_in_the_docs_is_the_generated_one(ship_module):
-    manifest = json.loads((ROOT / "sgacodec" / "weights" / "manifest.json").read_text())
+    manifest = json.loads((ROOT / "sgacodec" / "models" / "weights" / "manifest.json").read_text())
     entry = next(m for m in manifest["models"] if m["quality"] == manifest["default_quality"])
     assert ship_module.regenerate_docs(ROOT, entry) == (ROOT / "docs" / "models.md").read_text()

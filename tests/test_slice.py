@@ -36,12 +36,12 @@ def world(tmp_path_factory):
 
     base = tmp_path_factory.mktemp("slice")
     repo = base / "repo"
-    (repo / "sgacodec" / "weights").mkdir(parents=True)
+    (repo / "sgacodec" / "models" / "weights").mkdir(parents=True)
     (repo / "docs" / "results").mkdir(parents=True)
-    shutil.copy(ROOT / "sgacodec" / "weights" / "manifest.json", repo / "sgacodec" / "weights")
+    shutil.copy(ROOT / "sgacodec" / "models" / "weights" / "manifest.json", repo / "sgacodec" / "models" / "weights")
     rng = np.random.default_rng(0)
     for q in (1, 2, 3):
-        (repo / "sgacodec" / "weights" / f"msh-q{q}.safetensors").write_bytes(rng.bytes(30_000))
+        (repo / "sgacodec" / "models" / "weights" / f"msh-q{q}.safetensors").write_bytes(rng.bytes(30_000))
     (repo / "docs" / "results" / "full.jsonl").write_bytes(rng.bytes(10_000))
     (repo / ".gitignore").write_text("/.slice/\n/runs/\n")
     git(repo, "init", "-q")
@@ -70,7 +70,7 @@ def pack(slice_module, world, index, limit, margin=0):
 
 def test_pack_fits_the_limit_stashes_and_restores(slice_module, world):
     repo = world["repo"]
-    weights = repo / "sgacodec" / "weights"
+    weights = repo / "sgacodec" / "models" / "weights"
     before = {p.name: p.read_bytes() for p in weights.glob("*.safetensors")}
     everything = pack(slice_module, world, 0, limit=10**9)
     assert everything["train_images"] == everything["pool_images"] == 15  # the validation image is not among them
@@ -80,8 +80,8 @@ def test_pack_fits_the_limit_stashes_and_restores(slice_module, world):
         sizes = pack(slice_module, world, index, limit)
         assert sizes["total"] <= limit
         assert sizes["total"] == sizes["tree"] + slice_module.folder_size(repo / ".slice")
-        assert sizes["stashed"] == ["sgacodec/weights/msh-q1.safetensors", "sgacodec/weights/msh-q3.safetensors",
-                                    "docs/results/full.jsonl"]
+        assert sizes["stashed"] == ["sgacodec/models/weights/msh-q1.safetensors",
+                                    "sgacodec/models/weights/msh-q3.safetensors", "docs/results/full.jsonl"]
         assert sorted(p.name for p in weights.glob("*.safetensors")) == ["msh-q2.safetensors"]
         packed = repo / ".slice"
         train = sorted(p.name for p in (packed / "train").iterdir())
@@ -110,7 +110,7 @@ def test_rehearsal_of_the_gpu_slice_on_the_cpu(slice_module, world, tmp_path):
     sgacodec loads, the log, and the evaluation with its provenance and the training's steps."""
     from safetensors import safe_open
 
-    from sgacodec.models import load_checkpoint
+    from sgacodec.models.loading import load_checkpoint
 
     pack(slice_module, world, 0, limit=10**9)
     slice_module.restore(world["repo"])

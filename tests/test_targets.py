@@ -1,4 +1,4 @@
-"""Encoding to a target (sgacodec.targets): rate ceilings never exceeded, PSNR floors met, the
+"""Encoding to a target (sgacodec.codec.targets): rate ceilings never exceeded, PSNR floors met, the
 out-of-range cases said, the model chosen among rate points. The tiny model's rate barely moves
 with lambda, so the reachable targets here are set next to what a plain encode gives."""
 
@@ -9,11 +9,11 @@ import math
 import pytest
 
 from sgacodec import metrics
-from sgacodec.codec import decode
+from sgacodec.codec.batching import encode
+from sgacodec.codec.encoder import decode
+from sgacodec.codec.targets import choose_model, encode_to_target
 from sgacodec.config import RefineConfig, SearchConfig, Target
-from sgacodec.models import ModelFamily
-from sgacodec.pipeline import encode
-from sgacodec.targets import choose_model, encode_to_target
+from sgacodec.models.loading import ModelFamily
 
 from .support import make_image
 
@@ -140,7 +140,7 @@ def test_a_target_another_rate_point_had_in_range_is_not_called_out_of_reach(tin
     """The search moved to the next rate point, which had the target in its range but met it less
     well than the first one's file: the result says 'in range' (the search's budget was spent),
     not out of reach."""
-    import sgacodec.targets as targets
+    import sgacodec.codec.targets as targets
 
     family = ModelFamily(["a", "b"], [lambda: tiny_model, lambda: tiny_model], "two")
     monkeypatch.setattr(targets, "choose_model", lambda *a, **k: 0)
@@ -154,8 +154,8 @@ def test_a_target_another_rate_point_had_in_range_is_not_called_out_of_reach(tin
 def test_searches_over_many_inputs_make_each_models_device_copy_once(tiny_model, monkeypatch):
     """pipeline.encode_sources_to_target keeps the networks on the device between its inputs (on a
     GPU each is a copy of the model): one per model, however many images and refinements."""
-    import sgacodec.targets as targets
-    from sgacodec.pipeline import encode_sources_to_target
+    import sgacodec.codec.targets as targets
+    from sgacodec.codec.batching import encode_sources_to_target
 
     made = []
     real = targets.device_model
@@ -172,7 +172,7 @@ def test_a_chain_pinned_at_the_span_end_and_predicted_to_miss_leaves_the_model_e
     search takes over; without one the chain runs its full length (its best effort is the answer)."""
     import torch
 
-    from sgacodec.targets import _Axis, _Run, _search
+    from sgacodec.codec.targets import _Axis, _Run, _search
 
     config, search = RefineConfig(iterations=20), SearchConfig(probe_iterations=2)
     axis = _Axis(Target("bpp", 0.01), IMAGE.shape[0] * IMAGE.shape[1], search)
@@ -203,7 +203,7 @@ def test_the_rate_point_is_chosen_by_its_real_file_header_included(tiny_model):
 def test_the_unrefined_file_is_coded_once_per_model_for_the_choice_and_the_search(tiny_model, monkeypatch):
     """choose_model codes each rate point's unrefined latents; the chosen model's search reuses
     that file (its overhead calibration, the unrefined candidate) instead of coding it again."""
-    from sgacodec import targets
+    from sgacodec.codec import targets
 
     calls = []
     real = targets.code_latents
@@ -226,8 +226,8 @@ def test_corrections_keep_the_iterate_inside_the_band_with_the_best_quality(tiny
     ceiling; outside, the nearer the goal."""
     import torch
 
-    from sgacodec.refine import RDTerms
-    from sgacodec.targets import _Axis, _Run
+    from sgacodec.codec.targets import _Axis, _Run
+    from sgacodec.refinement.loop import RDTerms
 
     search, pixels = SearchConfig(), IMAGE.shape[0] * IMAGE.shape[1]
     axis = _Axis(Target("size", 1000), pixels, search)

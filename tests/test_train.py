@@ -39,7 +39,7 @@ def folders(tmp_path_factory):
 
 
 def test_learning_rate_decays_late():
-    from sgacodec.train import TrainConfig, learning_rate
+    from sgacodec.training.trainer import TrainConfig, learning_rate
 
     config = TrainConfig(lr=1e-3, steps=100, decay_at=0.8)
     assert learning_rate(79, config) == 1e-3
@@ -48,7 +48,7 @@ def test_learning_rate_decays_late():
 
 
 def test_learning_rate_scales_with_the_batch():
-    from sgacodec.train import TrainConfig, learning_rate
+    from sgacodec.training.trainer import TrainConfig, learning_rate
 
     assert learning_rate(0, TrainConfig(lr=1e-4, batch_size=64)) == 1e-4  # lr_scaling none: as given
     assert learning_rate(0, TrainConfig(lr=1e-4, batch_size=64, lr_scaling="sqrt")) == pytest.approx(2e-4)
@@ -56,11 +56,11 @@ def test_learning_rate_scales_with_the_batch():
 
 
 def test_train_resume_validate_update_export(folders, tmp_path):
-    from sgacodec.codec import decode
-    from sgacodec.models import load_checkpoint
-    from sgacodec.pipeline import encode
-    from sgacodec.refine import RefineConfig
-    from sgacodec.train import TrainConfig, export, train
+    from sgacodec.codec.batching import encode
+    from sgacodec.codec.encoder import decode
+    from sgacodec.models.loading import load_checkpoint
+    from sgacodec.refinement.loop import RefineConfig
+    from sgacodec.training.trainer import TrainConfig, export, train
 
     data, val = folders
     ckpt = tmp_path / "run.pt"
@@ -120,7 +120,7 @@ def test_train_resume_validate_update_export(folders, tmp_path):
 
 
 def test_init_from_warm_starts_a_new_run(folders, tmp_path):
-    from sgacodec.train import TrainConfig, export, train
+    from sgacodec.training.trainer import TrainConfig, export, train
 
     data, _ = folders
     base = tmp_path / "base.pt"
@@ -139,7 +139,7 @@ def test_init_from_warm_starts_a_new_run(folders, tmp_path):
 def test_fit_quantiles_converges_without_data():
     from compressai.models import MeanScaleHyperprior
 
-    from sgacodec.train import fit_quantiles
+    from sgacodec.training.trainer import fit_quantiles
 
     torch.manual_seed(0)
     net = MeanScaleHyperprior(8, 12)
@@ -151,7 +151,7 @@ def test_fit_quantiles_converges_without_data():
 def test_bf16_forward_keeps_entropy_models_in_float32():
     from compressai.models import MeanScaleHyperprior
 
-    from sgacodec.train import forward
+    from sgacodec.training.trainer import forward
 
     torch.manual_seed(0)
     net = MeanScaleHyperprior(8, 12).train()
@@ -171,7 +171,7 @@ def test_training_forward_draws_what_compressai_draws():
     """The EntropyBottleneck without device synchronisations: CompressAI's values, same seed."""
     from compressai.models import MeanScaleHyperprior
 
-    from sgacodec.train import forward
+    from sgacodec.training.trainer import forward
 
     torch.manual_seed(0)
     net = MeanScaleHyperprior(8, 12).train()
@@ -192,8 +192,8 @@ SPEED_OPTIONS = {"channels_last": {"channels_last": True}, "pool on the device":
 
 @pytest.mark.parametrize("options", SPEED_OPTIONS.values(), ids=SPEED_OPTIONS.keys())
 def test_speed_options_train_with_finite_losses(options, folders, tmp_path):
-    from sgacodec.models import load_checkpoint
-    from sgacodec.train import TrainConfig, export, train
+    from sgacodec.models.loading import load_checkpoint
+    from sgacodec.training.trainer import TrainConfig, export, train
 
     data, _ = folders
     seen = []
@@ -211,7 +211,7 @@ def test_compiled_training_step_runs_with_finite_losses(folders, tmp_path, monke
     aot_eager backend keeps this a CPU test of seconds, where Inductor's C++ build takes minutes)."""
     import functools
 
-    from sgacodec.train import TrainConfig, train
+    from sgacodec.training.trainer import TrainConfig, train
 
     monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend="aot_eager"))
     data, _ = folders
@@ -222,7 +222,7 @@ def test_compiled_training_step_runs_with_finite_losses(folders, tmp_path, monke
 
 
 def test_unknown_speed_option_is_refused(folders, tmp_path):
-    from sgacodec.train import TrainConfig, train
+    from sgacodec.training.trainer import TrainConfig, train
 
     with pytest.raises(ValueError, match="pool"):
         train(TrainConfig(steps=1, **{**TINY, "pool": "gpu"}), folders[0], tmp_path / "r.pt", log=lambda s: None)
@@ -231,7 +231,7 @@ def test_unknown_speed_option_is_refused(folders, tmp_path):
 def test_a_budget_is_a_complete_run(folders, tmp_path):
     """--budget: train for so many seconds, then finish as after the last step (quantile fit,
     update(), a done checkpoint), with the lr decayed late in the budget."""
-    from sgacodec.train import TrainConfig, train
+    from sgacodec.training.trainer import TrainConfig, train
 
     data, val = folders
     logs = []
@@ -249,8 +249,8 @@ def test_a_budget_decays_the_lr_late_in_it(folders, tmp_path, monkeypatch):
     import itertools
     from types import SimpleNamespace
 
-    import sgacodec.train as train_module
-    from sgacodec.train import TrainConfig, train
+    import sgacodec.training.trainer as train_module
+    from sgacodec.training.trainer import TrainConfig, train
 
     clock = itertools.count()
     monkeypatch.setattr(train_module, "time", SimpleNamespace(monotonic=lambda: float(next(clock))))
@@ -287,7 +287,7 @@ def test_cli_train_command_runs_and_exports(folders, tmp_path):
 
 
 def test_embedded_manifest_matches_the_shipped_files():
-    from sgacodec.models import MANIFEST, WEIGHTS_DIR, sha256_file
+    from sgacodec.models.loading import MANIFEST, WEIGHTS_DIR, sha256_file
 
     if not MANIFEST.is_file():
         pytest.skip("no embedded models in this build")

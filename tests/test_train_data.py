@@ -8,7 +8,7 @@ import torch
 
 
 def test_crops_are_in_range_and_flip():
-    from sgacodec.train_data import CropPool
+    from sgacodec.training.data import CropPool
 
     im = np.arange(8 * 8 * 3, dtype=np.uint8).reshape(8, 8, 3)
     batch = CropPool([im], 8, seed=0).batch(64)
@@ -21,7 +21,7 @@ def test_crops_are_in_range_and_flip():
 
 def test_crops_come_from_every_image_at_every_place():
     """Images of different sizes in one buffer: each crop is a true window of one image."""
-    from sgacodec.train_data import CropPool
+    from sgacodec.training.data import CropPool
 
     rng = np.random.default_rng(0)
     images = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in ((20, 30), (40, 16), (16, 16))]
@@ -45,7 +45,7 @@ def test_crops_come_from_every_image_at_every_place():
 
 
 def test_ranks_cut_slices_of_one_global_batch():
-    from sgacodec.train_data import CropPool
+    from sgacodec.training.data import CropPool
 
     images = [np.random.default_rng(s).integers(0, 256, (40, 50, 3), dtype=np.uint8) for s in range(3)]
     whole = CropPool(images, 16, seed=5).batch(6)
@@ -58,7 +58,7 @@ def test_ranks_cut_slices_of_one_global_batch():
 def test_load_images_searches_folders_and_skips_small_ones(tmp_path):
     from PIL import Image
 
-    from sgacodec.train_data import image_files, load_images
+    from sgacodec.training.data import image_files, load_images
 
     (tmp_path / "sub").mkdir()
     Image.fromarray(np.zeros((70, 80, 3), np.uint8)).save(tmp_path / "sub" / "a.png")

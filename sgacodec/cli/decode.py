@@ -31,12 +31,12 @@ def decode(inputs, output, checkpoint, force, as_json, allow_download, strict):
     decoder computes in float64 so that other machines give the same pixels; should one still
     differ, that gives a warning and the image is still written (--strict: an error, nothing
     written)."""
-    from ..bitstream import unpack
-    from ..codec import MISMATCH_TEXT
-    from ..codec import decode as decode_bytes
-    from ..imageio import encode_png, read_limited
-    from ..models import load_for_bitstream
-    from ..outputs import check_outputs, input_identities, json_line, plan_outputs, write_output
+    from ..codec.container import unpack
+    from ..codec.encoder import MISMATCH_TEXT
+    from ..codec.encoder import decode as decode_bytes
+    from ..files.images import encode_png, read_limited
+    from ..files.outputs import check_outputs, input_identities, json_line, plan_outputs, write_output
+    from ..models.loading import load_for_bitstream
 
     if output == "-" and as_json:
         raise UserError("--json and -o - both write to stdout; choose one")

@@ -51,10 +51,10 @@ def encode(inputs, output, force, as_json, ray_address, workers, worker_cpus, **
     sgacodec encode 'photos/**/*.png' -o coded/ --iterations 500 --ray      # on a Ray cluster
     sgacodec encode photos/*.png -o coded/ --target-bpp 0.3      # each file at most 0.3 bpp
     """
+    from ..codec.batching import BatchEncoder, resolve_device
     from ..config import iterations_for
-    from ..imageio import expand_inputs, names_collection, read_image
-    from ..outputs import check_outputs, input_identities, json_line, plan_outputs, write_output
-    from ..pipeline import BatchEncoder, resolve_device
+    from ..files.images import expand_inputs, names_collection, read_image
+    from ..files.outputs import check_outputs, input_identities, json_line, plan_outputs, write_output
 
     if output == "-" and as_json:
         raise UserError("--json and -o - both write to stdout; choose one")
@@ -125,8 +125,8 @@ def encode(inputs, output, force, as_json, ray_address, workers, worker_cpus, **
 def encode_on_ray(address, model, config, o, workers, worker_cpus, paths, outputs, force, as_json, console,
                   failures, report):
     """The --ray path: RayEncoder's outcomes printed as they come; skipped outputs counted."""
-    from ..outputs import json_line
-    from ..ray_pipeline import RayEncoder
+    from ..cluster.encoding import RayEncoder
+    from ..files.outputs import json_line
 
     errors = user_errors()
     skipped = 0
@@ -148,9 +148,9 @@ def encode_on_ray(address, model, config, o, workers, worker_cpus, paths, output
         note(f"{skipped} of {len(paths)} output(s) exist and were skipped (resume); --force encodes them again")
 def encode_to_target(paths, outputs, protected, target, console, force, as_json, o):
     """Each input with its own search for ``target`` (sgacodec.targets does the work)."""
+    from ..codec.batching import encode_sources_to_target, resolve_device
     from ..config import CPU_TARGET_ITERATIONS, iterations_for
-    from ..outputs import json_line, write_output
-    from ..pipeline import encode_sources_to_target, resolve_device
+    from ..files.outputs import json_line, write_output
 
     errors = user_errors()
     try:

@@ -114,8 +114,8 @@ def _refine_options(f, grid: bool):
 def check_ray_address(ctx, param, value):
     """--ray's value: '' (no address) or an address; a path taken for one is a usage error."""
     if value:
+        from ..cluster.workers import check_address  # no torch, no Ray
         from ..errors import SgacodecError
-        from ..ray_cluster import check_address  # no torch, no Ray
 
         try:
             check_address(value)
@@ -151,8 +151,8 @@ def ray_requested(address, workers, worker_cpus) -> bool:
         if workers or worker_cpus:
             raise UserError("--workers and --worker-cpus go with --ray")
         return False
+    from ..cluster.workers import require_ray
     from ..errors import SgacodecError
-    from ..ray_cluster import require_ray
 
     try:
         require_ray()
@@ -226,14 +226,14 @@ def config_from_options(o: dict, **overrides):
 def load_family_from_options(o: dict, **overrides):
     """The models a target may choose from: the one pinned by --quality or --checkpoint, else every
     rate point of --model."""
-    from ..models import load_family
+    from ..models.loading import load_family
 
     o = {**o, **overrides}
     return load_family(o["model_name"], o["quality"], o["metric"], o["checkpoint"], o["arch"])
 
 
 def load_model_from_options(o: dict, **overrides):
-    from ..models import load_model
+    from ..models.loading import load_model
 
     o = {**o, **overrides}
     return load_model(o["model_name"], o["quality"], o["metric"], o["checkpoint"], o["arch"])
@@ -291,7 +291,7 @@ def note(text: str) -> None:
 
 def read_input(path: str):
     """The pixels of an input path or '-' (stdin); lossy conversions are noted on stderr."""
-    from ..imageio import read_image, read_limited
+    from ..files.images import read_image, read_limited
 
     notes: list[str] = []
     image = read_image(read_limited(sys.stdin.buffer, "stdin") if path == "-" else path, notes)

@@ -86,8 +86,8 @@ def refine(inputs, as_json, log_file, output_dir, force, lmbda_scales, records_f
     """
     from ..config import iterations_for
     from ..evaluation import EvalResult, Evaluation, expand_grid, load_records, parse_classical
-    from ..imageio import center_crop, expand_inputs, read_image
-    from ..outputs import check_writable, json_line, prepare_directory, write_output
+    from ..files.images import center_crop, expand_inputs, read_image
+    from ..files.outputs import check_writable, json_line, prepare_directory, write_output
 
     errors = user_errors()
     on_ray = ray_requested(ray_address, workers, worker_cpus)
@@ -171,7 +171,7 @@ def refine(inputs, as_json, log_file, output_dir, force, lmbda_scales, records_f
     result = EvalResult()
     try:
         if on_ray:
-            from ..ray_pipeline import evaluate_on_ray
+            from ..cluster.encoding import evaluate_on_ray
 
             with records_on_stdout() as echo, progress_bar(console) as progress:
                 result = evaluate_on_ray(runs, o["device"], o["batch_size"], workers, worker_cpus,
@@ -216,7 +216,7 @@ def write_log(path: str, trajectory: list[dict]) -> None:
     import csv
     import io
 
-    from ..outputs import atomic_write
+    from ..files.outputs import atomic_write
 
     if path.endswith(".json"):
         atomic_write(path, json.dumps(trajectory, indent=1).encode())

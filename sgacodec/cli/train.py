@@ -64,8 +64,8 @@ def train(data_dir, ckpt, lmbda, steps, batch_size, crop, lr, decay_at, n_channe
     """Train a MeanScaleHyperprior on a folder of images (for the embedded models)."""
     import torch
 
-    from ..distributed import joined
-    from ..pipeline import resolve_device
+    from ..codec.batching import resolve_device
+    from ..training.distributed import joined
 
     if crop % 64:
         raise click.BadParameter("must be a multiple of 64", param_hint="--crop")
@@ -83,8 +83,8 @@ def train(data_dir, ckpt, lmbda, steps, batch_size, crop, lr, decay_at, n_channe
 
 
 def run(config, data_dir, ckpt, val_dir, device, time_limit, budget, init_from, log_every, export_path, group):
-    from ..train import export
-    from ..train import train as run_training
+    from ..training.trainer import export
+    from ..training.trainer import train as run_training
 
     steps = config.steps
     console = stderr_console()

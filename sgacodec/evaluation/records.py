@@ -242,7 +242,7 @@ def compact_history(history: list[dict]) -> dict:
 def rewrite_records(path, keep) -> tuple[int, int]:
     """Keep only the records for which ``keep(record)`` is true, rewriting the file atomically;
     returns (kept, dropped). For removing records of models no longer shipped."""
-    from ..outputs import atomic_write
+    from ..files.outputs import atomic_write
 
     path = Path(path)
     lines = [ln for ln in path.read_text().splitlines() if ln.strip()] if path.exists() else []

@@ -20,11 +20,11 @@ from dataclasses import asdict, dataclass, field
 from typing import Callable, Iterable
 
 from .. import metrics
+from ..codec.batching import BatchEncoder, Progress, no_progress
+from ..codec.targets import encode_to_target
 from ..config import RefineConfig, SearchConfig
-from ..imageio import center_crop, read_image
-from ..models import ModelFamily
-from ..pipeline import BatchEncoder, Progress, no_progress
-from ..targets import encode_to_target
+from ..files.images import center_crop, read_image
+from ..models.loading import ModelFamily
 from .classical import classical_at_rate
 from .grid import Setting
 from .records import Provenance, Record, RecordWriter, compact_history, load_records, record_key

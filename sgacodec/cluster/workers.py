@@ -20,8 +20,8 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Callable, Iterator, Sequence
 
-from .config import RAY_CPU_WORKER_CPUS, RAY_LOCAL_ADDRESSES, RAY_RETRIES
-from .errors import SgacodecError
+from ..config import RAY_CPU_WORKER_CPUS, RAY_LOCAL_ADDRESSES, RAY_RETRIES
+from ..errors import SgacodecError
 
 FORWARDED_ENV_PREFIX = "SGACODEC_"  # the driver's SGACODEC_* variables are set in the workers too
 ADDRESS = re.compile(r"^(ray://)?[\w.\-\[\]:]+:\d+$")
@@ -105,7 +105,7 @@ def placement(device: str = "auto", workers: int | None = None, worker_cpus: int
 def unit_size(count: int, place: Placement, batch_size: int | None) -> int:
     """Inputs per unit of work: what a local run reads at once on that device, but no more than
     an even share, so that every worker gets some."""
-    from .pipeline import AUTO_WINDOW, WINDOW_PER_BATCH
+    from ..codec.batching import AUTO_WINDOW, WINDOW_PER_BATCH
 
     window = AUTO_WINDOW if place.gpus and batch_size is None else (batch_size or 1) * WINDOW_PER_BATCH
     return max(1, min(window, math.ceil(count / place.workers)))

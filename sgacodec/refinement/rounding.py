@@ -22,7 +22,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from .config import (  # noqa: F401 - the method names and defaults, re-exported
+from ..config import (  # noqa: F401 - the method names and defaults, re-exported
     BASELINE_METHODS,
     DEFAULT_A,
     DEFAULT_A_THREE_CLASS,

@@ -86,7 +86,7 @@ def decompress_untrusted(net, y_string: bytes, z_string: bytes, z_shape):
     """
     import torch
 
-    from .hyperprior import import_compressai
+    from ..network.latent_model import import_compressai
 
     models = import_compressai()
     MeanScaleHyperprior, ScaleHyperprior = models.MeanScaleHyperprior, models.ScaleHyperprior

@@ -28,10 +28,10 @@ import socket
 from dataclasses import dataclass, replace
 from typing import Callable, Iterator, Sequence
 
-from .config import RAY_RETRIES, RefineConfig
-from .errors import SgacodecError
-from .outputs import atomic_write, remove_leftovers
-from .ray_cluster import WorkerPool, check_address, connected, first_line, placement, unit_size
+from ..config import RAY_RETRIES, RefineConfig
+from ..errors import SgacodecError
+from ..files.outputs import atomic_write, remove_leftovers
+from .workers import WorkerPool, check_address, connected, first_line, placement, unit_size
 
 EXIT_ONCE_ENV = "SGACODEC_RAY_EXIT_ONCE"  # fault injection: a path; the first worker to write an
 # output after it creates that file exits at once (os._exit), as a killed worker would
@@ -60,7 +60,7 @@ class Worker:
     def __init__(self, config: RefineConfig, device: str, batch_size: int | None, threads: int):
         import torch
 
-        from .hyperprior import import_compressai
+        from ..network.latent_model import import_compressai
 
         torch.set_num_threads(threads)
         import_compressai()  # seconds: before the worker says it is ready (and without torchvision's warning)
@@ -81,7 +81,7 @@ class Worker:
             self.models = ray.get(models[0])
 
     def encoder(self, index: int = 0):
-        from .pipeline import BatchEncoder
+        from ..codec.batching import BatchEncoder
 
         if index not in self.encoders:
             self.encoders[index] = BatchEncoder(self.models[index], self.config, self.device, self.batch_size,
@@ -90,7 +90,7 @@ class Worker:
 
     def encode(self, models: list, sources: list[str], outputs: list[str]):
         """([(record, None) or (None, error)] per source, notes, 'HOST:PID')."""
-        from .imageio import read_image
+        from ..files.images import read_image
 
         self.load(models)
         self.notes.clear()  # in place: the encoders' on_note appends to it
@@ -113,7 +113,7 @@ class Worker:
                  errors):
         """([(record, report without pixels or None)], failures, notes) of model ``index``'s
         settings on ``inputs`` (``done``: their records already in the records file)."""
-        from .evaluation import Evaluation
+        from ..evaluation import Evaluation
 
         self.load(models)
         self.notes.clear()
@@ -205,7 +205,7 @@ def evaluate_on_ray(runs: list, device: str = "auto", batch_size: int | None = N
 
 
 def _evaluate(runs, device, batch_size, workers, worker_cpus, retries, progress, on_record, on_note):
-    from .evaluation import EvalResult, RecordWriter
+    from ..evaluation import EvalResult, RecordWriter
 
     place = placement(device, workers, worker_cpus)
     total = sum(len(run.inputs) for run in runs)

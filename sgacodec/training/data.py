@@ -32,7 +32,7 @@ def image_files(folder) -> list[Path]:
 
 def load_images(folder, min_side: int = 0) -> list[np.ndarray]:
     """Decode every image of a folder once (RGB uint8 HxWx3), skipping those smaller than min_side."""
-    from .imageio import read_image
+    from ..files.images import read_image
 
     images = [read_image(p) for p in image_files(folder)]
     return [im for im in images if min(im.shape[:2]) >= min_side]

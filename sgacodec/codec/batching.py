@@ -24,10 +24,10 @@ from typing import Callable, ContextManager, Iterable, Iterator, Sequence
 import numpy as np
 import torch
 
-from .codec import EncodeReport, check_memory, device_model, encode_batch, pad, to_tensor
-from .config import AUTO_BATCH_MEGAPIXELS, RefineConfig, SearchConfig, Target, eval_every_for
-from .models import LoadedModel, ModelError, ModelFamily
-from .refine import refine
+from ..config import AUTO_BATCH_MEGAPIXELS, RefineConfig, SearchConfig, Target, eval_every_for
+from ..models.loading import LoadedModel, ModelError, ModelFamily
+from ..refinement.loop import refine
+from .encoder import EncodeReport, check_memory, device_model, encode_batch, pad, to_tensor
 from .targets import TargetResult, encode_to_target
 
 AUTO_WINDOW = 64  # inputs read ahead to find same-size images when the batch size is automatic

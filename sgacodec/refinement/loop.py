@@ -35,9 +35,9 @@ from typing import Callable
 
 import torch
 
-from .config import COMPILE_MODES, RefineConfig, eval_every_for
-from .hyperprior import LatentModel
-from .metrics import psnr_from_mse, rd_loss
+from ..config import COMPILE_MODES, RefineConfig, eval_every_for
+from ..metrics import psnr_from_mse, rd_loss
+from ..network.latent_model import LatentModel
 from .rounding import PAPER_ITERATIONS, budget_temperature, soft_round, temperature
 
 

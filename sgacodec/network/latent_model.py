@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from . import _compressai
+from . import compressai_import as _compressai
 
 LOG2 = 0.6931471805599453
 

@@ -23,10 +23,10 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .config import LR_REFERENCE_BATCH, LR_SCALINGS, TRAIN_COMPILE_MODES, TRAIN_POOLS, TrainConfig
+from ..config import LR_REFERENCE_BATCH, LR_SCALINGS, TRAIN_COMPILE_MODES, TRAIN_POOLS, TrainConfig
+from ..metrics import MSE_FLOOR, psnr_from_mse, rd_loss
+from .data import CropPool, load_images
 from .distributed import SINGLE, Group
-from .metrics import MSE_FLOOR, psnr_from_mse, rd_loss
-from .train_data import CropPool, load_images
 
 
 def build(config: TrainConfig):
@@ -45,7 +45,7 @@ def forward(net, x: torch.Tensor, amp: str = "off") -> dict:
     quantile fit that ``update()`` turns into the coder's CDF tables. In training mode the
     EntropyBottleneck runs without device synchronisations (hyperprior.noisy_bottleneck).
     """
-    from .hyperprior import noisy_bottleneck
+    from ..network.latent_model import noisy_bottleneck
 
     if amp not in ("off", "bf16"):
         raise ValueError(f"unknown amp mode {amp!r}; use off or bf16")
@@ -174,7 +174,7 @@ def fit_quantiles(net, steps: int = 3000, lr: float = 0.1) -> float:
 def validate(net, images: list[np.ndarray], lmbda: float, device, log=None, step: int = 0) -> dict:
     """Mean bpp (likelihood estimate), PSNR and loss over whole validation images (hard rounding);
     logged as 'step S: val bpp ...' when ``log`` is given."""
-    from .codec import pad, to_tensor
+    from ..codec.encoder import pad, to_tensor
 
     net.eval()
     bpps, mses = [], []
@@ -197,7 +197,7 @@ def validate(net, images: list[np.ndarray], lmbda: float, device, log=None, step
 def save_checkpoint(path, net, trainer: TrainStep, step, config, extra=None):
     import io
 
-    from .outputs import atomic_write
+    from ..files.outputs import atomic_write
 
     buf = io.BytesIO()
     torch.save({"state_dict": net.state_dict(), "optimizer": trainer.opt.state_dict(),
@@ -243,7 +243,7 @@ def train(
         step = int(state["step"])
         log(f"resumed {checkpoint} at step {step}")
     elif init_from is not None:
-        from .models import read_state_dict
+        from ..models.loading import read_state_dict
 
         weights, _ = read_state_dict(init_from)
         net.load_state_dict(weights, strict=False)
@@ -311,8 +311,8 @@ def export(checkpoint, output, fp16: bool = True, metadata: dict | None = None) 
 
     from safetensors.torch import save
 
-    from .float64 import without_coder_tables
-    from .outputs import atomic_write
+    from ..files.outputs import atomic_write
+    from ..network.coding_net import without_coder_tables
 
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)
     # The transforms go to fp16; the entropy models (quantiles, factorized density, scale

@@ -18,7 +18,9 @@ import weakref
 
 import torch
 
-from . import _compressai, cache, deconv
+from . import compressai_import as _compressai
+from . import deconv
+from . import table_cache as cache
 
 
 class InFloat64(torch.nn.Module):

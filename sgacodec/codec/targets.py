@@ -42,11 +42,12 @@ from typing import Callable
 import numpy as np
 import torch
 
-from . import bitstream, metrics
-from .codec import EncodeReport, code_latents, device_model, make_report, pad, to_tensor
-from .config import RefineConfig, SearchConfig, Target, eval_every_for
-from .models import LoadedModel, ModelError, ModelFamily
-from .refine import refine, true_rd
+from .. import metrics
+from ..config import RefineConfig, SearchConfig, Target, eval_every_for
+from ..models.loading import LoadedModel, ModelError, ModelFamily
+from ..refinement.loop import refine, true_rd
+from . import container as bitstream
+from .encoder import EncodeReport, code_latents, device_model, make_report, pad, to_tensor
 
 # The model that aims lambda (docs/method.md, "Encoding to a target"): refining at ln(lambda) = x moves
 # u (ln rate, or PSNR in dB) towards u_eq(x) = c + SLOPE * x, closing the gap by exp(-a n) in n steps,

@@ -30,13 +30,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import bitstream, isolate, memory, metrics
-from .config import RefineConfig
-from .errors import DecodeError, EncodeError, ResourceError  # noqa: F401 - raised here
-from .float64 import float64_coding_net, with_float32_tables
-from .hyperprior import LatentModel, coding_problem, synthesis_channels
-from .models import LoadedModel, ModelError, load_for_bitstream
-from .refine import refine
+from .. import metrics
+from ..config import RefineConfig
+from ..errors import DecodeError, EncodeError, ResourceError  # noqa: F401 - raised here
+from ..models.loading import LoadedModel, ModelError, load_for_bitstream
+from ..network.coding_net import float64_coding_net, with_float32_tables
+from ..network.latent_model import LatentModel, coding_problem, synthesis_channels
+from ..refinement.loop import refine
+from . import container as bitstream
+from . import isolate, memory
 
 MISMATCH_TEXT = ("decoded pixels differ from what the encoder computed (reconstruction hash mismatch): "
                  "this machine computes the model's arithmetic differently from the encoder's "

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .bitstream import MAX_PIXELS, MAX_SIDE
-from .errors import ImageError  # noqa: F401 - raised here, defined with the other errors
+from ..codec.container import MAX_PIXELS, MAX_SIDE
+from ..errors import ImageError  # noqa: F401 - raised here, defined with the other errors
 
 MAX_INPUT_BYTES = 1 << 30  # no image or sgacodec file sgacodec accepts is larger than 1 GiB
 

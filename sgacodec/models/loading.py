@@ -17,9 +17,9 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from .bitstream import ModelId
-from .config import DEFAULT_MODEL, METRICS, ZOO_DEFAULT_QUALITY, ZOO_LAMBDAS, ZOO_NAMES
-from .errors import ModelError  # noqa: F401 - raised here, defined with the other errors
+from ..codec.container import ModelId
+from ..config import DEFAULT_MODEL, METRICS, ZOO_DEFAULT_QUALITY, ZOO_LAMBDAS, ZOO_NAMES
+from ..errors import ModelError  # noqa: F401 - raised here, defined with the other errors
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 MANIFEST = WEIGHTS_DIR / "manifest.json"
@@ -71,7 +71,7 @@ def check_weights(net, source: str) -> None:
     bottleneck quantiles whose rANS tables would need gigabytes. Runs before ``update()``."""
     import torch
 
-    from .hyperprior import coder_table_problem
+    from ..network.latent_model import coder_table_problem
 
     for name, tensor in net.state_dict().items():
         if tensor.is_floating_point() and not torch.isfinite(tensor).all():
@@ -154,13 +154,13 @@ def infer_architecture(state_dict) -> str:
 def _architecture_class(name: str):
     if name not in ZOO_NAMES:
         raise ModelError(f"unknown architecture {name!r}; choose from {', '.join(ZOO_NAMES)}")
-    from .hyperprior import architecture_class
+    from ..network.latent_model import architecture_class
 
     return architecture_class(name)
 
 
 def net_from_state_dict(state_dict, architecture: str | None = None, source: str = "checkpoint"):
-    from .hyperprior import rename_legacy_keys
+    from ..network.latent_model import rename_legacy_keys
 
     state_dict = rename_legacy_keys(state_dict)
     architecture = architecture or infer_architecture(state_dict)
@@ -229,7 +229,7 @@ def zoo_cache_path(name: str, quality: int, metric: str = "mse") -> Path:
     """Where torch.hub keeps this zoo model's weights once downloaded."""
     import torch.hub
 
-    from .hyperprior import zoo_weights_url
+    from ..network.latent_model import zoo_weights_url
 
     url = zoo_weights_url(name, metric, quality)
     return Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]
@@ -245,7 +245,7 @@ def load_zoo(name: str, quality: int, metric: str = "mse", allow_download: bool 
     import contextlib
     import sys
 
-    from .hyperprior import zoo_network
+    from ..network.latent_model import zoo_network
 
     if name not in ZOO_NAMES:
         raise ModelError(f"unknown model {name!r}; choose from {', '.join(ZOO_NAMES)} or 'default'")
@@ -282,7 +282,7 @@ def embedded_manifest() -> dict:
 
 
 def load_embedded(quality: int | None = None) -> LoadedModel:
-    """One of the models shipped in sgacodec/weights (see docs/models.md)."""
+    """One of the models shipped in sgacodec/models/weights (see docs/models.md)."""
     manifest = embedded_manifest()
     models = {m["quality"]: m for m in manifest["models"]}
     if not models:

@@ -18,8 +18,8 @@ import struct
 import zlib
 from dataclasses import dataclass
 
-from .config import METRICS  # its order is part of the file format
-from .errors import BitstreamError  # noqa: F401 - raised here, defined with the other errors
+from ..config import METRICS  # its order is part of the file format
+from ..errors import BitstreamError  # noqa: F401 - raised here, defined with the other errors
 
 MAGIC = b"SGAC"
 VERSION = 2  # what this build writes

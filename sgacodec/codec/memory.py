@@ -19,7 +19,7 @@ import os
 import re
 import resource
 
-from .errors import ResourceError  # noqa: F401 - raised here, defined with the other errors
+from ..errors import ResourceError  # noqa: F401 - raised here, defined with the other errors
 
 LIMIT_ENV = "SGACODEC_MEMORY_LIMIT"
 # Peak bytes per padded pixel of the float64 synthesis with N = 128 channels (2.1 GB/MP measured,
