@@ -27,7 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-from sgacodec.evaluation.published import PUBLISHED, inside_published_range, published_curve, rate_vs_published
+from sgacodec.evaluation.published import inside_published_range, published_curve, rate_vs_published
+from sgacodec.models.zoo_table import LAMBDAS, ZOO
 
 ROOT = Path(__file__).resolve().parents[1]
 KODAK = ROOT.parent / "shared" / "datasets" / "kodak"
@@ -46,7 +47,8 @@ _MODEL = None
 
 def _load(spec):
     """A model from its spec: ("embedded", quality) or ("checkpoint", path)."""
-    from sgacodec.models.loading import load_checkpoint, load_embedded
+    from sgacodec.models.checkpoints import load_checkpoint
+    from sgacodec.models.embedded import load_embedded
 
     kind, ref = spec
     return load_embedded(ref) if kind == "embedded" else load_checkpoint(ref)
@@ -94,7 +96,7 @@ def evaluate(spec, files, verify_decode: int = 1, workers: int = 1, threads: int
 
 
 def manifest_file(quality: int) -> str:
-    from sgacodec.models.loading import embedded_manifest
+    from sgacodec.models.embedded import embedded_manifest
 
     return next(m["file"] for m in embedded_manifest()["models"] if m["quality"] == quality)
 
@@ -141,18 +143,19 @@ def main(argv=None):
     import torch
 
     torch.set_num_threads(args.threads)
-    from sgacodec.models.loading import MANIFEST, embedded_manifest, sha256_file
+    from sgacodec.models.checkpoints import sha256_file
+    from sgacodec.models.embedded import MANIFEST, embedded_manifest
 
     images = kodak_files(args.kodak, args.limit)
     run = dict(verify_decode=args.verify_decode, workers=args.workers, threads=args.threads)
     results = []
     if args.compare_fp32:
-        from sgacodec.training.trainer import export
+        from sgacodec.training.trainer import export_weights
 
         with tempfile.TemporaryDirectory() as tmp:
             for precision in ("fp32", "fp16"):
                 path = Path(tmp) / f"model-{precision}.safetensors"
-                export(args.compare_fp32, path, fp16=precision == "fp16")
+                export_weights(args.compare_fp32, path, fp16=precision == "fp16")
                 res = evaluate(("checkpoint", path), images, **{**run, "verify_decode": len(images)})
                 res.update(name=f"{args.compare_fp32.name} {precision}", size=path.stat().st_size)
                 results.append(res)
@@ -195,7 +198,7 @@ def main(argv=None):
         print("| model | lambda | Kodak bpp | Kodak PSNR dB | rate vs published at equal PSNR "
               "| published mbt2018-mean bpp / PSNR at this lambda |")
         print("|---|---|---|---|---|---|")
-        published = {v[0]: v[1:] for v in PUBLISHED.values()}
+        published = {LAMBDAS["mse"][q - 1]: point for q, point in ZOO["mbt2018-mean"].published.items()}
         for r in results:
             pub = published.get(r["lmbda"])
             pub_txt = f"{pub[0]:.3f} / {pub[1]:.2f}" if pub else "-"

@@ -53,7 +53,7 @@ def exact_y_hat(net, data: bytes):
 
 
 def synthesis_pixels(g_s, y_hat, bs) -> np.ndarray:
-    from sgacodec.codec.encoder import to_uint8
+    from sgacodec.codec.pixels import to_uint8
 
     return to_uint8(g_s(y_hat).clamp(0, 1)[0, :, : bs.height, : bs.width])
 
@@ -63,9 +63,11 @@ def encode_all(images: list[Path], quality: int, out: Path) -> dict:
     import torch
 
     from sgacodec import metrics
-    from sgacodec.codec.encoder import code_latents, coding_net, pad, to_tensor
+    from sgacodec.codec.encoder import code_latents
+    from sgacodec.codec.pixels import pad, to_tensor
     from sgacodec.files.images import read_image
-    from sgacodec.models.loading import load_embedded
+    from sgacodec.models.embedded import load_embedded
+    from sgacodec.network.coding_net import coding_net
     from sgacodec.network.latent_model import LatentModel
 
     model = load_embedded(quality)
@@ -98,8 +100,9 @@ def decode_all(folder: Path, synthesis: bool = False) -> dict:
     import torch
 
     from sgacodec.codec.container import unpack
-    from sgacodec.codec.encoder import coding_net, decode
+    from sgacodec.codec.decoder import decode
     from sgacodec.models.loading import load_for_bitstream
+    from sgacodec.network.coding_net import coding_net
 
     counts = {}
     if synthesis:

@@ -46,14 +46,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sgacodec.codec.batching import batches_by_size, resolve_device
-from sgacodec.codec.encoder import device_model, pad, to_tensor
+from sgacodec.codec.batching import batches_by_size
+from sgacodec.codec.devices import device_model, resolve_device
+from sgacodec.codec.pixels import pad, to_tensor
 from sgacodec.config import RefineConfig
 from sgacodec.evaluation.records import Provenance
 from sgacodec.files.images import center_crop, read_image
 from sgacodec.network.latent_model import LatentModel
-from sgacodec.refinement.loop import compile_mode, precision_scope, refine, relaxed_rd, true_rd
-from sgacodec.refinement.rounding import temperature
+from sgacodec.refinement.loop import refine_latents as refine
+from sgacodec.refinement.loop import relaxed_rd, true_rd
+from sgacodec.refinement.schedules import temperature
+from sgacodec.refinement.speed import compile_mode, precision_scope
 
 # Dense (no sparsity) peak TFLOP/s by GPU and precision, from the vendors' data sheets.
 # fp32 = CUDA cores; tf32 / bf16 = tensor cores.

@@ -27,12 +27,13 @@ from pathlib import Path
 
 import torch
 
-from sgacodec.codec.encoder import device_model, pad, to_tensor
+from sgacodec.codec.devices import device_model
+from sgacodec.codec.pixels import pad, to_tensor
 from sgacodec.config import RefineConfig
 from sgacodec.evaluation.records import Provenance
 from sgacodec.files.images import center_crop, read_image
-from sgacodec.models.loading import load_embedded
-from sgacodec.refinement.loop import refine
+from sgacodec.models.embedded import load_embedded
+from sgacodec.refinement.loop import refine_latents as refine
 
 
 def refine_pairs(models, crops, config, keep_history=False):

@@ -81,7 +81,7 @@ def import_torch_and_compressai(stage: Stages):
     import torch
 
     stage("import torch")
-    from sgacodec.network.latent_model import import_compressai
+    from sgacodec.network.compressai_import import import_compressai
 
     import_compressai()
     stage("import CompressAI (models, entropy models)")

@@ -43,7 +43,7 @@ from sgacodec.codec.targets import encode_to_target
 from sgacodec.config import RefineConfig, Target
 from sgacodec.evaluation.records import Provenance
 from sgacodec.files.images import center_crop, read_image
-from sgacodec.models.loading import ModelFamily
+from sgacodec.models.family import ModelFamily
 
 
 def measure(args):

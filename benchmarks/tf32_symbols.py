@@ -20,7 +20,7 @@ from sgacodec.config import RefineConfig
 from sgacodec.files.images import center_crop, read_image
 from sgacodec.models.loading import load_model
 from sgacodec.network.latent_model import LatentModel
-from sgacodec.refinement.loop import refine
+from sgacodec.refinement.loop import refine_latents as refine
 
 
 def to_tf32(t: torch.Tensor) -> torch.Tensor:

@@ -48,7 +48,7 @@ def measure(base, options: dict, images, val, device, warmup: int, steps: int, s
     torch.manual_seed(config.seed)
     net = build(config)
     if init is not None:
-        from sgacodec.models.loading import read_state_dict
+        from sgacodec.models.checkpoints import read_state_dict
 
         net.load_state_dict(read_state_dict(init)[0], strict=False)
     net = net.to(device).train()
@@ -100,7 +100,7 @@ def main(argv=None) -> list[dict]:
 
     import torch
 
-    from sgacodec.codec.batching import resolve_device
+    from sgacodec.codec.devices import resolve_device
     from sgacodec.config import TrainConfig
     from sgacodec.evaluation.records import device_name
     from sgacodec.training.data import load_images

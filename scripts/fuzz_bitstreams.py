@@ -233,7 +233,7 @@ def library_decoder(checkpoint):
 
     Strict: a reconstruction-hash mismatch is an error here (by default it is a warning, for
     files decoded on another machine), so a mutant that decodes to other pixels is refused."""
-    from sgacodec.codec.encoder import decode
+    from sgacodec.codec.decoder import decode
     from sgacodec.models.loading import load_for_bitstream
 
     models = {}

@@ -69,13 +69,13 @@ def model_table() -> list[Model]:
     """The models sorted by lambda, the middle (or the manifest's default) one marked default."""
     cps = checkpoints()
     if cps:
-        from sgacodec.models.loading import read_state_dict
+        from sgacodec.models.checkpoints import read_state_dict
 
         out = sorted((Model(["--checkpoint", c], float(read_state_dict(Path(c))[1]["lmbda"])) for c in cps),
                      key=lambda m: m.lmbda)
         out[len(out) // 2].default = True
         return out
-    from sgacodec.models.loading import embedded_manifest
+    from sgacodec.models.embedded import embedded_manifest
 
     manifest = embedded_manifest()
     models = sorted(manifest["models"], key=lambda m: m["lmbda"])

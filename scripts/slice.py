@@ -182,7 +182,7 @@ def describe(args) -> dict:
     from safetensors import safe_open
 
     from sgacodec.evaluation.records import device_name
-    from sgacodec.models.loading import sha256_file
+    from sgacodec.models.checkpoints import sha256_file
 
     slice_meta = json.loads((args.slice / "meta.json").read_text()) if (args.slice / "meta.json").is_file() else {}
     manifest = json.loads((ROOT / "sgacodec" / "models" / "weights" / "manifest.json").read_text())

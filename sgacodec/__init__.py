@@ -5,13 +5,19 @@
     [report] = encode(model, [read_image("img.png")], RefineConfig(iterations=500))
     decoded = decode(report.data)                          # .rgb, .header, .exact
 
-The modules, one idea each: config (every choice and default), rounding (relaxed rounding and
-the temperature), refine (the refinement loop), hyperprior (CompressAI's models as refinement and
-coding need them), models (loading), bitstream (the file container), codec (one batch in and out),
-pipeline (many images: batches, out-of-memory handling), targets (encoding to a target rate or
-PSNR), metrics, imageio, outputs, isolate (decoding untrusted bytes and the encoder's coding in a
-child), memory (what an image needs), train, evaluation (R-D studies), cli. docs/method.md is the
-spec.
+The public API is the names below (``__all__``); the command line uses nothing else (and
+``sgacodec.evaluation``'s public names). The package, by subpackage (docs/method.md is the spec):
+
+    config, errors, metrics  every choice and default; the errors users see; quality and rate
+    network/     the coding network and its numerics: CompressAI's models, float64 coding side
+    models/      which models exist (the zoo's table, the embedded ones) and loading them
+    refinement/  SGA+: relaxed rounding, schedules, the refinement loop, its speed options
+    codec/       the library: images to files and back, batches, targets, the file container
+    files/       images in (folders, globs, stdin), outputs written atomically
+    training/    training the embedded models (torchrun too)
+    cluster/     many images on a Ray cluster
+    evaluation/  R-D studies: grids, records, BD-rate, figures
+    cli/         the command line, one module per command
 
 The heavy modules (torch, CompressAI) load on first use of the API, so ``import sgacodec`` and
 ``sgacodec --help`` stay fast. Importing sgacodec changes no global state (no warnings filter).
@@ -20,24 +26,45 @@ The heavy modules (torch, CompressAI) load on first use of the API, so ``import 
 __version__ = "0.1.0"
 
 _API = {
-    "encode": "codec.batching", "BatchEncoder": "codec.batching", "Outcome": "codec.batching", "resolve_device": "codec.batching",
-    "encode_batch": "codec.encoder", "decode": "codec.encoder", "Decoded": "codec.encoder", "EncodeReport": "codec.encoder",
-    "load_model": "models.loading", "load_checkpoint": "models.loading", "load_zoo": "models.loading",
-    "load_embedded": "models.loading", "LoadedModel": "models.loading", "load_family": "models.loading", "ModelFamily": "models.loading",
-    "encode_to_target": "codec.targets", "TargetResult": "codec.targets", "Target": "config", "SearchConfig": "config",
-    "RefineConfig": "config", "TrainConfig": "config", "refinement.loop": "refinement.loop",
-    "read_image": "files.images", "expand_inputs": "files.images",
-    "SgacodecError": "errors", "BitstreamError": "errors", "DecodeError": "errors",
+    # settings (torch-free)
+    "config": None, "RefineConfig": "config", "SearchConfig": "config", "Target": "config", "TrainConfig": "config",
+    "iterations_for": "refinement.schedules",
+    # models
+    "load_model": "models.loading", "load_for_bitstream": "models.loading", "load_checkpoint": "models.checkpoints",
+    "load_zoo": "models.zoo", "load_embedded": "models.embedded", "LoadedModel": "models.loaded",
+    "ModelId": "models.loaded", "load_family": "models.family", "ModelFamily": "models.family",
+    # encoding and decoding
+    "encode": "codec.batching", "BatchEncoder": "codec.batching", "Outcome": "codec.batching",
+    "encode_sources_to_target": "codec.batching", "TargetOutcome": "codec.batching",
+    "encode_batch": "codec.encoder", "EncodeReport": "codec.encoder", "resolve_device": "codec.devices",
+    "decode": "codec.decoder", "Decoder": "codec.decoder", "Decoded": "codec.decoder",
+    "encode_to_target": "codec.targets", "TargetResult": "codec.targets", "refine_latents": "refinement.loop",
+    # files
+    "read_image": "files.images", "read_limited": "files.images", "expand_inputs": "files.images",
+    "names_collection": "files.images", "center_crop": "files.images", "encode_png": "files.images",
+    "plan_outputs": "files.outputs", "check_outputs": "files.outputs", "check_writable": "files.outputs",
+    "input_identities": "files.outputs", "prepare_directory": "files.outputs", "write_output": "files.outputs",
+    "atomic_write": "files.outputs", "json_line": "files.outputs",
+    # Ray clusters (an optional extra) and training
+    "RayEncoder": "cluster.encoding", "evaluate_on_ray": "cluster.encoding",
+    "check_ray_address": "cluster.workers", "require_ray": "cluster.workers",
+    "train": "training.trainer", "export_weights": "training.trainer", "joined": "training.distributed",
+    # errors
+    "SgacodecError": "errors", "BitstreamError": "errors", "DecodeError": "errors", "DeviceError": "errors",
     "ModelError": "errors", "ImageError": "errors", "OutputError": "errors", "EvaluationError": "errors",
-    "EncodeError": "errors", "ResourceError": "errors",
+    "EncodeError": "errors", "ResourceError": "errors", "one_line": "errors",
 }
+_RENAMED = {"check_ray_address": "check_address"}  # the public name of a function named otherwise inside
 
 
 def __getattr__(name):
     if name in _API:
         import importlib
 
-        return getattr(importlib.import_module(f".{_API[name]}", __name__), name)
+        if _API[name] is None:  # a public module
+            return importlib.import_module(f".{name}", __name__)
+        module = importlib.import_module(f".{_API[name]}", __name__)
+        return getattr(module, _RENAMED.get(name, name))
     raise AttributeError(f"module 'sgacodec' has no attribute {name!r}")
 
 

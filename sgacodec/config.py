@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
 from dataclasses import dataclass, replace
+
+from .models import zoo_table
 
 # --- rounding methods (docs/method.md, "Rounding methods") ----------------------------------
 BASELINE_METHODS = ("none", "ste", "uniform")
@@ -45,29 +48,68 @@ PRECISIONS = ("fp32", "tf32", "bf16")
 GPU_EVAL_EVERY = 10  # eval_every on a GPU: same R-D, 1.37x faster on an H100 (docs/performance.md)
 CPU_EVAL_EVERY = 1
 AUTO_BATCH_MEGAPIXELS = 12.0  # GPU batches: about 30 Kodak images (docs/performance.md)
+AUTO_WINDOW = 64  # inputs read ahead to find same-size images when the batch size is automatic
+WINDOW_PER_BATCH = 4  # otherwise: this many batches' worth of inputs
 
 TRAIN_COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 TRAIN_POOLS = ("host", "device")
 LR_SCALINGS = {"none": 0.0, "sqrt": 0.5, "linear": 1.0}  # exponent of batch_size / LR_REFERENCE_BATCH
 LR_REFERENCE_BATCH = 16  # the batch the training lr was chosen at (docs/models.md)
 
-# --- Ray clusters (ray_pipeline.py, docs/scaling.md) -------------------------------------------
+# --- Ray clusters (cluster/, docs/scaling.md) ---------------------------------------------------
 RAY_RETRIES = 3  # a unit of work whose worker died (killed, out of memory) runs again this many times
 RAY_CPU_WORKER_CPUS = 1  # CPUs (torch threads) each worker reserves on a cluster without GPUs
 RAY_LOCAL_ADDRESSES = ("auto", "local")  # Ray's own names; anything else is HOST:PORT or ray://HOST:PORT
 
-# --- models -----------------------------------------------------------------------------------
-ZOO_NAMES = ("bmshj2018-hyperprior", "mbt2018-mean", "mbt2018", "cheng2020-anchor", "cheng2020-attn")
+# --- models (the zoo's own table: models/zoo_table.py) ------------------------------------
+ZOO_NAMES, METRICS, MAX_QUALITY = zoo_table.ZOO_NAMES, zoo_table.METRICS, zoo_table.MAX_QUALITY
 DEFAULT_MODEL = "default"  # the embedded model of the manifest's default quality
 MODEL_CHOICES = (DEFAULT_MODEL,) + ZOO_NAMES
 ZOO_DEFAULT_QUALITY = 3
-METRICS = ("mse", "ms-ssim")
-# CompressAI's training lambdas per zoo quality 1..8 (its "Image compression" zoo page).
-ZOO_LAMBDAS = {
-    "mse": (0.0018, 0.0035, 0.0067, 0.0130, 0.0250, 0.0483, 0.0932, 0.1800),
-    "ms-ssim": (2.40, 4.58, 8.73, 16.64, 31.73, 60.50, 115.37, 220.00),
+LATENT_MULTIPLE = 64  # images are padded to a multiple of this: g_a downsamples by 16, h_a by 4 more
+
+# --- coding (codec/; docs/reliability.md) -----------------------------------------------------
+MAX_FILE_BYTES = 1 << 28  # 256 MiB: the largest sgacodec file read (far above any file it writes)
+# A coding step's time limit: base seconds plus seconds per padded pixel coded. The encoder's is
+# the decoder's doubled: it codes and decodes.
+DECODING_TIME = (60.0, 2e-5)
+ENCODING_TIME = (120.0, 4e-5)
+
+
+def coding_timeout(padded_pixels: int, encoding: bool = False) -> float:
+    """Seconds a coding step (the encoder's when ``encoding``, else the decoder's) may run."""
+    base, per_pixel = ENCODING_TIME if encoding else DECODING_TIME
+    return base + per_pixel * padded_pixels
+
+
+# --- environment: every variable sgacodec reads, and only here --------------------------------
+ENVIRONMENT = {
+    "SGACODEC_MEMORY_LIMIT": "the memory one image may use: 8G, 500M, a number of bytes, or off",
+    "SGACODEC_ISOLATE": "0: decode and entropy-code in this process, not in a forked child",
+    "SGACODEC_CACHE": "0: no cache of the float64 coder tables",
+    "XDG_CACHE_HOME": "where the cache folder is (default ~/.cache)",
+    "SGACODEC_ALLOW_DOWNLOAD": "1: decoding may download the zoo weights a file names",
+    "SGACODEC_COMPILE": "the torch.compile mode of refinement when --compile is auto (e.g. off)",
+    "SGACODEC_DEBUG": "set: unexpected errors show their traceback",
+    "SGACODEC_RAY_EXIT_ONCE": "fault injection (tests): a path; the first Ray worker to write after it exits",
+    "RAY_ADDRESS": "Ray's own: the cluster --ray connects to when given no address",
+    "WORLD_SIZE": "torchrun's: processes in the group",
+    "RANK": "torchrun's: this process's rank",
+    "LOCAL_RANK": "torchrun's: this process's rank on its machine",
 }
-MAX_QUALITY = len(ZOO_LAMBDAS["mse"])
+FORWARDED_PREFIX = "SGACODEC_"  # Ray workers get the driver's SGACODEC_* variables
+
+
+def environ(name: str, default: str | None = None) -> str | None:
+    """The environment variable ``name`` (one of ENVIRONMENT), or ``default`` when unset."""
+    if name not in ENVIRONMENT:
+        raise KeyError(f"{name} is not one of sgacodec's environment variables (config.ENVIRONMENT)")
+    return os.environ.get(name, default)
+
+
+def forwarded_environment() -> dict[str, str]:
+    """The driver's SGACODEC_* variables, set in Ray workers too."""
+    return {k: v for k, v in os.environ.items() if k.startswith(FORWARDED_PREFIX)}
 
 
 POSITIVE = ("lr", "a", "factor", "power", "tau_max", "lmbda")  # RefineConfig fields that must be > 0
@@ -79,7 +121,7 @@ class RefineConfig:
 
     Schedule "paper": tau(t) = min(exp(-temp_rate * t), tau_max) and a constant lr; "budget":
     tau(t) = min(tau_end ** (t / T), tau_max) within the run's T iterations, lr boosted for short
-    runs (refine.schedule_at); "auto" (default): budget up to 2000 iterations, paper beyond. The
+    runs; "auto" (default): budget up to 2000 iterations, paper beyond (refinement/schedules.py). The
     loss is lambda * 255^2 * MSE + bpp with lambda = ``lmbda`` or the model's training lambda
     (docs/method.md).
     """
@@ -93,7 +135,7 @@ class RefineConfig:
     power: float = DEFAULT_POWER
     tau_max: float = 1.0
     temp_rate: float = 1e-3  # the paper schedule's c; the budget schedule derives its own
-    # The budget schedule's knobs (refine.schedule_at): anneal to tau_end within the run's T
+    # The budget schedule's knobs (refinement/schedules.py): anneal to tau_end within the run's T
     # iterations (or the count time_budget affords), lr * min(max((2000 / T) ** lr_power, 1),
     # lr_boost_max), and a cosine decay to lr_floor * lr over the last lr_decay share of the run.
     # The defaults are the tuned ones (docs/method.md); at T = 2000 they give the paper's run.
@@ -108,7 +150,7 @@ class RefineConfig:
     time_budget: float | None = None  # seconds; stop early when spent
     eval_every: int | None = None  # evaluate the true loss, keep the best, every k steps (None:
     # eval_every_for(device): GPU_EVAL_EVERY on CUDA, CPU_EVAL_EVERY elsewhere)
-    # Speed (refine.py): compile "auto" | "off" | a torch.compile mode ("auto" = "default" on
+    # Speed (refinement/speed.py): compile "auto" | "off" | a torch.compile mode ("auto" = "default" on
     # CUDA, off elsewhere); precision "fp32" | "tf32" | "bf16"; channels_last None = on CUDA only.
     compile: str = "auto"
     precision: str = "tf32"
@@ -148,15 +190,6 @@ class RefineConfig:
         return replace(self, **changes)
 
     @property
-    def effective_schedule(self) -> str:
-        """'budget' or 'paper': "auto" is the budget schedule up to PAPER_ITERATIONS iterations
-        (where it measured better, and at PAPER_ITERATIONS it is the paper's run) and the paper's
-        beyond (not measured)."""
-        if self.schedule != "auto":
-            return self.schedule
-        return "budget" if self.iterations <= PAPER_ITERATIONS else "paper"
-
-    @property
     def refines(self) -> bool:
         """Whether this configuration runs any refinement step."""
         return self.method != "none" and self.iterations > 0
@@ -165,7 +198,7 @@ class RefineConfig:
 DEFAULTS = RefineConfig()
 
 
-# --- encoding to a target (targets.py; docs/method.md, "Encoding to a target") ---------------
+# --- encoding to a target (codec/targets.py; docs/method.md, "Encoding to a target") ---------------
 TARGET_KINDS = ("bpp", "size", "psnr")  # --target-bpp, --target-size (bytes), --target-psnr (dB)
 TARGET_UNITS = {"bpp": "bpp", "size": "bytes", "psnr": "dB"}
 
@@ -256,22 +289,6 @@ class TrainConfig:
     channels_last: bool = False  # the network and the crops in channels_last memory layout
     pool: str = "host"  # where the decoded training images live and crops are cut: "host" or "device"
     lr_scaling: str = "none"  # lr x (batch_size / LR_REFERENCE_BATCH) ** {none: 0, sqrt: 0.5, linear: 1}
-
-
-def iterations_for(iterations: int | None, effort: int | None, time_budget: float | None = None,
-                   device_type: str = "cuda") -> tuple[int, float | None]:
-    """(iterations, time_budget) of a request: explicit ``iterations`` win, then ``effort``
-    (EFFORT_ITERATIONS); with neither, PAPER_ITERATIONS, and on a CPU without a time budget
-    CPU_TIME_BUDGET seconds too (the budget schedule anneals within the steps that time affords)."""
-    if iterations is not None:
-        return iterations, time_budget
-    if effort is not None:
-        if effort not in EFFORT_ITERATIONS:
-            raise ValueError(f"effort: choose from {min(EFFORT_ITERATIONS)} to {max(EFFORT_ITERATIONS)}")
-        return EFFORT_ITERATIONS[effort], time_budget
-    if device_type == "cpu" and time_budget is None:
-        return PAPER_ITERATIONS, CPU_TIME_BUDGET
-    return PAPER_ITERATIONS, time_budget
 
 
 def method_label(method: str, three_class: bool = False) -> str:

@@ -6,6 +6,8 @@ expected failure (bad input, missing model, unwritable output) from a bug.
 
 from __future__ import annotations
 
+import re
+
 
 class SgacodecError(Exception):
     """Base class: an expected failure with a one-line message."""
@@ -42,3 +44,28 @@ class ResourceError(SgacodecError, RuntimeError):
 
 class EvaluationError(SgacodecError, ValueError):
     """A bad evaluation request (no inputs, unknown codec, ...)."""
+
+
+class DeviceError(SgacodecError, ValueError):
+    """A device that does not exist or is not available (--device)."""
+
+
+def one_line(exc: BaseException, limit: int | None = 300, typed: bool = True) -> str:
+    """An exception as one line for a person: its message's first line, cut at ``limit``
+    characters (None: whole); prefixed with its type when ``typed`` and it is not an
+    SgacodecError (whose messages are written for people), or when the message is empty."""
+    text = str(exc).strip()
+    text = text.splitlines()[0][:limit] if text else ""
+    if not text:
+        return type(exc).__name__
+    return f"{type(exc).__name__}: {text}" if typed and not isinstance(exc, SgacodecError) else text
+
+
+def first_sentence(text, limit: int = 200) -> str:
+    """The first sentence of an error message, on one line, never cut inside a word."""
+    text = " ".join(str(text).split())
+    match = re.match(r"(.+?[.:;])(\s|$)", text)
+    sentence = match.group(1).rstrip(".:;") if match else text
+    if len(sentence) > limit:
+        sentence = sentence[:limit].rsplit(" ", 1)[0] + " ..."
+    return sentence

@@ -35,7 +35,7 @@ def tiny_checkpoint(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_model(tiny_checkpoint):
-    from sgacodec.models.loading import load_checkpoint
+    from sgacodec.models.checkpoints import load_checkpoint
 
     return load_checkpoint(tiny_checkpoint)
 
@@ -68,6 +68,7 @@ def every_encode_round_trips(monkeypatch, request):
     if "no_round_trip_check" in request.keywords:
         yield
         return
+    from sgacodec.codec import decoder
     from sgacodec.codec import encoder as codec
 
     real = codec.code_latents
@@ -76,7 +77,7 @@ def every_encode_round_trips(monkeypatch, request):
     def checking(model, y, z, size, **kwargs):
         coded = real(model, y, z, size, **kwargs)
         for data, rgb in coded:
-            decoded = codec.decode(data, model, strict=True)
+            decoded = decoder.decode(data, model, strict=True)
             assert np.array_equal(decoded.rgb, rgb), "an encoded file does not decode to the reported pixels"
             checked.append(len(data))
         return coded

@@ -1,6 +1,8 @@
 import pytest
 
-from sgacodec.codec.container import Bitstream, BitstreamError, ModelId, expected_shapes, pack, unpack
+from sgacodec.codec.container import Bitstream, expected_shapes, pack, unpack
+from sgacodec.errors import BitstreamError
+from sgacodec.models.loaded import ModelId
 
 
 def sample(height=217, width=333):

@@ -8,9 +8,9 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from sgacodec.codec.encoder import coding_net
 from sgacodec.network import coding_net as float64
 from sgacodec.network import table_cache as cache
+from sgacodec.network.coding_net import coding_net
 
 
 def counting(value):
@@ -106,7 +106,7 @@ def entropy_models(net):
 
 def test_cached_coder_tables_are_the_computed_ones(tiny_model, tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    models = entropy_models(coding_net(tiny_model))
+    models = entropy_models(coding_net(tiny_model.net, 2))
     computed = float64._compute_float64_tables(models)
     assert float64.valid_coder_tables(computed, models)
     built = float64.float64_coder_tables(models)  # a miss: computed and written
@@ -117,7 +117,7 @@ def test_cached_coder_tables_are_the_computed_ones(tiny_model, tmp_path, monkeyp
 
 
 def test_the_key_names_the_parameters_and_the_versions(tiny_model, monkeypatch):
-    models = entropy_models(coding_net(tiny_model))
+    models = entropy_models(coding_net(tiny_model.net, 2))
     key = float64.coder_tables_key(models)
     assert float64.coder_tables_key(models) == key
     monkeypatch.setattr(torch, "__version__", "0.0.0")
@@ -136,7 +136,7 @@ def test_the_key_names_the_parameters_and_the_versions(tiny_model, monkeypatch):
 def test_malformed_coder_tables_are_refused(tiny_model, malformed):
     """Tables with a valid hash (written by someone who recomputed it) are still checked before the
     rANS coder, which does not bounds-check, may index them."""
-    models = entropy_models(coding_net(tiny_model))
+    models = entropy_models(coding_net(tiny_model.net, 2))
     tables = {k: v.clone() for k, v in float64._compute_float64_tables(models).items()}
     name = "gaussian_conditional"
     if malformed == "increasing":

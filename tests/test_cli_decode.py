@@ -27,11 +27,11 @@ def test_bad_bitstreams_in_a_real_process(tmp_path, png_333x217, tiny_checkpoint
 
 def test_the_cli_warns_on_a_hash_mismatch_and_strict_refuses(tmp_path, tiny_model, tiny_checkpoint,
                                                              coded, monkeypatch):
-    import sgacodec.models.loading
+    import sgacodec.codec.decoder
 
     src = tmp_path / "img.bin"
     src.write_bytes(coded.data)
-    monkeypatch.setattr(sgacodec.models.loading, "load_for_bitstream", lambda *a: perturbed(tiny_model, "g_s"))
+    monkeypatch.setattr(sgacodec.codec.decoder, "load_for_bitstream", lambda *a: perturbed(tiny_model, "g_s"))
     res = invoke("decode", src, "-o", tmp_path / "strict.png", "--checkpoint", tiny_checkpoint, "--strict")
     assert res.exit_code == 1 and "reconstruction hash mismatch" in res.output
     assert len(res.output.strip().splitlines()) == 1

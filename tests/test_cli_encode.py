@@ -12,8 +12,8 @@ from PIL import Image
 
 from sgacodec import metrics
 from sgacodec.cli import main
-from sgacodec.codec.encoder import decode
-from sgacodec.models.loading import load_checkpoint
+from sgacodec.codec.decoder import decode
+from sgacodec.models.checkpoints import load_checkpoint
 from sgacodec.network.latent_model import LatentModel
 
 from .support import cli, invoke, leftovers, make_image, raw_png, saved
@@ -132,7 +132,7 @@ def test_cli_encode_batches_same_size_images_and_keeps_per_file_results(tmp_path
     records = [json.loads(line) for line in res.stdout.splitlines()]
     assert [Path(r["input"]).name for r in records] == ["in0.png", "in1.png", "in2.png", "in3.png"]
     assert sorted(p.name for p in (tmp_path / "coded").iterdir()) == [f"in{i}.bin" for i in range(4)]
-    from sgacodec.models.loading import load_checkpoint
+    from sgacodec.models.checkpoints import load_checkpoint
 
     model = load_checkpoint(tiny_checkpoint)
     for r in records:
@@ -210,6 +210,7 @@ def test_a_folder_encode_continues_past_bad_files_and_lists_them_at_the_end(tmp_
 def test_gpu_out_of_memory_falls_back_to_the_cpu(tmp_path, png, tiny_checkpoint, monkeypatch):
     """No GPU here: a fake CUDA device whose refinement always runs out of memory."""
     import sgacodec.codec.batching
+    import sgacodec.codec.devices
 
     real = sgacodec.codec.batching.encode_batch
     devices = []
@@ -220,8 +221,9 @@ def test_gpu_out_of_memory_falls_back_to_the_cpu(tmp_path, png, tiny_checkpoint,
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
         return real(model, images, config, device, *args, **kwargs)
 
-    monkeypatch.setattr(sgacodec.codec.batching, "resolve_device", lambda name: torch.device("cuda"))
-    monkeypatch.setattr(sgacodec.codec.batching, "device_model", lambda model, device, *a: LatentModel(model.net))
+    for module in (sgacodec.codec.devices, sgacodec.codec.batching):  # the CLI's and the encoder's
+        monkeypatch.setattr(module, "resolve_device", lambda name: torch.device("cuda"))
+    monkeypatch.setattr(sgacodec.codec.devices, "device_model", lambda model, device, *a: LatentModel(model.net))
     monkeypatch.setattr(sgacodec.codec.batching, "encode_batch", encode_on)
     out = tmp_path / "out.bin"
     res = invoke("encode", png, "-o", out, "--checkpoint", tiny_checkpoint, "--iterations", 3, "--json")
@@ -341,8 +343,9 @@ def test_effort_presets_and_explicit_iterations(tmp_path, png, tiny_checkpoint):
 
 def test_on_a_cpu_the_default_is_a_time_budget_and_says_so(tmp_path, png, tiny_checkpoint, monkeypatch):
     import sgacodec.config as cfg
+    from sgacodec.refinement import schedules
 
-    monkeypatch.setattr(cfg, "CPU_TIME_BUDGET", 1.0)  # a minute by default; a second here
+    monkeypatch.setattr(schedules, "CPU_TIME_BUDGET", 1.0)  # a minute by default; a second here
     res = cli("encode", png, "-o", tmp_path / "a.bin", "--checkpoint", tiny_checkpoint, "--json", "--device", "cpu")
     assert res.exit_code == 0, res.output
     assert "each image is refined for about 1 s" in res.stderr

@@ -10,13 +10,19 @@ import numpy as np
 import pytest
 import torch
 
+import sgacodec.config
 from sgacodec import metrics
 from sgacodec.codec import container as B
+from sgacodec.codec import devices, pixels
 from sgacodec.codec import encoder as codec
 from sgacodec.codec.batching import encode
 from sgacodec.codec.container import pack, unpack
-from sgacodec.codec.encoder import DecodeError, code_latents, coding_net, decode, pad, to_tensor
+from sgacodec.codec.decoder import decode
+from sgacodec.codec.encoder import code_latents
+from sgacodec.codec.pixels import pad, to_tensor
 from sgacodec.config import RefineConfig
+from sgacodec.errors import DecodeError
+from sgacodec.network.coding_net import coding_net
 from sgacodec.network.latent_model import LatentModel
 
 from .support import TINY_LMBDA, forged, make_image, perturbed
@@ -41,7 +47,7 @@ def test_decode_is_compressais_own_decompress(tiny_model):
     [report] = encode(tiny_model, [image], RefineConfig(iterations=20))
     header = unpack(report.data)
     assert header.version == 2
-    net = coding_net(tiny_model, header.version)
+    net = coding_net(tiny_model.net, header.version)
     stock = net.decompress([[header.y_string], [header.z_string]], header.z_shape)["x_hat"]
     expected = stock[0, :, :100, :150].mul(255).round().to(torch.uint8).permute(1, 2, 0).numpy()
     rgb, _, _ = decode(report.data, tiny_model)
@@ -50,8 +56,8 @@ def test_decode_is_compressais_own_decompress(tiny_model):
 
 
 def test_coding_net_runs_the_transforms_in_float64(tiny_model):
-    net = coding_net(tiny_model)
-    assert coding_net(tiny_model) is net  # made once per model
+    net = coding_net(tiny_model.net, 2)
+    assert coding_net(tiny_model.net, 2) is net  # made once per model
     assert all(p.dtype == torch.float64 for m in (net.h_s, net.g_s) for p in m.parameters())
     assert all(p.dtype == torch.float32 for p in tiny_model.net.parameters())  # the model is untouched
     y = torch.randn(1, tiny_model.net.M, 4, 4)
@@ -68,8 +74,8 @@ def test_float32_coder_tables_are_built_only_for_version_1(tiny_checkpoint, monk
     """Version 2 codes with the coding network's float64 tables: loading a model, and coding and
     decoding version 2 files, never run the model's float32 update() (which loading used to);
     coding version 1 runs it, once."""
-    from sgacodec.models.loading import load_checkpoint
-    from sgacodec.network.latent_model import import_compressai
+    from sgacodec.models.checkpoints import load_checkpoint
+    from sgacodec.network.compressai_import import import_compressai
 
     cls, calls = import_compressai().MeanScaleHyperprior, []
     real = cls.update
@@ -88,7 +94,7 @@ def test_float32_coder_tables_are_built_only_for_version_1(tiny_checkpoint, monk
 def test_the_coding_networks_gdn_computes_compressais(inverse):
     from compressai.layers import GDN
 
-    from sgacodec.models.loading import load_embedded
+    from sgacodec.models.embedded import load_embedded
     from sgacodec.network.coding_net import MatmulGDN, gdn_by_matmul
 
     torch.manual_seed(0)
@@ -99,7 +105,7 @@ def test_the_coding_networks_gdn_computes_compressais(inverse):
         replaced = gdn_by_matmul(torch.nn.Sequential(gdn, torch.nn.ReLU()))
         assert isinstance(replaced[0], MatmulGDN) and replaced[0].gdn is gdn
         assert torch.allclose(replaced[0](x), gdn(x), rtol=0, atol=1e-14)
-    assert any(isinstance(m, MatmulGDN) for m in coding_net(load_embedded()).g_s.modules())
+    assert any(isinstance(m, MatmulGDN) for m in coding_net(load_embedded().net, 2).g_s.modules())
 
 
 def test_version_1_files_still_decode(tiny_model):
@@ -123,7 +129,7 @@ def test_unrefined_encode_matches_compressais_compress(tiny_model):
     image = make_image(128, 192, seed=5)
     [report] = encode(tiny_model, [image], RefineConfig(method="none"))
     header = unpack(report.data)
-    stock = coding_net(tiny_model).compress(pad(to_tensor(image)))
+    stock = coding_net(tiny_model.net, 2).compress(pad(to_tensor(image)))
     assert header.y_string == stock["strings"][0][0]
     assert header.z_string == stock["strings"][1][0]
     assert report.bpp == report.base_bpp and report.iterations == 0
@@ -135,7 +141,7 @@ def test_method_none_codes_the_encoders_latents_without_evaluating_them_first(ti
     the report's figures come from the real bytes as always."""
     image = make_image(64, 96, seed=8)
     [expected] = encode(tiny_model, [image], RefineConfig(method="ste", iterations=0))
-    monkeypatch.setattr(codec, "refine", lambda *a, **k: pytest.fail("refine() ran for method none"))
+    monkeypatch.setattr(codec, "refine_latents", lambda *a, **k: pytest.fail("refine_latents() ran for method none"))
     [report] = encode(tiny_model, [image], RefineConfig(method="none"))
     assert report.data == expected.data and report.iterations == 0
     assert (report.bpp, report.psnr) == (report.base_bpp, report.base_psnr) == (expected.bpp, expected.psnr)
@@ -213,9 +219,9 @@ def test_coding_side_runs_single_threaded_whatever_the_caller_set(tiny_model, mo
 
 def test_parallel_coding_gives_the_bytes_of_coding_each_image_alone(tiny_model, monkeypatch):
     images = [make_image(48, 64, seed=s) for s in (50, 51, 52)]
-    lm = codec.device_model(tiny_model, torch.device("cpu"))
+    lm = devices.device_model(tiny_model, torch.device("cpu"))
     with torch.no_grad():
-        y, z = lm.analysis(torch.cat([codec.pad(codec.to_tensor(im)) for im in images]))
+        y, z = lm.analysis(torch.cat([pixels.pad(pixels.to_tensor(im)) for im in images]))
     alone = [codec.code_latents(tiny_model, y[i : i + 1], z[i : i + 1], (48, 64))[0] for i in range(3)]
 
     seen = []
@@ -279,7 +285,7 @@ def test_a_coding_step_that_hangs_is_stopped_with_one_line(tiny_model, monkeypat
         raise AssertionError("the coding step was not stopped")
 
     monkeypatch.setattr(LatentModel, "compress_latents", hang)
-    monkeypatch.setattr(codec, "CODING_TIME", (1.0, 0.0))
+    monkeypatch.setattr(sgacodec.config, "ENCODING_TIME", (1.0, 0.0))
     with pytest.raises(codec.EncodeError, match="entropy coding took longer than 1 s; stopped") as stopped:
         encode(tiny_model, [make_image(32, 40)], RefineConfig(method="none"))
     assert "\n" not in str(stopped.value)
@@ -288,9 +294,9 @@ def test_a_coding_step_that_hangs_is_stopped_with_one_line(tiny_model, monkeypat
 @pytest.mark.parametrize("value", [float("nan"), float("inf"), 1e9])
 def test_latents_rans_cannot_code_are_refused_before_coding(tiny_model, value):
     """A NaN latent (a diverged refinement, a broken model) hung the rANS encoder for good."""
-    lm = codec.device_model(tiny_model, torch.device("cpu"))
+    lm = devices.device_model(tiny_model, torch.device("cpu"))
     with torch.no_grad():
-        y, z = lm.analysis(codec.pad(codec.to_tensor(make_image(32, 40))))
+        y, z = lm.analysis(pixels.pad(pixels.to_tensor(make_image(32, 40))))
     y[0, 0, 0, 0] = value
     with pytest.raises(codec.EncodeError, match="cannot entropy-code this image: the latent y"):
         codec.code_latents(tiny_model, y, z, (32, 40))

@@ -17,7 +17,7 @@ from .support import ROOT
 REPORT = """
 import json, sys
 from sgacodec.network import compressai_import as _compressai
-models = _compressai.load()
+models = _compressai.import_compressai()
 import compressai
 print(json.dumps({"how": _compressai.how_imported(), "models": models.__name__,
                   "loaded": sorted(m for m in sys.modules if m.split(".")[0] in

@@ -84,7 +84,8 @@ def weights(path) -> dict:
 def test_two_gloo_ranks_train_as_one_process_with_the_same_global_batch(data, tmp_path, monkeypatch):
     import torch.multiprocessing as mp
 
-    from sgacodec.training.trainer import TrainConfig, train
+    from sgacodec.config import TrainConfig
+    from sgacodec.training.trainer import train
 
     config = TrainConfig(steps=3, batch_size=4, **TINY)
     mp.spawn(rank_main, args=(2, free_port(), config, data, tmp_path / "ddp.pt"), nprocs=2)
@@ -124,6 +125,6 @@ def test_torchrun_trains_exports_on_rank_zero_and_resumes(data, tmp_path):
     assert f"resumed {ckpt} at step 2" in second.stderr
     assert torch.load(ckpt, weights_only=True)["step"] == 4
 
-    from sgacodec.models.loading import load_checkpoint
+    from sgacodec.models.checkpoints import load_checkpoint
 
     assert np.isfinite(load_checkpoint(out).lmbda)

@@ -278,12 +278,14 @@ def test_the_loss_figure_averages_every_model_at_its_own_lambda():
 def test_rate_against_the_published_mbt2018_mean_curve():
     """One model's rate at equal PSNR against CompressAI's published curve (log-rate interpolation):
     zero on the curve's own points, and msh-q2's manifest figures give the +118.8% of issue 13."""
-    from sgacodec.evaluation.published import PUBLISHED, inside_published_range, rate_vs_published
+    from sgacodec.evaluation.published import inside_published_range, rate_vs_published
+    from sgacodec.models.zoo_table import ZOO
 
-    for _, bpp, psnr in PUBLISHED.values():
+    published = ZOO["mbt2018-mean"].published
+    for bpp, psnr in published.values():
         assert rate_vs_published(bpp, psnr) == pytest.approx(0.0, abs=1e-9)
     assert rate_vs_published(0.4188, 29.24) == pytest.approx(118.8, abs=0.05)
-    halfway = (PUBLISHED[2][1] * PUBLISHED[3][1]) ** 0.5, (PUBLISHED[2][2] + PUBLISHED[3][2]) / 2
+    halfway = (published[2][0] * published[3][0]) ** 0.5, (published[2][1] + published[3][1]) / 2
     assert rate_vs_published(*halfway) == pytest.approx(0.0, abs=1e-9)  # geometric mean of the rates
     assert rate_vs_published(0.2, 31.0) < 0 < rate_vs_published(0.4, 31.0)
     assert inside_published_range(29.24) and not inside_published_range(26.43)

@@ -18,13 +18,16 @@ import pytest
 import torch
 
 from sgacodec.codec import container as bitstream
-from sgacodec.codec.encoder import code_latents, decode, pad, to_tensor
+from sgacodec.codec.decoder import decode
+from sgacodec.codec.encoder import code_latents
+from sgacodec.codec.pixels import pad, to_tensor
 from sgacodec.config import RefineConfig
 from sgacodec.files.images import read_image
-from sgacodec.models.loading import load_checkpoint, load_embedded
+from sgacodec.models.checkpoints import load_checkpoint
+from sgacodec.models.embedded import load_embedded
 from sgacodec.network.coding_net import without_coder_tables
 from sgacodec.network.latent_model import LatentModel
-from sgacodec.refinement.loop import refine
+from sgacodec.refinement.loop import refine_latents as refine
 
 from .support import ROOT, TINY_LMBDA, train_tiny
 

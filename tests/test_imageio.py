@@ -8,9 +8,10 @@ import pytest
 from PIL import Image
 
 from sgacodec.codec.batching import encode
-from sgacodec.codec.encoder import decode
+from sgacodec.codec.decoder import decode
 from sgacodec.config import RefineConfig
-from sgacodec.files.images import ImageError, center_crop, expand_inputs, read_image, read_limited
+from sgacodec.errors import ImageError
+from sgacodec.files.images import center_crop, expand_inputs, read_image, read_limited
 
 from .support import make_image, raw_png, saved
 

@@ -9,7 +9,10 @@ import pytest
 import torch
 
 from sgacodec.codec import container as B
-from sgacodec.codec.encoder import DecodeError, coding_net, decode, isolate
+from sgacodec.codec import isolate
+from sgacodec.codec.decoder import decode
+from sgacodec.errors import DecodeError
+from sgacodec.network.coding_net import coding_net
 
 from .support import forged
 
@@ -46,7 +49,7 @@ def test_forged_strings_are_refused_in_process_too(tiny_model, coded, monkeypatc
 
 
 def test_padding_never_changes_a_valid_decode(tiny_model, coded):
-    net = coding_net(tiny_model, B.unpack(coded.data).version)
+    net = coding_net(tiny_model.net, B.unpack(coded.data).version)
     x_hat = isolate.decompress_untrusted(net, coded_string(coded, "y"), coded_string(coded, "z"),
                                          B.unpack(coded.data).z_shape)
     stock = net.decompress([[coded_string(coded, "y")], [coded_string(coded, "z")]],

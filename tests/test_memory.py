@@ -6,8 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
-from sgacodec.codec import encoder as codec
-from sgacodec.codec import isolate, memory
+from sgacodec.codec import decoder, isolate, memory
 from sgacodec.codec.batching import encode
 from sgacodec.config import RefineConfig
 from sgacodec.errors import ResourceError
@@ -40,11 +39,11 @@ def test_a_small_file_of_a_large_image_is_refused_before_its_synthesis(tiny_mode
     monkeypatch.setattr(isolate, "decompress_untrusted", lambda *a: calls.append(1))
     with pytest.raises(ResourceError, match=r"decoding 256x256 needs about \d+ MB of memory and "
                                             r"SGACODEC_MEMORY_LIMIT allows \d+ MB; refused") as refused:
-        codec.decode(report.data, tiny_model)
+        decoder.decode(report.data, tiny_model)
     assert not calls and "\n" not in str(refused.value)
     monkeypatch.undo()
     monkeypatch.setenv(memory.LIMIT_ENV, str(needed))
-    assert np.array_equal(codec.decode(report.data, tiny_model).rgb, report.recon)
+    assert np.array_equal(decoder.decode(report.data, tiny_model).rgb, report.recon)
 
 
 def test_an_image_too_large_for_the_memory_is_refused_before_any_allocation(tmp_path, tiny_model,

@@ -9,16 +9,12 @@ import torch
 from PIL import Image
 
 from sgacodec.codec.batching import encode
-from sgacodec.codec.encoder import decode
-from sgacodec.models.loading import (
-    ModelError,
-    infer_architecture,
-    load_checkpoint,
-    load_model,
-    load_zoo,
-    zoo_cache_path,
-)
-from sgacodec.refinement.loop import RefineConfig
+from sgacodec.codec.decoder import decode
+from sgacodec.config import RefineConfig
+from sgacodec.errors import ModelError
+from sgacodec.models.checkpoints import infer_architecture, load_checkpoint
+from sgacodec.models.loading import load_model
+from sgacodec.models.zoo import load_zoo, zoo_cache_path
 
 from .support import invoke, make_image
 

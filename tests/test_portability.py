@@ -18,7 +18,7 @@ import pytest
 from PIL import Image
 
 from sgacodec import RefineConfig, encode
-from sgacodec.models.loading import load_embedded
+from sgacodec.models.embedded import load_embedded
 
 from .support import make_image
 
@@ -41,7 +41,7 @@ for quality in (1, 2, 3):
     torch.manual_seed(0)
     with torch.no_grad():
         out[f"q{quality} g_s float32"] = digest(model.net.g_s(torch.randn(1, model.net.M, 8, 12)))
-    for name, net in (("float32", with_float32_tables(model.net)), ("coding", coding_net(model))):
+    for name, net in (("float32", with_float32_tables(model.net)), ("coding", coding_net(model.net, 2))):
         for em in ("entropy_bottleneck", "gaussian_conditional"):
             m = getattr(net, em)
             tables = [m._quantized_cdf, m._offset, m._cdf_length] + [getattr(m, "scale_table", m._offset)]

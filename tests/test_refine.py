@@ -9,11 +9,14 @@ import pytest
 import torch
 
 from sgacodec.codec.batching import encode
-from sgacodec.codec.encoder import decode, to_tensor
+from sgacodec.codec.decoder import decode
+from sgacodec.codec.pixels import to_tensor
 from sgacodec.config import RefineConfig
 from sgacodec.network.latent_model import LatentModel
 from sgacodec.refinement import loop as refine_module
-from sgacodec.refinement.loop import refine, true_rd
+from sgacodec.refinement import speed
+from sgacodec.refinement.loop import refine_latents as refine
+from sgacodec.refinement.loop import true_rd
 
 from .support import TINY_LMBDA, make_image
 
@@ -56,14 +59,14 @@ def test_compile_failure_falls_back_to_eager_with_the_same_result(tiny_model, mo
     config = RefineConfig(method="ste", iterations=15)
     eager = refine(lm, image, (64, 64), TINY_LMBDA, config)
     monkeypatch.setattr(torch, "compile", broken)
-    monkeypatch.setattr(refine_module, "_compile_failed", False)
+    monkeypatch.setattr(speed, "_compile_failed", False)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         fallback = refine(lm, image, (64, 64), TINY_LMBDA, config.with_(compile="default"))
     assert any("torch.compile failed" in str(w.message) for w in caught)
     assert torch.equal(fallback.best.loss, eager.best.loss)
     assert torch.equal(fallback.y, eager.y)
-    monkeypatch.setattr(refine_module, "_compile_failed", False)
+    monkeypatch.setattr(speed, "_compile_failed", False)
 
 
 

@@ -3,19 +3,15 @@ import math
 import pytest
 import torch
 
-from sgacodec.refinement.loop import RefineConfig, budget_learning_rate, iterations_for_budget, schedule_at
-from sgacodec.refinement.rounding import (
-    DEFAULT_TAU_END,
-    THREE_CLASS_METHODS,
-    TWO_CLASS_METHODS,
+from sgacodec.config import DEFAULT_TAU_END, THREE_CLASS_METHODS, TWO_CLASS_METHODS, RefineConfig
+from sgacodec.refinement.rounding import gumbel_sample, p_floor, soft_round, three_class_logits, two_class_logits
+from sgacodec.refinement.schedules import (
+    budget_learning_rate,
     budget_rate,
     budget_temperature,
-    gumbel_sample,
-    p_floor,
-    soft_round,
+    iterations_for_budget,
+    schedule_at,
     temperature,
-    three_class_logits,
-    two_class_logits,
 )
 
 R = torch.linspace(0.0, 1.0, 201, dtype=torch.float64)

@@ -79,8 +79,8 @@ def test_worse_is_recorded_but_not_shipped_and_better_is_shipped(ship_module, ro
     better = ship_module.ship(make_slice(tmp_path / "s2", root, 0.25, 29.6), root, apply=True, log=lines.append)
     assert better["better"] and better["candidate_rate"] < better["shipped_rate"]
     assert weights.read_bytes() == b"candidate"
-    entry = next(m for m in json.loads((root / "sgacodec" / "models" / "weights" / "manifest.json").read_text())["models"]
-                 if m["quality"] == 2)
+    manifest = json.loads((root / "sgacodec" / "models" / "weights" / "manifest.json").read_text())
+    entry = next(m for m in manifest["models"] if m["quality"] == 2)
     assert entry["sha256"] == hashlib.sha256(b"candidate").hexdigest() and entry["steps"] == 12047
     assert entry["kodak"]["bpp"] == 0.25 and entry["kodak"]["images"] == 24
     assert entry["slices"][-1]["slice"] == 2 and "slice 2" in entry["command"] and "310 of 683" in entry["data"]

@@ -110,7 +110,7 @@ def test_rehearsal_of_the_gpu_slice_on_the_cpu(slice_module, world, tmp_path):
     sgacodec loads, the log, and the evaluation with its provenance and the training's steps."""
     from safetensors import safe_open
 
-    from sgacodec.models.loading import load_checkpoint
+    from sgacodec.models.checkpoints import load_checkpoint
 
     pack(slice_module, world, 0, limit=10**9)
     slice_module.restore(world["repo"])

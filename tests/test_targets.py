@@ -10,10 +10,10 @@ import pytest
 
 from sgacodec import metrics
 from sgacodec.codec.batching import encode
-from sgacodec.codec.encoder import decode
+from sgacodec.codec.decoder import decode
 from sgacodec.codec.targets import choose_model, encode_to_target
 from sgacodec.config import RefineConfig, SearchConfig, Target
-from sgacodec.models.loading import ModelFamily
+from sgacodec.models.family import ModelFamily
 
 from .support import make_image
 
@@ -152,14 +152,14 @@ def test_a_target_another_rate_point_had_in_range_is_not_called_out_of_reach(tin
 
 
 def test_searches_over_many_inputs_make_each_models_device_copy_once(tiny_model, monkeypatch):
-    """pipeline.encode_sources_to_target keeps the networks on the device between its inputs (on a
+    """batching.encode_sources_to_target keeps the networks on the device between its inputs (on a
     GPU each is a copy of the model): one per model, however many images and refinements."""
-    import sgacodec.codec.targets as targets
+    import sgacodec.codec.devices as devices
     from sgacodec.codec.batching import encode_sources_to_target
 
     made = []
-    real = targets.device_model
-    monkeypatch.setattr(targets, "device_model", lambda *a, **k: made.append(a[0]) or real(*a, **k))
+    real = devices.device_model
+    monkeypatch.setattr(devices, "device_model", lambda *a, **k: made.append(a[0]) or real(*a, **k))
     images = [make_image(64, 96, seed=s) for s in (3, 4)]
     outcomes = list(encode_sources_to_target(ModelFamily.single(tiny_model), [0, 1], images.__getitem__,
                                              Target("bpp", 2.0), RefineConfig(iterations=4), "cpu"))
@@ -172,15 +172,15 @@ def test_a_chain_pinned_at_the_span_end_and_predicted_to_miss_leaves_the_model_e
     search takes over; without one the chain runs its full length (its best effort is the answer)."""
     import torch
 
-    from sgacodec.codec.targets import _Axis, _Run, _search
+    from sgacodec.codec.target_search import Axis, Search, run_search
 
     config, search = RefineConfig(iterations=20), SearchConfig(probe_iterations=2)
-    axis = _Axis(Target("bpp", 0.01), IMAGE.shape[0] * IMAGE.shape[1], search)
+    axis = Axis(Target("bpp", 0.01), IMAGE.shape[0] * IMAGE.shape[1], search)
     spent = {}
     for leave in ((0,), (1,), ()):
-        run = _Run(tiny_model, IMAGE, axis, config, search, torch.device("cpu"), None)
+        run = Search(tiny_model, IMAGE, axis, config, search, torch.device("cpu"), None)
         run.calibrate()
-        best = _search(run, 0.0, leave)
+        best = run_search(run, 0.0, leave)
         spent[leave] = run.iterations
         assert best.report is not None and not axis.meets(best.report)
     assert spent[(0,)] < config.iterations  # pinned at the low end, far above the ceiling
@@ -203,16 +203,16 @@ def test_the_rate_point_is_chosen_by_its_real_file_header_included(tiny_model):
 def test_the_unrefined_file_is_coded_once_per_model_for_the_choice_and_the_search(tiny_model, monkeypatch):
     """choose_model codes each rate point's unrefined latents; the chosen model's search reuses
     that file (its overhead calibration, the unrefined candidate) instead of coding it again."""
-    from sgacodec.codec import targets
+    from sgacodec.codec import target_search
 
     calls = []
-    real = targets.code_latents
+    real = target_search.code_latents
 
     def counting(model, y, z, size, *args, **kwargs):
         calls.append(id(model))
         return real(model, y, z, size, *args, **kwargs)
 
-    monkeypatch.setattr(targets, "code_latents", counting)
+    monkeypatch.setattr(target_search, "code_latents", counting)
     family = ModelFamily(["a", "b"], [lambda: tiny_model, lambda: tiny_model], "test")
     size = len(encode(tiny_model, [IMAGE], RefineConfig(method="none"))[0].data)
     result = encode_to_target(family, IMAGE, Target("size", size * 2), RefineConfig(method="none"))
@@ -221,17 +221,17 @@ def test_the_unrefined_file_is_coded_once_per_model_for_the_choice_and_the_searc
 
 
 def test_corrections_keep_the_iterate_inside_the_band_with_the_best_quality(tiny_model):
-    """_Run.nearest_goal, the score a correction's iterates are chosen by: any iterate predicted
+    """Search.nearest_goal, the score a correction's iterates are chosen by: any iterate predicted
     inside the band (its inner two thirds) beats any outside; inside, the lower MSE under a rate
     ceiling; outside, the nearer the goal."""
     import torch
 
-    from sgacodec.codec.targets import _Axis, _Run
+    from sgacodec.codec.target_search import Axis, Search
     from sgacodec.refinement.loop import RDTerms
 
     search, pixels = SearchConfig(), IMAGE.shape[0] * IMAGE.shape[1]
-    axis = _Axis(Target("size", 1000), pixels, search)
-    run = _Run(tiny_model, IMAGE, axis, CONFIG, search, torch.device("cpu"), None)
+    axis = Axis(Target("size", 1000), pixels, search)
+    run = Search(tiny_model, IMAGE, axis, CONFIG, search, torch.device("cpu"), None)
     run.offset = 0.0
 
     def terms(size_bytes, mse):

@@ -39,7 +39,8 @@ def folders(tmp_path_factory):
 
 
 def test_learning_rate_decays_late():
-    from sgacodec.training.trainer import TrainConfig, learning_rate
+    from sgacodec.config import TrainConfig
+    from sgacodec.training.trainer import learning_rate
 
     config = TrainConfig(lr=1e-3, steps=100, decay_at=0.8)
     assert learning_rate(79, config) == 1e-3
@@ -48,7 +49,8 @@ def test_learning_rate_decays_late():
 
 
 def test_learning_rate_scales_with_the_batch():
-    from sgacodec.training.trainer import TrainConfig, learning_rate
+    from sgacodec.config import TrainConfig
+    from sgacodec.training.trainer import learning_rate
 
     assert learning_rate(0, TrainConfig(lr=1e-4, batch_size=64)) == 1e-4  # lr_scaling none: as given
     assert learning_rate(0, TrainConfig(lr=1e-4, batch_size=64, lr_scaling="sqrt")) == pytest.approx(2e-4)
@@ -57,10 +59,10 @@ def test_learning_rate_scales_with_the_batch():
 
 def test_train_resume_validate_update_export(folders, tmp_path):
     from sgacodec.codec.batching import encode
-    from sgacodec.codec.encoder import decode
-    from sgacodec.models.loading import load_checkpoint
-    from sgacodec.refinement.loop import RefineConfig
-    from sgacodec.training.trainer import TrainConfig, export, train
+    from sgacodec.codec.decoder import decode
+    from sgacodec.config import RefineConfig, TrainConfig
+    from sgacodec.models.checkpoints import load_checkpoint
+    from sgacodec.training.trainer import export_weights, train
 
     data, val = folders
     ckpt = tmp_path / "run.pt"
@@ -95,7 +97,7 @@ def test_train_resume_validate_update_export(folders, tmp_path):
 
     # export: fp16 transforms, float32 entropy models, loadable and coding an image
     out = tmp_path / "tiny.safetensors"
-    digest = export(ckpt, out, metadata={"note": "test"})
+    digest = export_weights(ckpt, out, metadata={"note": "test"})
     import hashlib
 
     assert digest == hashlib.sha256(out.read_bytes()).hexdigest()
@@ -120,13 +122,14 @@ def test_train_resume_validate_update_export(folders, tmp_path):
 
 
 def test_init_from_warm_starts_a_new_run(folders, tmp_path):
-    from sgacodec.training.trainer import TrainConfig, export, train
+    from sgacodec.config import TrainConfig
+    from sgacodec.training.trainer import export_weights, train
 
     data, _ = folders
     base = tmp_path / "base.pt"
     train(TrainConfig(steps=2, **TINY), data, base, log=lambda s: None)
     weights = tmp_path / "base.safetensors"
-    export(base, weights, fp16=False)
+    export_weights(base, weights, fp16=False)
     logs = []
     result = train(TrainConfig(steps=1, **{**TINY, "lr": 1e-12}), data, tmp_path / "warm.pt",
                    init_from=weights, log=logs.append)
@@ -192,8 +195,9 @@ SPEED_OPTIONS = {"channels_last": {"channels_last": True}, "pool on the device":
 
 @pytest.mark.parametrize("options", SPEED_OPTIONS.values(), ids=SPEED_OPTIONS.keys())
 def test_speed_options_train_with_finite_losses(options, folders, tmp_path):
-    from sgacodec.models.loading import load_checkpoint
-    from sgacodec.training.trainer import TrainConfig, export, train
+    from sgacodec.config import TrainConfig
+    from sgacodec.models.checkpoints import load_checkpoint
+    from sgacodec.training.trainer import export_weights, train
 
     data, _ = folders
     seen = []
@@ -201,7 +205,7 @@ def test_speed_options_train_with_finite_losses(options, folders, tmp_path):
     result = train(config, data, tmp_path / "run.pt", log=lambda s: None, on_progress=lambda s, st: seen.append(st))
     assert result["done"] and len(seen) == 3
     assert all(np.isfinite(v) for st in seen for v in st.values())
-    export(tmp_path / "run.pt", tmp_path / "w.safetensors")  # channels_last weights export as usual
+    export_weights(tmp_path / "run.pt", tmp_path / "w.safetensors")  # channels_last weights export as usual
     assert load_checkpoint(tmp_path / "w.safetensors").lmbda == pytest.approx(TINY["lmbda"])
 
 
@@ -211,7 +215,8 @@ def test_compiled_training_step_runs_with_finite_losses(folders, tmp_path, monke
     aot_eager backend keeps this a CPU test of seconds, where Inductor's C++ build takes minutes)."""
     import functools
 
-    from sgacodec.training.trainer import TrainConfig, train
+    from sgacodec.config import TrainConfig
+    from sgacodec.training.trainer import train
 
     monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend="aot_eager"))
     data, _ = folders
@@ -222,7 +227,8 @@ def test_compiled_training_step_runs_with_finite_losses(folders, tmp_path, monke
 
 
 def test_unknown_speed_option_is_refused(folders, tmp_path):
-    from sgacodec.training.trainer import TrainConfig, train
+    from sgacodec.config import TrainConfig
+    from sgacodec.training.trainer import train
 
     with pytest.raises(ValueError, match="pool"):
         train(TrainConfig(steps=1, **{**TINY, "pool": "gpu"}), folders[0], tmp_path / "r.pt", log=lambda s: None)
@@ -231,7 +237,8 @@ def test_unknown_speed_option_is_refused(folders, tmp_path):
 def test_a_budget_is_a_complete_run(folders, tmp_path):
     """--budget: train for so many seconds, then finish as after the last step (quantile fit,
     update(), a done checkpoint), with the lr decayed late in the budget."""
-    from sgacodec.training.trainer import TrainConfig, train
+    from sgacodec.config import TrainConfig
+    from sgacodec.training.trainer import train
 
     data, val = folders
     logs = []
@@ -250,7 +257,8 @@ def test_a_budget_decays_the_lr_late_in_it(folders, tmp_path, monkeypatch):
     from types import SimpleNamespace
 
     import sgacodec.training.trainer as train_module
-    from sgacodec.training.trainer import TrainConfig, train
+    from sgacodec.config import TrainConfig
+    from sgacodec.training.trainer import train
 
     clock = itertools.count()
     monkeypatch.setattr(train_module, "time", SimpleNamespace(monotonic=lambda: float(next(clock))))
@@ -287,7 +295,8 @@ def test_cli_train_command_runs_and_exports(folders, tmp_path):
 
 
 def test_embedded_manifest_matches_the_shipped_files():
-    from sgacodec.models.loading import MANIFEST, WEIGHTS_DIR, sha256_file
+    from sgacodec.models.checkpoints import sha256_file
+    from sgacodec.models.embedded import MANIFEST, WEIGHTS_DIR
 
     if not MANIFEST.is_file():
         pytest.skip("no embedded models in this build")

@@ -13,6 +13,7 @@ import sys
 import click
 
 from .. import __version__
+from .. import config as cfg
 from .decode import decode
 from .encode import encode
 from .refine import refine
@@ -76,16 +77,17 @@ def _run(argv):
         click.echo("sgacodec: error: output pipe closed", err=True)
         sys.exit(1)
     except ModuleNotFoundError as exc:
-        if os.environ.get("SGACODEC_DEBUG"):
+        if cfg.environ("SGACODEC_DEBUG"):
             raise
         click.echo(f"sgacodec: error: {exc} in this Python ({sys.executable}); run ./scripts/setup "
                    "and use .venv/bin/sgacodec, or pip install sgacodec", err=True)
         sys.exit(1)
     except Exception as exc:  # last resort: never a traceback for the user
-        if os.environ.get("SGACODEC_DEBUG"):
+        if cfg.environ("SGACODEC_DEBUG"):
             raise
-        text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        click.echo(f"sgacodec: error: {type(exc).__name__}: {text} (SGACODEC_DEBUG=1 shows the "
+        from .. import one_line
+
+        click.echo(f"sgacodec: error: {one_line(exc, limit=None, typed=True)} (SGACODEC_DEBUG=1 shows the "
                    "traceback)", err=True)
         sys.exit(1)
     sys.exit(code if isinstance(code, int) else 0)

@@ -6,7 +6,8 @@ import sys
 
 import click
 
-from .options import MAX_BITSTREAM_BYTES, Failures, UserError, user_errors
+from .. import config as cfg
+from .failures import Failures, UserError, user_errors
 
 
 @click.command()
@@ -31,12 +32,16 @@ def decode(inputs, output, checkpoint, force, as_json, allow_download, strict):
     decoder computes in float64 so that other machines give the same pixels; should one still
     differ, that gives a warning and the image is still written (--strict: an error, nothing
     written)."""
-    from ..codec.container import unpack
-    from ..codec.encoder import MISMATCH_TEXT
-    from ..codec.encoder import decode as decode_bytes
-    from ..files.images import encode_png, read_limited
-    from ..files.outputs import check_outputs, input_identities, json_line, plan_outputs, write_output
-    from ..models.loading import load_for_bitstream
+    from .. import (
+        Decoder,
+        check_outputs,
+        encode_png,
+        input_identities,
+        json_line,
+        plan_outputs,
+        read_limited,
+        write_output,
+    )
 
     if output == "-" and as_json:
         raise UserError("--json and -o - both write to stdout; choose one")
@@ -47,22 +52,18 @@ def decode(inputs, output, checkpoint, force, as_json, allow_download, strict):
         protected = input_identities(list(inputs))
     except errors as exc:
         raise UserError(str(exc)) from None
-    models, failures = {}, Failures(inputs)
+    decoder, failures = Decoder(checkpoint, allow_download, strict=strict), Failures(inputs)
     for src, dst in zip(inputs, outputs):
         try:
-            data = read_limited(sys.stdin.buffer if src == "-" else src, src, MAX_BITSTREAM_BYTES)
-            header = unpack(data)
-            if header.model not in models:
-                models[header.model] = load_for_bitstream(header.model, checkpoint, allow_download)
-            decoded = decode_bytes(data, models[header.model], strict=strict)
+            data = read_limited(sys.stdin.buffer if src == "-" else src, src, cfg.MAX_FILE_BYTES)
+            decoded = decoder.decode(data)
             write_output(dst, encode_png(decoded.rgb), force, protected)
         except errors as exc:
             failures.add(src, exc)
             continue
-        if not decoded.exact:
-            click.echo(f"sgacodec: warning: {src}: {MISMATCH_TEXT}; written anyway (--strict refuses)",
-                       err=True)
+        if decoded.warning:
+            click.echo(f"sgacodec: warning: {src}: {decoded.warning}; written anyway (--strict refuses)", err=True)
         if as_json:
-            click.echo(json_line({"input": src, "output": dst, "height": header.height,
-                                   "width": header.width, "bytes": len(data), "exact": decoded.exact}))
+            click.echo(json_line({"input": src, "output": dst, "height": decoded.header.height,
+                                   "width": decoded.header.width, "bytes": len(data), "exact": decoded.exact}))
     failures.finish()

@@ -1,31 +1,24 @@
-"""``sgacodec encode``: images into sgacodec files (pipeline.BatchEncoder does the work; with
---ray, ray_pipeline.RayEncoder on a Ray cluster)."""
+"""``sgacodec encode``: images into sgacodec files (codec.batching.BatchEncoder does the work;
+with --ray, cluster.encoding.RayEncoder on a Ray cluster)."""
 
 from __future__ import annotations
 
 import click
 
+from .. import config as cfg
+from .console import announce_cpu_estimate, note, progress_bar, records_on_stdout, stderr_console, task_progress
+from .failures import Failures, UserError, user_errors
+from .inputs import read_input
 from .options import (
-    Failures,
-    UserError,
-    announce_cpu_estimate,
     config_from_options,
     load_family_from_options,
     load_model_from_options,
     model_options,
-    note,
-    progress_bar,
-    ray_options,
-    ray_requested,
-    read_input,
-    records_on_stdout,
     refine_options,
-    stderr_console,
     target_options,
     targets_from_options,
-    task_progress,
-    user_errors,
 )
+from .ray_options import ray_options, ray_requested
 
 
 @click.command()
@@ -40,7 +33,7 @@ from .options import (
 @refine_options()
 @ray_options
 @target_options()
-def encode(inputs, output, force, as_json, ray_address, workers, worker_cpus, **o):
+def encode(inputs, output, force, as_json, ray_address, workers, worker_cpus, **opts):
     """Encode images (PNG, JPEG, ... or - for stdin) into sgacodec files.
 
     INPUTS are images, directories of images, or globs.
@@ -51,10 +44,19 @@ def encode(inputs, output, force, as_json, ray_address, workers, worker_cpus, **
     sgacodec encode 'photos/**/*.png' -o coded/ --iterations 500 --ray      # on a Ray cluster
     sgacodec encode photos/*.png -o coded/ --target-bpp 0.3      # each file at most 0.3 bpp
     """
-    from ..codec.batching import BatchEncoder, resolve_device
-    from ..config import iterations_for
-    from ..files.images import expand_inputs, names_collection, read_image
-    from ..files.outputs import check_outputs, input_identities, json_line, plan_outputs, write_output
+    from .. import (
+        BatchEncoder,
+        check_outputs,
+        expand_inputs,
+        input_identities,
+        iterations_for,
+        json_line,
+        names_collection,
+        plan_outputs,
+        read_image,
+        resolve_device,
+        write_output,
+    )
 
     if output == "-" and as_json:
         raise UserError("--json and -o - both write to stdout; choose one")
@@ -67,24 +69,24 @@ def encode(inputs, output, force, as_json, ray_address, workers, worker_cpus, **
         protected = input_identities(paths)
     except errors as exc:
         raise UserError(str(exc)) from None
-    targets = targets_from_options(o)
+    targets = targets_from_options(opts)
     if len(targets) > 1:
         raise UserError("one target at a time: --target-bpp, --target-size or --target-psnr")
     if targets and on_ray:
         raise UserError("a target (--target-*) does not run on --ray; encode without --ray")
     console = stderr_console()
     if targets:
-        return encode_to_target(paths, outputs, protected, targets[0], console, force, as_json, o)
+        return encode_files_to_target(paths, outputs, protected, targets[0], console, force, as_json, opts)
     try:
-        device = None if on_ray else resolve_device(o["device"])
-        iterations, time_budget = iterations_for(o["iterations"], o["effort"], o["time_budget"],
+        device = None if on_ray else resolve_device(opts["device"])
+        iterations, time_budget = iterations_for(opts["iterations"], opts["effort"], opts["time_budget"],
                                                  device.type if device is not None else "cuda")
-        config = config_from_options(o, iterations=iterations, time_budget=time_budget)
-        model = load_model_from_options(o)
-        encoder = None if on_ray else BatchEncoder(model, config, device, o["batch_size"], on_note=note)
+        config = config_from_options(opts, iterations=iterations, time_budget=time_budget)
+        model = load_model_from_options(opts)
+        encoder = None if on_ray else BatchEncoder(model, config, device, opts["batch_size"], on_note=note)
     except errors as exc:
         raise UserError(str(exc)) from None
-    cpu_default = config.refines and time_budget is not None and o["time_budget"] is None
+    cpu_default = config.refines and time_budget is not None and opts["time_budget"] is None
     failures = Failures(paths)
 
     def report(src, dst, record, echo=click.echo):
@@ -95,7 +97,7 @@ def encode(inputs, output, force, as_json, ray_address, workers, worker_cpus, **
                       f"{record['iterations']} it, {record['seconds']:.1f} s", soft_wrap=True, highlight=False)
 
     if on_ray:
-        encode_on_ray(ray_address, model, config, o, workers, worker_cpus, paths, outputs, force, as_json,
+        encode_on_ray(ray_address, model, config, opts, workers, worker_cpus, paths, outputs, force, as_json,
                       console, failures, report)
         failures.finish()
         return
@@ -122,17 +124,17 @@ def encode(inputs, output, force, as_json, ray_address, workers, worker_cpus, **
     failures.finish()
 
 
-def encode_on_ray(address, model, config, o, workers, worker_cpus, paths, outputs, force, as_json, console,
+def encode_on_ray(address, model, config, opts, workers, worker_cpus, paths, outputs, force, as_json, console,
                   failures, report):
     """The --ray path: RayEncoder's outcomes printed as they come; skipped outputs counted."""
-    from ..cluster.encoding import RayEncoder
-    from ..files.outputs import json_line
+    from .. import RayEncoder, json_line
 
     errors = user_errors()
     skipped = 0
     try:
         with records_on_stdout() as echo, progress_bar(console) as progress:
-            encoder = RayEncoder(model, config, o["device"], o["batch_size"], workers, worker_cpus, address=address)
+            encoder = RayEncoder(model, config, opts["device"], opts["batch_size"], workers, worker_cpus,
+                                 address=address)
             for outcome in encoder.encode_files(paths, outputs, force, task_progress(progress), note):
                 if outcome.skipped:
                     skipped += 1
@@ -146,22 +148,20 @@ def encode_on_ray(address, model, config, o, workers, worker_cpus, paths, output
         raise UserError(str(exc)) from None
     if skipped:
         note(f"{skipped} of {len(paths)} output(s) exist and were skipped (resume); --force encodes them again")
-def encode_to_target(paths, outputs, protected, target, console, force, as_json, o):
+def encode_files_to_target(paths, outputs, protected, target, console, force, as_json, opts):
     """Each input with its own search for ``target`` (sgacodec.targets does the work)."""
-    from ..codec.batching import encode_sources_to_target, resolve_device
-    from ..config import CPU_TARGET_ITERATIONS, iterations_for
-    from ..files.outputs import json_line, write_output
+    from .. import encode_sources_to_target, iterations_for, json_line, resolve_device, write_output
 
     errors = user_errors()
     try:
-        family = load_family_from_options(o)
-        device = resolve_device(o["device"])
-        iterations, _ = iterations_for(o["iterations"], o["effort"], None, "cuda")
-        if o["iterations"] is None and o["effort"] is None and device.type == "cpu":
-            iterations = CPU_TARGET_ITERATIONS
+        family = load_family_from_options(opts)
+        device = resolve_device(opts["device"])
+        iterations, _ = iterations_for(opts["iterations"], opts["effort"], None, "cuda")
+        if opts["iterations"] is None and opts["effort"] is None and device.type == "cpu":
+            iterations = cfg.CPU_TARGET_ITERATIONS
             note(f"on a CPU, a target's search refines {iterations} iterations per image "
                  "(--effort 1..9 or --iterations N choose; a GPU, --device cuda, is far faster)")
-        config = config_from_options(o, iterations=iterations)
+        config = config_from_options(opts, iterations=iterations)
     except errors as exc:
         raise UserError(str(exc)) from None
     if config.refines and device.type == "cpu":
@@ -176,7 +176,7 @@ def encode_to_target(paths, outputs, protected, target, console, force, as_json,
                 failures.add(src, outcome.error)
                 continue
             report = result.report
-            if o["strict"] and not result.reached:
+            if opts["strict"] and not result.reached:
                 failures.add(src, UserError(f"{src}: target {target.describe()}: {result.status}"))
                 continue
             try:

@@ -8,25 +8,18 @@ from pathlib import Path
 
 import click
 
+from .console import announce_cpu_estimate, note, progress_bar, records_on_stdout, stderr_console, task_progress
+from .failures import UserError, user_errors
 from .options import (
-    UserError,
-    announce_cpu_estimate,
     config_from_options,
     load_family_from_options,
     load_model_from_options,
     model_options,
-    note,
-    progress_bar,
-    ray_options,
-    ray_requested,
-    records_on_stdout,
     refine_options,
-    stderr_console,
     target_options,
     targets_from_options,
-    task_progress,
-    user_errors,
 )
+from .ray_options import ray_options, ray_requested
 from .tables import print_tables
 
 
@@ -64,7 +57,7 @@ from .tables import print_tables
 @ray_options
 @target_options(multiple=True)
 def refine(inputs, as_json, log_file, output_dir, force, lmbda_scales, records_file, redo_unproven, records_from,
-           classical, plot_dir, crop, bd_method, ray_address, workers, worker_cpus, **o):
+           classical, plot_dir, crop, bd_method, ray_address, workers, worker_cpus, **opts):
     """Evaluate methods and settings on images: real-byte bpp, PSNR, MS-SSIM, R-D loss, time, BD-rate.
 
     INPUTS are images, directories of images, or globs. Every combination of the repeatable
@@ -84,14 +77,21 @@ def refine(inputs, as_json, log_file, output_dir, force, lmbda_scales, records_f
     to each target (its model chosen among the rate points unless --quality or --checkpoint pins
     it, lambda searched), one record per image and target.
     """
-    from ..config import iterations_for
+    from .. import (
+        center_crop,
+        check_writable,
+        expand_inputs,
+        iterations_for,
+        json_line,
+        prepare_directory,
+        read_image,
+        write_output,
+    )
     from ..evaluation import EvalResult, Evaluation, expand_grid, load_records, parse_classical
-    from ..files.images import center_crop, expand_inputs, read_image
-    from ..files.outputs import check_writable, json_line, prepare_directory, write_output
 
     errors = user_errors()
     on_ray = ray_requested(ray_address, workers, worker_cpus)
-    targets = targets_from_options({**o, "lmbda_scales": lmbda_scales})
+    targets = targets_from_options({**opts, "lmbda_scales": lmbda_scales})
     if targets and on_ray:
         raise UserError("targets (--target-*) do not run on --ray; evaluate them without --ray")
     if (records_from or redo_unproven) and not records_file or records_from and on_ray:
@@ -106,13 +106,13 @@ def refine(inputs, as_json, log_file, output_dir, force, lmbda_scales, records_f
         paths = expand_inputs(inputs)
         if on_ray and "-" in paths:
             raise UserError("--ray reads files, not stdin")
-        iterations = o["iterations"] or [iterations_for(None, o["effort"])[0]]
-        settings = expand_grid(o["methods"], iterations, o["lmbda"], lmbda_scales, o["tau_max"],
-                               o["three_class"], o["schedules"], targets)
+        iterations = opts["iterations"] or [iterations_for(None, opts["effort"])[0]]
+        settings = expand_grid(opts["methods"], iterations, opts["lmbda"], lmbda_scales, opts["tau_max"],
+                               opts["three_class"], opts["schedules"], targets)
         codecs = parse_classical(classical)
     except errors as exc:
         raise UserError(str(exc)) from None
-    base = config_from_options(o, method="none", iterations=0, tau_max=1.0, lmbda=None, three_class=False)
+    base = config_from_options(opts, method="none", iterations=0, tau_max=1.0, lmbda=None, three_class=False)
     try:  # every setting's configuration is valid before anything runs
         for s in settings:
             s.config(base)
@@ -128,14 +128,15 @@ def refine(inputs, as_json, log_file, output_dir, force, lmbda_scales, records_f
     except errors as exc:
         raise UserError(str(exc)) from None
     console = stderr_console()
-    choices = ([{"checkpoint": c, "quality": None} for c in o["checkpoint"]]
-               or [{"checkpoint": None, "quality": q} for q in (o["quality"] or (None,))])
-    pinned = bool(o["checkpoint"] or o["quality"])
+    choices = ([{"checkpoint": c, "quality": None} for c in opts["checkpoint"]]
+               or [{"checkpoint": None, "quality": q} for q in (opts["quality"] or (None,))])
+    pinned = bool(opts["checkpoint"] or opts["quality"])
     try:  # with --ray the workers choose their device; the driver's runs only describe the work
-        runs = [Evaluation(load_model_from_options(o, **c), paths, settings, base, "cpu" if on_ray else o["device"],
-                           records_file, crop, codecs, batch_size=o["batch_size"], errors=errors,
-                           on_note=note, redo_unproven=redo_unproven, borrowed=borrowed,
-                           family=load_family_from_options(o, **c) if targets and not pinned else None)
+        runs = [Evaluation(load_model_from_options(opts, **c), paths, settings, base,
+                           "cpu" if on_ray else opts["device"], records_file, crop, codecs,
+                           batch_size=opts["batch_size"], errors=errors, on_note=note,
+                           redo_unproven=redo_unproven, borrowed=borrowed,
+                           family=load_family_from_options(opts, **c) if targets and not pinned else None)
                 for c in choices]
     except errors as exc:
         raise UserError(str(exc)) from None
@@ -171,10 +172,10 @@ def refine(inputs, as_json, log_file, output_dir, force, lmbda_scales, records_f
     result = EvalResult()
     try:
         if on_ray:
-            from ..cluster.encoding import evaluate_on_ray
+            from .. import evaluate_on_ray
 
             with records_on_stdout() as echo, progress_bar(console) as progress:
-                result = evaluate_on_ray(runs, o["device"], o["batch_size"], workers, worker_cpus,
+                result = evaluate_on_ray(runs, opts["device"], opts["batch_size"], workers, worker_cpus,
                                          progress=task_progress(progress),
                                          on_record=lambda r, report: on_record(r, report, echo), on_note=note,
                                          address=ray_address)
@@ -216,7 +217,7 @@ def write_log(path: str, trajectory: list[dict]) -> None:
     import csv
     import io
 
-    from ..files.outputs import atomic_write
+    from .. import atomic_write
 
     if path.endswith(".json"):
         atomic_write(path, json.dumps(trajectory, indent=1).encode())

@@ -10,10 +10,10 @@ import time
 
 import click
 
-from ..config import LR_SCALINGS, TRAIN_COMPILE_MODES, TRAIN_POOLS, TrainConfig
-from .options import progress_bar, stderr_console
+from .. import config as cfg
+from .console import progress_bar, stderr_console
 
-T = TrainConfig()
+T = cfg.TrainConfig()
 
 
 @click.command(name="train", hidden=True)
@@ -43,13 +43,13 @@ T = TrainConfig()
               help="Seconds between intermediate checkpoints.")
 @click.option("--amp", type=click.Choice(["off", "bf16"]), default=T.amp, show_default=True,
               help="bf16 autocast of the transforms only; entropy models stay float32.")
-@click.option("--compile", "compile_mode", type=click.Choice(TRAIN_COMPILE_MODES), default=T.compile,
+@click.option("--compile", "compile_mode", type=click.Choice(cfg.TRAIN_COMPILE_MODES), default=T.compile,
               show_default=True, help="torch.compile the forward pass and the loss.")
 @click.option("--channels-last/--no-channels-last", default=T.channels_last, show_default=True,
               help="The network and the crops in channels_last memory layout.")
-@click.option("--pool", type=click.Choice(TRAIN_POOLS), default=T.pool, show_default=True,
+@click.option("--pool", type=click.Choice(cfg.TRAIN_POOLS), default=T.pool, show_default=True,
               help="Keep the decoded training images on the training device (device) or the host.")
-@click.option("--lr-scaling", type=click.Choice(list(LR_SCALINGS)), default=T.lr_scaling, show_default=True,
+@click.option("--lr-scaling", type=click.Choice(list(cfg.LR_SCALINGS)), default=T.lr_scaling, show_default=True,
               help="Scale --lr with --batch-size / 16: none, sqrt or linear.")
 @click.option("--log-every", type=click.IntRange(min=1), default=100, show_default=True,
               help="Steps between log lines when stderr is not a terminal.")
@@ -64,14 +64,13 @@ def train(data_dir, ckpt, lmbda, steps, batch_size, crop, lr, decay_at, n_channe
     """Train a MeanScaleHyperprior on a folder of images (for the embedded models)."""
     import torch
 
-    from ..codec.batching import resolve_device
-    from ..training.distributed import joined
+    from .. import joined, resolve_device
 
     if crop % 64:
         raise click.BadParameter("must be a multiple of 64", param_hint="--crop")
     if threads:
         torch.set_num_threads(threads)
-    config = TrainConfig(lmbda=lmbda, N=n_channels, M=m_channels, steps=steps, batch_size=batch_size,
+    config = cfg.TrainConfig(lmbda=lmbda, N=n_channels, M=m_channels, steps=steps, batch_size=batch_size,
                          crop=crop, lr=lr, decay_at=decay_at, seed=seed, val_every=val_every,
                          save_every=save_every, amp=amp, compile=compile_mode, channels_last=channels_last,
                          pool=pool, lr_scaling=lr_scaling)
@@ -83,8 +82,8 @@ def train(data_dir, ckpt, lmbda, steps, batch_size, crop, lr, decay_at, n_channe
 
 
 def run(config, data_dir, ckpt, val_dir, device, time_limit, budget, init_from, log_every, export_path, group):
-    from ..training.trainer import export
-    from ..training.trainer import train as run_training
+    from .. import export_weights
+    from .. import train as run_training
 
     steps = config.steps
     console = stderr_console()
@@ -114,5 +113,5 @@ def run(config, data_dir, ckpt, val_dir, device, time_limit, budget, init_from, 
                   + (f" on {group.world} processes" if group.distributed else "")
                   + (" (complete)" if result["done"] else ""))
     if result["done"] and export_path and group.is_main:
-        digest = export(ckpt, export_path)
+        digest = export_weights(ckpt, export_path)
         console.print(f"exported {export_path} (sha256 {digest})")

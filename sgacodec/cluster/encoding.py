@@ -1,5 +1,5 @@
 """Encoding collections on a Ray cluster: one model replica per GPU (or per CPU worker), each one a
-``pipeline.BatchEncoder`` working through its share of the inputs (docs/scaling.md).
+``codec.batching.BatchEncoder`` working through its share of the inputs (docs/scaling.md).
 
     encoder = RayEncoder(model, RefineConfig(iterations=500), address=None)   # None: RAY_ADDRESS, or a local Ray
     for outcome in encoder.encode_files(paths, outputs):      # outputs: outputs.plan_outputs(paths, ...)
@@ -16,7 +16,7 @@
 - Resume: outputs that exist are skipped (``force`` re-encodes them). ``evaluate_on_ray`` runs
   ``sgacodec refine``'s evaluations the same way; the driver writes the records.
 
-The Ray machinery (connecting, placing workers, retrying units) is ray_cluster's; Ray is an
+The Ray machinery (connecting, placing workers, retrying units) is workers.py's; Ray is an
 optional dependency (``pip install 'sgacodec[ray]'``), imported only when used.
 """
 
@@ -28,7 +28,7 @@ import socket
 from dataclasses import dataclass, replace
 from typing import Callable, Iterator, Sequence
 
-from ..config import RAY_RETRIES, RefineConfig
+from ..config import RAY_RETRIES, RefineConfig, environ
 from ..errors import SgacodecError
 from ..files.outputs import atomic_write, remove_leftovers
 from .workers import WorkerPool, check_address, connected, first_line, placement, unit_size
@@ -37,7 +37,7 @@ EXIT_ONCE_ENV = "SGACODEC_RAY_EXIT_ONCE"  # fault injection: a path; the first w
 # output after it creates that file exits at once (os._exit), as a killed worker would
 
 
-def no_progress(description: str, total: int):  # pipeline.no_progress, without importing torch here
+def no_progress(description: str, total: int):  # codec.batching.no_progress, without importing torch here
     return contextlib.nullcontext(None)
 
 
@@ -60,7 +60,7 @@ class Worker:
     def __init__(self, config: RefineConfig, device: str, batch_size: int | None, threads: int):
         import torch
 
-        from ..network.latent_model import import_compressai
+        from ..network.compressai_import import import_compressai
 
         torch.set_num_threads(threads)
         import_compressai()  # seconds: before the worker says it is ready (and without torchvision's warning)
@@ -133,7 +133,7 @@ class Worker:
 
 def exit_once() -> None:
     """The fault hook (EXIT_ONCE_ENV): exit like a killed worker, once per marker file."""
-    marker = os.environ.get(EXIT_ONCE_ENV)
+    marker = environ(EXIT_ONCE_ENV)
     if marker:
         with contextlib.suppress(FileExistsError):
             os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))  # the first to get here
@@ -154,7 +154,7 @@ class RayEncoder:
     def encode_files(self, sources: Sequence[str], outputs: Sequence[str], force: bool = False,
                      progress=None, on_note: Callable[[str], None] | None = None) -> Iterator[FileOutcome]:
         """One FileOutcome per source: the skipped ones (existing outputs, unless ``force``) first,
-        then the others as their units finish. ``progress(description, total)``: as in pipeline."""
+        then the others as their units finish. ``progress(description, total)``: as in codec.batching."""
         if "-" in sources or "-" in outputs:
             raise SgacodecError("--ray reads and writes files, not stdin or stdout")
         todo = []

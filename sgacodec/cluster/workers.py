@@ -6,7 +6,7 @@ units of work on a pool of workers (Ray actors), a unit whose worker died runnin
         for unit, result, error in pool.run(units, lambda actor, unit: actor.work.remote(pool.shared, unit)):
             ...                                        # as units finish
 
-The work itself (encoding, evaluating) is ray_pipeline's. Ray is an optional dependency
+The work itself (encoding, evaluating) is encoding.py's. Ray is an optional dependency
 (``pip install 'sgacodec[ray]'``), imported only when used; this module imports neither Ray nor torch.
 """
 
@@ -14,16 +14,22 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import re
 from collections import deque
 from dataclasses import dataclass
 from typing import Callable, Iterator, Sequence
 
-from ..config import RAY_CPU_WORKER_CPUS, RAY_LOCAL_ADDRESSES, RAY_RETRIES
-from ..errors import SgacodecError
+from ..config import (
+    AUTO_WINDOW,
+    RAY_CPU_WORKER_CPUS,
+    RAY_LOCAL_ADDRESSES,
+    RAY_RETRIES,
+    WINDOW_PER_BATCH,
+    environ,
+    forwarded_environment,
+)
+from ..errors import SgacodecError, one_line
 
-FORWARDED_ENV_PREFIX = "SGACODEC_"  # the driver's SGACODEC_* variables are set in the workers too
 ADDRESS = re.compile(r"^(ray://)?[\w.\-\[\]:]+:\d+$")
 
 
@@ -56,7 +62,7 @@ def connected(address: str | None = None, **init_options):
         yield ray
         return
     address = check_address(address)
-    where = address or os.environ.get("RAY_ADDRESS")
+    where = address or environ("RAY_ADDRESS")
     if where in (None, "", "local"):
         init_options.setdefault("include_dashboard", False)
     try:
@@ -69,11 +75,9 @@ def connected(address: str | None = None, **init_options):
         ray.shutdown()
 
 
-def first_line(exc: BaseException) -> str:  # after its type, unless it is an expected error
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    if isinstance(exc, (SgacodecError, OSError)):
-        return text or type(exc).__name__
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+def first_line(exc: BaseException) -> str:
+    """One line for a failure: after its type, unless it is an expected error."""
+    return one_line(exc, limit=None, typed=not isinstance(exc, (SgacodecError, OSError)))
 
 
 @dataclass(frozen=True)
@@ -105,8 +109,6 @@ def placement(device: str = "auto", workers: int | None = None, worker_cpus: int
 def unit_size(count: int, place: Placement, batch_size: int | None) -> int:
     """Inputs per unit of work: what a local run reads at once on that device, but no more than
     an even share, so that every worker gets some."""
-    from ..codec.batching import AUTO_WINDOW, WINDOW_PER_BATCH
-
     window = AUTO_WINDOW if place.gpus and batch_size is None else (batch_size or 1) * WINDOW_PER_BATCH
     return max(1, min(window, math.ceil(count / place.workers)))
 
@@ -123,7 +125,7 @@ class WorkerPool:
                  retries: int = RAY_RETRIES):
         ray = require_ray()
         self.place, self.retries = place, retries
-        env = {k: v for k, v in os.environ.items() if k.startswith(FORWARDED_ENV_PREFIX)}
+        env = forwarded_environment()  # the driver's SGACODEC_* variables are set in the workers too
         options = dict(num_cpus=place.cpus, num_gpus=place.gpus, max_restarts=-1, max_task_retries=0)
         if env:
             options["runtime_env"] = {"env_vars": env}

@@ -24,14 +24,23 @@ from typing import Callable, ContextManager, Iterable, Iterator, Sequence
 import numpy as np
 import torch
 
-from ..config import AUTO_BATCH_MEGAPIXELS, RefineConfig, SearchConfig, Target, eval_every_for
-from ..models.loading import LoadedModel, ModelError, ModelFamily
-from ..refinement.loop import refine
-from .encoder import EncodeReport, check_memory, device_model, encode_batch, pad, to_tensor
+from ..config import (
+    AUTO_BATCH_MEGAPIXELS,
+    AUTO_WINDOW,
+    WINDOW_PER_BATCH,
+    RefineConfig,
+    SearchConfig,
+    Target,
+    eval_every_for,
+)
+from ..errors import one_line
+from ..models.family import ModelFamily
+from ..models.loaded import LoadedModel
+from ..refinement.loop import refine_latents
+from .devices import DeviceNetworks, resolve_device
+from .encoder import EncodeReport, check_memory, encode_batch
+from .pixels import pad, to_tensor
 from .targets import TargetResult, encode_to_target
-
-AUTO_WINDOW = 64  # inputs read ahead to find same-size images when the batch size is automatic
-WINDOW_PER_BATCH = 4  # otherwise: this many batches' worth of inputs
 
 # progress(description, total) -> a context manager that yields on_step(step)
 Progress = Callable[[str, int], ContextManager[Callable[[int], None] | None]]
@@ -39,21 +48,6 @@ Progress = Callable[[str, int], ContextManager[Callable[[int], None] | None]]
 
 def no_progress(description: str, total: int) -> ContextManager[None]:
     return contextlib.nullcontext(None)
-
-
-def resolve_device(name: str | torch.device = "auto") -> torch.device:
-    """'auto' (CUDA when available, else the CPU), 'cpu', 'cuda' or 'cuda:N'."""
-    if isinstance(name, torch.device):
-        return name
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ModelError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ModelError(f"device {name} requested but CUDA is not available")
-    return device
 
 
 def batches_by_size(images: Sequence[np.ndarray], batch_size: int | None) -> list[list[int]]:
@@ -106,14 +100,12 @@ class BatchEncoder:
         self.batch_size = batch_size if batch_size is not None else (
             None if self.device.type == "cuda" else 1)
         self.on_note = on_note or (lambda text: None)
-        self._lm = None
+        self.networks = DeviceNetworks()
 
     @property
-    def refine_model(self):
+    def network(self):
         """The network on the device (made once): the model itself on the CPU, a copy elsewhere."""
-        if self._lm is None:
-            self._lm = device_model(self.model, self.device, self.config.channels_last)
-        return self._lm
+        return self.networks.get(self.model, self.device, self.config.channels_last)
 
     def window_size(self) -> int:
         return AUTO_WINDOW if self.batch_size is None else self.batch_size * WINDOW_PER_BATCH
@@ -136,13 +128,13 @@ class BatchEncoder:
 
         def run(part: list[int]) -> list[EncodeReport]:
             return encode_batch(self.model, [images[i] for i in part], config, self.device, on_step,
-                                keep_history, self.refine_model)
+                                keep_history, self.network)
 
         try:
             return halving_on_oom(run, list(range(len(images))))
         except torch.cuda.OutOfMemoryError as exc:
-            first = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else "no detail"
-            self.on_note(f"GPU out of memory ({first}); refining on the CPU instead (slower)")
+            self.on_note(f"GPU out of memory ({one_line(exc, 120, typed=False)}); refining on the CPU instead "
+                         "(slower)")
             torch.cuda.empty_cache()
             return encode_batch(self.model, images, config, torch.device("cpu"), on_step, keep_history)
 
@@ -201,10 +193,10 @@ class BatchEncoder:
         refinement's fixed part."""
         config = self.config_for(config).with_(iterations=probe_steps, time_budget=None)
         check_memory(self.model, 1, *image.shape[:2], self.device)
-        lm = self.refine_model
+        lm = self.network
         x = pad(to_tensor(image)).to(lm.device)
         stamps: list[float] = []
-        result = refine(lm, x, image.shape[:2], config.lmbda, config,
+        result = refine_latents(lm, x, image.shape[:2], config.lmbda, config,
                         on_step=lambda step: stamps.append(time.perf_counter()))
         if len(stamps) > 1:
             per_iteration = (stamps[-1] - stamps[0]) / (len(stamps) - 1)
@@ -241,11 +233,11 @@ def encode_sources_to_target(family: ModelFamily, sources: list, read: Callable[
                              on_note: Callable[[str], None] | None = None) -> Iterator[TargetOutcome]:
     """One TargetOutcome per source, in input order, each image with its own search; an error in
     ``errors`` becomes that input's outcome and the others carry on. On a GPU that runs out of
-    memory, the image is searched on the CPU instead. ``progress``: pipeline's Progress."""
+    memory, the image is searched on the CPU instead. ``progress``: a Progress, as above."""
     device = resolve_device(device)
     progress = progress or no_progress
     total = config.iterations + search.probes_for(config.iterations) if config.refines else 1
-    networks: dict = {}  # the models' copies on the device, made once for all the inputs
+    networks = DeviceNetworks()  # the models' copies on the device, made once for all the inputs
     for index, source in enumerate(sources):
         outcome = TargetOutcome(index, source)
         try:

@@ -9,7 +9,7 @@ Every declared size is checked against limits and the file length before anythin
 
 The version also fixes the arithmetic both sides use for the hyper-synthesis h_s (which gives the
 entropy coder's scale indexes and means), the synthesis g_s, the scale table and the rANS tables:
-float64 in version 2, float32 in version 1 (still decoded; see codec.coding_net).
+float64 in version 2, float32 in version 1 (still decoded; see network/coding_net.py).
 """
 
 from __future__ import annotations
@@ -18,8 +18,10 @@ import struct
 import zlib
 from dataclasses import dataclass
 
-from ..config import METRICS  # its order is part of the file format
-from ..errors import BitstreamError  # noqa: F401 - raised here, defined with the other errors
+from ..config import LATENT_MULTIPLE
+from ..errors import BitstreamError
+from ..models.loaded import ModelId
+from ..models.zoo_table import METRICS  # its order is part of the file format
 
 MAGIC = b"SGAC"
 VERSION = 2  # what this build writes
@@ -27,19 +29,6 @@ READABLE_VERSIONS = (1, 2)
 MODEL_KINDS = ("zoo", "embedded", "checkpoint")
 MAX_SIDE = 1 << 15  # 32768 pixels per side
 MAX_PIXELS = 1 << 26  # 67 M pixels (8192 x 8192): the largest image the encoder accepts
-
-
-@dataclass(frozen=True)
-class ModelId:
-    kind: str  # zoo | embedded | checkpoint
-    name: str  # zoo name, embedded model name, or architecture of a checkpoint
-    metric: str = "mse"
-    quality: int = 0  # 0 when not applicable
-    weights_sha: bytes = bytes(8)  # first 8 bytes of the weights' sha256
-
-    def describe(self) -> str:
-        q = f" q{self.quality}" if self.quality else ""
-        return f"{self.kind} {self.name}{q} ({self.metric}, weights {self.weights_sha.hex()})"
 
 
 @dataclass(frozen=True)
@@ -62,7 +51,7 @@ def check_size(height: int, width: int) -> None:
                              f"pixels a side and {MAX_PIXELS} pixels)")
 
 
-def expected_shapes(height: int, width: int, multiple: int = 64) -> tuple[tuple, tuple]:
+def expected_shapes(height: int, width: int, multiple: int = LATENT_MULTIPLE) -> tuple[tuple, tuple]:
     """Latent shapes for an image padded to ``multiple``: z is 1/64 and y 1/16 of the padded size."""
     zh, zw = -(-height // multiple), -(-width // multiple)
     return (zh, zw), (zh * 4, zw * 4)

@@ -2,7 +2,7 @@
 
 CompressAI's rANS decoder (C++) does not bounds-check its input: a forged or corrupted string that
 declares a large latent reads past the end of its buffer, which can segfault the interpreter
-(found by scripts/fuzz_bitstreams.py). Two defences, both used by ``codec.decode``:
+(found by scripts/fuzz_bitstreams.py). Two defences, both used by ``decoder.decode``:
 
 - ``decompress_untrusted``: each entropy-coded string is padded (see ``pad_string``), so that a
   forged string reads padding instead of whatever memory follows, and decoded twice, with 0x00
@@ -34,6 +34,9 @@ from typing import Callable
 
 import numpy as np
 
+from ..config import environ
+from ..errors import one_line
+
 
 class IsolatedError(RuntimeError):
     """The isolated computation failed: crashed, timed out, or raised; the message is one line."""
@@ -51,7 +54,7 @@ class CorruptData(ValueError):
 
 
 def available() -> bool:
-    return sys.platform.startswith("linux") and os.environ.get("SGACODEC_ISOLATE", "1") != "0"
+    return sys.platform.startswith("linux") and environ("SGACODEC_ISOLATE", "1") != "0"
 
 
 def pad_string(data: bytes, n_symbols: int, fill: int = 0) -> bytes:
@@ -86,7 +89,7 @@ def decompress_untrusted(net, y_string: bytes, z_string: bytes, z_shape):
     """
     import torch
 
-    from ..network.latent_model import import_compressai
+    from ..network.compressai_import import import_compressai
 
     models = import_compressai()
     MeanScaleHyperprior, ScaleHyperprior = models.MeanScaleHyperprior, models.ScaleHyperprior
@@ -119,12 +122,9 @@ def is_allocation_failure(exc: BaseException) -> bool:
 
 
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    if isinstance(exc, CorruptData):
-        return text
     if is_allocation_failure(exc):
         return OUT_OF_MEMORY
-    return f"{type(exc).__name__}: {text.splitlines()[0][:300]}" if text else type(exc).__name__
+    return one_line(exc, typed=not isinstance(exc, CorruptData))
 
 
 def _write_all(fd: int, data: bytes) -> None:

@@ -15,11 +15,11 @@ The limit is the memory available (Linux: MemAvailable, a cgroup's memory.max, `
 
 from __future__ import annotations
 
-import os
 import re
 import resource
 
-from ..errors import ResourceError  # noqa: F401 - raised here, defined with the other errors
+from ..config import environ
+from ..errors import ResourceError
 
 LIMIT_ENV = "SGACODEC_MEMORY_LIMIT"
 # Peak bytes per padded pixel of the float64 synthesis with N = 128 channels (2.1 GB/MP measured,
@@ -75,7 +75,7 @@ def available_bytes() -> int | None:
 
 def allowed_bytes() -> int | None:
     """The memory sgacodec may use for one image: SGACODEC_MEMORY_LIMIT, else what is available."""
-    setting = os.environ.get(LIMIT_ENV)
+    setting = environ(LIMIT_ENV)
     if setting is not None:
         return parse_size(setting)
     return available_bytes()
@@ -90,7 +90,7 @@ def check(needed: int, what: str) -> None:
     """ResourceError, before anything is allocated, when ``needed`` bytes exceed the limit."""
     allowed = allowed_bytes()
     if allowed is not None and needed > allowed:
-        source = f"{LIMIT_ENV} allows" if os.environ.get(LIMIT_ENV) else "this machine has"
+        source = f"{LIMIT_ENV} allows" if environ(LIMIT_ENV) else "this machine has"
         raise ResourceError(f"{what} needs about {human(needed)} of memory and {source} "
                             f"{human(allowed)}; refused (set {LIMIT_ENV} to change the limit)")
 

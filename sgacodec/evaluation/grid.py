@@ -20,6 +20,7 @@ from ..config import (
     split_label,
 )
 from ..errors import EvaluationError
+from ..refinement.schedules import effective_schedule
 
 
 @dataclass(frozen=True)
@@ -77,7 +78,7 @@ class Setting:
         refines with the paper's)."""
         if self.target is not None:
             return "paper"
-        return RefineConfig(iterations=self.iterations, schedule=self.schedule).effective_schedule
+        return effective_schedule(RefineConfig(iterations=self.iterations, schedule=self.schedule))
 
     def config(self, base: RefineConfig) -> RefineConfig:
         """``base`` (lr, a, seed, ...) with this setting's method, iterations, tau_max and schedule."""

@@ -3,8 +3,8 @@ and one model's rate at equal PSNR against it (docs/models.md).
 
     rate_vs_published(0.4188, 29.24)   # -> +118.8: the published curve needs 1/2.188 of the bits
 
-The curve is ``results/image/kodak/compressai-mbt2018-mean_mse_cuda.json`` in the CompressAI
-repository (no refinement; mean of per-image PSNR). One model is one point, so its figure is the
+The curve is the zoo table's (models/zoo_table.py: CompressAI's published Kodak results of its
+mbt2018-mean MSE models; no refinement; mean of per-image PSNR). One model is one point, so its figure is the
 rate at equal PSNR: the point's bpp against the curve's bpp at the point's PSNR, with log(bpp)
 interpolated linearly in PSNR between the curve's neighbouring points (BD-rate's log-rate axis
 over an interval of zero width). Outside the curve's PSNR range the end segment is extended, and
@@ -15,20 +15,15 @@ from __future__ import annotations
 
 import math
 
-# quality -> (lambda, bpp, PSNR dB)
-PUBLISHED = {
-    1: (0.0018, 0.124, 27.70),
-    2: (0.0035, 0.198, 29.36),
-    3: (0.0067, 0.307, 31.13),
-    4: (0.0130, 0.461, 32.95),
-    5: (0.0250, 0.662, 34.97),
-    6: (0.0483, 0.914, 36.91),
-}
+from ..models.zoo_table import ZOO
+
+REFERENCE_MODEL = "mbt2018-mean"  # the embedded models' architecture and target
 
 
-def published_curve() -> list[tuple[float, float]]:
-    """[(bpp, PSNR)] of the published curve, by increasing rate."""
-    return [PUBLISHED[q][1:] for q in sorted(PUBLISHED)]
+def published_curve(name: str = REFERENCE_MODEL) -> list[tuple[float, float]]:
+    """[(bpp, PSNR)] of a zoo model's published Kodak curve (MSE), by increasing rate."""
+    published = ZOO[name].published
+    return [published[q] for q in sorted(published)]
 
 
 def published_bpp_at(psnr: float) -> float:

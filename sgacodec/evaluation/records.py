@@ -19,6 +19,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from ..config import BUDGET_KNOBS, RefineConfig
+from ..refinement.schedules import effective_schedule
 
 RECORD_VERSION = 1
 # Settings that change results and so belong to a record's key (time_budget does, too: results
@@ -173,8 +174,9 @@ def record_key(image: str, crop: int | None, model_sha: str, setting=None, lmbda
         else:
             key.update(lmbda=float(f"{lmbda:.6g}"))
         if setting.label != "none" and config is not None:
-            if config.effective_schedule != "paper":  # paper-schedule keys are as they always were
-                key["schedule"] = config.effective_schedule
+            schedule = effective_schedule(config)
+            if schedule != "paper":  # paper-schedule keys are as they always were
+                key["schedule"] = schedule
                 key.update({name: getattr(config, name) for name in BUDGET_KNOBS})
             for name in KEY_FIELDS:
                 if name == "a" and setting.method != "ssl":

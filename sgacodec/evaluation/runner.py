@@ -6,7 +6,7 @@
     result = run.run()       # result.records: this grid's records, computed now or resumed
 
 Setting by setting, the images without a record yet are encoded by the shared pipeline
-(``pipeline.BatchEncoder``: same-size batches, halved when the GPU runs out of memory, the CPU as
+(``codec.batching.BatchEncoder``: same-size batches, halved when the GPU runs out of memory, the CPU as
 a last resort); each batch's records are written as soon as it finishes. Inputs are read
 ``WINDOW`` at a time. Classical codecs run per image, after its learned records, at the bit rates
 of the ``classical_anchor`` label's records of that image (default: 'none' if in the grid, else
@@ -24,7 +24,7 @@ from ..codec.batching import BatchEncoder, Progress, no_progress
 from ..codec.targets import encode_to_target
 from ..config import RefineConfig, SearchConfig
 from ..files.images import center_crop, read_image
-from ..models.loading import ModelFamily
+from ..models.family import ModelFamily
 from .classical import classical_at_rate
 from .grid import Setting
 from .records import Provenance, Record, RecordWriter, compact_history, load_records, record_key

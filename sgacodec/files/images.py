@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from ..codec.container import MAX_PIXELS, MAX_SIDE
-from ..errors import ImageError  # noqa: F401 - raised here, defined with the other errors
+from ..errors import ImageError, one_line
 
 MAX_INPUT_BYTES = 1 << 30  # no image or sgacodec file sgacodec accepts is larger than 1 GiB
 
@@ -85,7 +85,7 @@ def read_image(source, notes: list | None = None) -> np.ndarray:
     except (OSError, SyntaxError, ValueError, EOFError, struct.error, MemoryError) as exc:
         if isinstance(exc, ImageError):
             raise
-        reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        reason = one_line(exc, limit=200, typed=False)
         raise ImageError(f"{name}: damaged or truncated image ({reason})") from None
 
 

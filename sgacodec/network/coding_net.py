@@ -1,12 +1,12 @@
-"""The coding network: what both sides of a file compute (docs/method.md, "Entropy coding"; file
-format version 2, docs/format.md).
+"""The coding network: what both sides of a file compute (docs/method.md, "Entropy coding"; the
+file format, docs/format.md), one per model and format version (``coding_net``).
 
-A copy of the model whose hyper-synthesis h_s and synthesis g_s run in float64 (``InFloat64``,
-with g_s's transposed convolutions by kernel taps, deconv.py, and its GDN layers as one matrix
-product, ``MatmulGDN``), with the GaussianConditional's scale table and both entropy models' rANS
-tables computed in float64 (cached, cache.py), so that every CPU computes the same scale indexes
-and pixels. This module, hyperprior.py and _compressai.py are CompressAI's adapter: the only
-modules that use its internals (the entropy models' table buffers among them).
+Versions 2 and 3: a copy of the model whose hyper-synthesis h_s and synthesis g_s run in float64
+(``InFloat64``, with g_s's transposed convolutions by kernel taps, deconv.py, and its GDN layers
+as one matrix product, ``MatmulGDN``), with the GaussianConditional's scale table and both
+entropy models' rANS tables computed in float64 (cached, table_cache.py), so that every CPU
+computes the same scale indexes and pixels. Version 1: the model itself with CompressAI's own
+float32 tables (``with_float32_tables``).
 """
 
 from __future__ import annotations
@@ -18,9 +18,8 @@ import weakref
 
 import torch
 
-from . import compressai_import as _compressai
-from . import deconv
-from . import table_cache as cache
+from . import deconv, table_cache
+from .compressai_import import installed_version
 
 
 class InFloat64(torch.nn.Module):
@@ -87,7 +86,7 @@ def float64_coding_net(net: torch.nn.Module) -> torch.nn.Module:
       rounded to float32;
     - the rANS tables (quantized CDFs) of both entropy models are those their own ``update()``
       computes from float64 densities (``float64_coder_tables``: cached in the user's cache
-      folder, see cache.py). The model's own float32 tables are not needed for this, and are not
+      folder, see table_cache.py). The model's own float32 tables are not needed for this, and are not
       built (``with_float32_tables`` builds them for version 1 files).
 
     Each of these, left in float32, made files undecodable on an emulated other CPU: see
@@ -127,7 +126,7 @@ _WITH_FLOAT32_TABLES: "weakref.WeakSet[torch.nn.Module]" = weakref.WeakSet()
 def with_float32_tables(net: torch.nn.Module) -> torch.nn.Module:
     """``net`` with CompressAI's own float32 coder tables (``update(force=True)``, in place, once
     per model): what file version 1 codes with, and what CompressAI's compress() on the model
-    itself needs. Loading does not build them (models.py): version 2 never uses them."""
+    itself needs. Loading does not build them (models/): versions 2 and 3 never use them."""
     if net not in _WITH_FLOAT32_TABLES:
         net.update(force=True)
         _WITH_FLOAT32_TABLES.add(net)
@@ -139,7 +138,7 @@ def float64_coder_tables(entropy_models: dict) -> dict[str, torch.Tensor]:
     from float64 copies of its parameters and scale table: read from the user's cache when it holds
     them for exactly these parameters and versions (``coder_tables_key``), else computed and cached.
     A cached file is used only if its hash and structure check (``valid_coder_tables``)."""
-    return cache.tensors("coder-tables", coder_tables_key(entropy_models),
+    return table_cache.tensors("coder-tables", coder_tables_key(entropy_models),
                          lambda: _compute_float64_tables(entropy_models),
                          lambda tables: valid_coder_tables(tables, entropy_models))
 
@@ -150,7 +149,7 @@ def coder_tables_key(entropy_models: dict) -> str:
     (sgacodec's scheme, torch, CompressAI, scipy)."""
     h = hashlib.sha256()
     versions = {"scheme": TABLES_SCHEME, "torch": torch.__version__,
-                **{name: _compressai.installed_version(name) for name in ("compressai", "scipy")}}
+                **{name: installed_version(name) for name in ("compressai", "scipy")}}
     h.update(repr(sorted(versions.items())).encode())
     for name, em in entropy_models.items():
         settings = {k: v for k, v in vars(em).items() if isinstance(v, (bool, int, float, str, tuple))}
@@ -200,3 +199,24 @@ def valid_coder_tables(tables: dict, entropy_models: dict) -> bool:
         if (cdf[:, 0] != 0).any() or (steps[inside] <= 0).any() or (last != 1 << em.entropy_coder_precision).any():
             return False
     return True
+
+
+_CODING_NETS: "weakref.WeakKeyDictionary[torch.nn.Module, torch.nn.Module]" = weakref.WeakKeyDictionary()
+
+
+def coding_net(net: torch.nn.Module, version: int) -> torch.nn.Module:
+    """The CPU network that codes and decodes files of this format version for the model ``net``.
+
+    Versions 2 and 3: a copy of the model with h_s, g_s, the scale table and the rANS tables
+    computed in float64 (``float64_coding_net``), made once per model. In float32 (version 1: the
+    model itself, with CompressAI's float32 tables) another CPU's rounding moved scale indexes or
+    table entries and the decoder desynchronised: 12 to 24 of the 24 Kodak files of each shipped
+    model failed to decode on an emulated other CPU; in float64 all decoded to the encoder's
+    pixels (docs/format.md).
+    """
+    if version < 2:
+        return with_float32_tables(net)
+    coding = _CODING_NETS.get(net)
+    if coding is None:
+        coding = _CODING_NETS[net] = float64_coding_net(net)
+    return coding

@@ -7,7 +7,7 @@ imports scipy.stats. No decode or encode uses any of these but scipy.stats, and 
 ``GaussianConditional.update()``; together they cost more CPU than importing torch itself
 (docs/performance.md, "Start-up and decode").
 
-``load()`` imports the same modules of the same installed CompressAI, less the eager imports:
+``import_compressai()`` imports the same modules of the same installed CompressAI, less the eager imports:
 
 - ``compressai/__init__.py`` and ``compressai/registry/__init__.py`` run as written except their
   one statement importing subpackages (``from compressai import (datasets, ...)`` and
@@ -22,7 +22,7 @@ imports scipy.stats. No decode or encode uses any of these but scipy.stats, and 
 It does so only for the CompressAI versions whose package layout was checked
 (``COMPRESSAI_CHECKED``), and only when each statement it leaves out is found exactly as expected;
 with any other version or layout, or when compressai is already imported, it is the plain
-``import compressai.models``. This module and hyperprior.py are the only ones that touch
+``import compressai.models``. The modules of sgacodec.network are the only ones that touch
 CompressAI's internals (tests/test_architecture.py).
 """
 
@@ -36,15 +36,15 @@ import threading
 import types
 import warnings
 
-# CompressAI versions whose package layout this module was checked against (as hyperprior.py's
-# private APIs were): other versions take the plain import.
+# CompressAI versions whose package layout this module, and the private APIs the network package
+# uses, were checked against: other versions take the plain import.
 COMPRESSAI_CHECKED = ("1.2.6", "1.2.8")
 
 _lock = threading.Lock()
-_how: str | None = None  # "partial" or "full": how compressai was imported by load()
+_how: str | None = None  # "partial" or "full": how compressai was imported by import_compressai()
 
 
-def load() -> types.ModuleType:
+def import_compressai() -> types.ModuleType:
     """``compressai.models``, imported without CompressAI's unused subpackages where possible."""
     global _how
     with _lock:
@@ -54,7 +54,7 @@ def load() -> types.ModuleType:
                 try:
                     _import_partially()
                     how = "partial"
-                except Exception:  # noqa: BLE001 - another layout, or any surprise: the plain
+                except Exception:  # another layout, or any surprise: the plain
                     _forget_compressai()  # import below starts clean, and raises what is wrong
             if how == "full":
                 with warnings.catch_warnings():  # a torchvision built for another PyTorch says so

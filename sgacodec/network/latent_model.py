@@ -19,93 +19,11 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from . import compressai_import as _compressai
+from ..config import LATENT_MULTIPLE
+from .checks import MAX_LATENT
+from .compressai_import import import_compressai
 
 LOG2 = 0.6931471805599453
-
-# This module and _compressai.py (its import) are the only ones that use CompressAI's private or
-# undocumented APIs (entropy model internals, the autoregressive coder, the zoo's tables); the
-# versions they were checked against:
-COMPRESSAI_CHECKED = _compressai.COMPRESSAI_CHECKED
-
-
-def import_compressai():
-    """``compressai.models``, imported without the CompressAI subpackages sgacodec never uses
-    (datasets, transforms: torchvision, torch_geometric) where its version allows (_compressai.py)."""
-    return _compressai.load()
-
-
-# --- the zoo's tables (compressai.zoo internals) ---------------------------------------------
-
-def architecture_class(name: str):
-    """The CompressAI model class of a zoo architecture name (KeyError when unknown)."""
-    import_compressai()
-    from compressai.zoo.image import model_architectures
-
-    return model_architectures[name]
-
-
-def zoo_weights_url(name: str, metric: str, quality: int) -> str:
-    import_compressai()
-    from compressai.zoo.image import model_urls
-
-    return model_urls[name][metric][quality]
-
-
-def zoo_network(name: str, quality: int, metric: str):
-    """CompressAI's pretrained zoo model (downloads into torch.hub's cache when not there)."""
-    import_compressai()
-    from compressai.zoo import image_models
-
-    return image_models[name](quality=quality, metric=metric, pretrained=True, progress=False)
-
-
-def synthesis_channels(net) -> int:
-    """The channel count N of the model's transforms (memory grows with it)."""
-    return int(getattr(net, "N", 192))
-
-
-MAX_CDF_LENGTH = 1 << 13  # symbols per rANS table: the shipped models need at most 130, the
-# Gaussian conditional's widest table has 3133; update() allocates channels x length x ~100 bytes
-MAX_LATENT = 1 << 20  # |latent| and |median| beyond this are no model's (rANS codes int32 symbols)
-
-
-def coder_table_problem(net) -> str | None:
-    """Why ``update()`` would build unreasonable rANS tables from this model's EntropyBottleneck
-    quantiles (non-finite, absurd medians, or tables longer than MAX_CDF_LENGTH, which would
-    allocate gigabytes); None when they are reasonable. Checked before ``update()`` runs."""
-    quantiles = net.entropy_bottleneck.quantiles.detach().double()
-    if not torch.isfinite(quantiles).all():
-        return "entropy_bottleneck.quantiles holds NaN or infinite values"
-    lower, median, upper = quantiles[:, 0, 0], quantiles[:, 0, 1], quantiles[:, 0, 2]
-    if median.abs().max() > MAX_LATENT:
-        return f"entropy_bottleneck.quantiles has medians beyond +-{MAX_LATENT}"
-    length = int(((median - lower).ceil().clamp(min=0) + (upper - median).ceil().clamp(min=0) + 1).max())
-    if length > MAX_CDF_LENGTH:
-        return (f"entropy_bottleneck.quantiles span {length} values per channel (at most "
-                f"{MAX_CDF_LENGTH}): absurd quantiles, the coder's tables would not fit in memory")
-    return None
-
-
-def coding_problem(y: torch.Tensor, z: torch.Tensor) -> str | None:
-    """Why these latents cannot be entropy-coded (non-finite, or beyond what rANS codes), or None.
-
-    CompressAI casts each symbol to int32; a NaN becomes INT_MIN and the bypass coder then loops
-    without end in C++, beyond the reach of Ctrl-C."""
-    for name, t in (("y", y), ("z", z)):
-        if not torch.isfinite(t).all():
-            return f"the latent {name} holds NaN or infinite values (the model or the refinement diverged)"
-        if t.numel() and t.abs().max() > MAX_LATENT:
-            return f"the latent {name} holds values beyond +-{MAX_LATENT} (the model or the refinement diverged)"
-    return None
-
-
-def rename_legacy_keys(state_dict: dict) -> dict:
-    """CompressAI's own conversion of older checkpoints' key names (compressai.zoo.pretrained)."""
-    import_compressai()
-    from compressai.zoo.pretrained import load_pretrained
-
-    return load_pretrained(dict(state_dict))
 
 
 @dataclass
@@ -128,8 +46,7 @@ class LatentModel:
         self.has_context = isinstance(net, JointAutoregressiveHierarchicalPriors)
         self.has_means = isinstance(net, MeanScaleHyperprior)
 
-    # The padding multiple: g_a downsamples by 16, h_a by 4 more.
-    multiple = 64
+    multiple = LATENT_MULTIPLE  # the padding multiple: g_a downsamples by 16, h_a by 4 more
 
     @property
     def device(self) -> torch.device:
@@ -191,7 +108,7 @@ class LatentModel:
     def synthesis(self, y_hat: torch.Tensor) -> torch.Tensor:
         return self.net.g_s(y_hat)
 
-    # --- entropy coding: CPU, CompressAI's own coders (on codec.coding_net's copy) -----------
+    # --- entropy coding: CPU, CompressAI's own coders (on the coding network: coding_net.py) -----------
 
     @torch.no_grad()
     def compress_latents(self, y: torch.Tensor, z: torch.Tensor) -> tuple[list, list]:
@@ -225,26 +142,3 @@ class LatentModel:
     def decompress(self, y_strings: list, z_strings: list, z_shape) -> torch.Tensor:
         """The stock CompressAI decoder: model.decompress([y_strings, z_strings], shape)."""
         return self.net.decompress([y_strings, z_strings], tuple(z_shape))["x_hat"]
-
-
-# --- training ----------------------------------------------------------------------------------
-
-def noisy_bottleneck(entropy_bottleneck, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The EntropyBottleneck's training forward: (z + uniform noise, its likelihood).
-
-    The same draws and values as CompressAI's own forward in training mode, without its host
-    reads: that one permutes by an index tensor made on z's device, which costs one device
-    synchronisation per dimension at every training step and breaks torch.compile's graph.
-    """
-    eb = entropy_bottleneck
-    channels, batch = z.size(1), z.size(0)
-    values = z.transpose(0, 1).reshape(channels, 1, -1)
-    outputs = eb.quantize(values, "noise")
-    likelihood, _, _ = eb._likelihood(outputs)
-    if eb.use_likelihood_bound:
-        likelihood = eb.likelihood_lower_bound(likelihood)
-
-    def back(t):
-        return t.reshape(channels, batch, *z.shape[2:]).transpose(0, 1).contiguous()
-
-    return back(outputs), back(likelihood)

@@ -25,14 +25,16 @@ from typing import Callable
 
 import torch
 
+from ..config import environ
+
 FORMAT = "1"  # of the cache files themselves
 
 
 def folder() -> Path | None:
     """The cache folder, or None when caching is off."""
-    if os.environ.get("SGACODEC_CACHE", "1") == "0":
+    if environ("SGACODEC_CACHE", "1") == "0":
         return None
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    base = environ("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "sgacodec"
 
 

@@ -4,88 +4,31 @@
     L = lambda * 255^2 * MSE(x, g_s(y~)) + bpp(y~ | z~) + bpp(z~)
     z~ = R(z - med) + med,   (scales, mu) = h_s(z~),   y~ = R(y - mu) + mu
 
-R is a relaxed rounding from ``rounding``; Adam over [y, z]. Schedules (``schedule_at``): "paper"
-tau(t) = min(exp(-c t), tau_max) with a constant lr, whatever the run's length; "budget" anneals
-within the run's T iterations, tau(t) = min(tau_end ** (t / T), tau_max), with a step size scaled
-for T (at T = 2000 and the defaults it is the paper's schedule). With a time budget, the budget
-schedule times the first steps and plans T from the pace (``iterations_for_budget``).
-The true loss (hard rounding, what the bitstream costs) is evaluated every ``eval_every`` steps on
-the device and the best iterate is kept there, so the result is never worse than the encoder's
-latents and the loop never waits for the host. Images in a batch share one optimiser but each
-image's loss is summed, so the gradients (and with Adam, the updates) of each image are its own.
-
-Speed options (``RefineConfig``), all off or neutral on the CPU, so CPU results are unchanged:
-``compile`` runs the relaxed and the true loss through ``torch.compile`` (default: on CUDA only;
-any compile failure falls back to eager with one warning), ``precision`` picks fp32, TF32
-(PyTorch's default for convolutions on CUDA) or bf16 autocast of the relaxed pass's transforms
-only (entropy models and the true loss stay float32), ``channels_last`` puts the device copy of
-the network in NHWC (CUDA default). The bitstream is always coded on the CPU (codec.coding_net), so these
-change the optimisation path, never what a file decodes to. See docs/performance.md.
+R is a relaxed rounding (rounding.py); Adam over [y, z] under a schedule of tau and the step
+size (schedules.py). The true loss (hard rounding, what the bitstream costs) is evaluated every
+``eval_every`` steps on the device and the best iterate is kept there, so the result is never
+worse than the encoder's latents and the loop never waits for the host. Images in a batch share
+one optimiser but each image's loss is summed, so the gradients (and with Adam, the updates) of
+each image are its own. Speed options (compile, precision, channels_last): speed.py; they change
+the optimisation path, never what a file decodes to.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
-import os
 import time
-import warnings
 from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
 
-from ..config import COMPILE_MODES, RefineConfig, eval_every_for
+from ..config import RefineConfig, eval_every_for
 from ..metrics import psnr_from_mse, rd_loss
 from ..network.latent_model import LatentModel
-from .rounding import PAPER_ITERATIONS, budget_temperature, soft_round, temperature
-
-
-def budget_learning_rate(step: int, total: int, lr: float, power: float = 0.5,
-                         boost_max: float = 4.0, decay: float = 0.0, floor: float = 0.0) -> float:
-    """The budget schedule's Adam learning rate at ``step`` (0-based) of a T = ``total`` step run:
-
-        peak   = lr * min(max((2000 / T) ** power, 1), boost_max)
-        end    = min(floor * lr, peak)
-        lr(t)  = peak                                                for t < t0 = (1 - decay) T
-               = end + (peak - end) (1 + cos(pi (t - t0) / (T - t0))) / 2   from t0 on
-
-    A cosine from the peak down to ``end`` at T over the last ``decay`` share of the run. A run of
-    2000 steps or more uses ``lr`` itself as its peak (the paper's 0.005); with floor = 1 its lr
-    stays constant, as in the paper."""
-    peak = lr * min(max((PAPER_ITERATIONS / max(total, 1)) ** power, 1.0), boost_max)
-    start = (1.0 - decay) * total
-    if decay <= 0.0 or step < start:
-        return peak
-    end = min(floor * lr, peak)
-    return end + (peak - end) * 0.5 * (1.0 + math.cos(math.pi * (step - start) / (total - start)))
-
-
-def schedule_at(step: int, total: int, config: "RefineConfig") -> tuple[float, float]:
-    """(tau, lr) at ``step`` of a run planned for ``total`` steps under ``config.effective_schedule``.
-
-    paper:  tau = min(exp(-temp_rate t), tau_max), lr constant: ``total`` plays no part.
-    budget: tau = min(tau_end ** (t / T), tau_max) (rounding.budget_temperature) and lr from
-            ``budget_learning_rate``. With the defaults tau_end = exp(-2) and lr_floor = 1, a
-            2000-step budget run is the paper's run."""
-    if config.effective_schedule == "paper":
-        return temperature(step, config.tau_max, config.temp_rate), config.lr
-    return (budget_temperature(step, total, config.tau_max, config.tau_end),
-            budget_learning_rate(step, total, config.lr, config.lr_power, config.lr_boost_max,
-                                 config.lr_decay, config.lr_floor))
-
-
-BUDGET_PROBE_STEPS = 4  # steps timed before a time budget is turned into an iteration count
-BUDGET_MARGIN = 0.95  # the share of the remaining time the planned iterations may fill
-
-
-def iterations_for_budget(steps_done: int, seconds_per_step: float, seconds_left: float,
-                          cap: int, margin: float = BUDGET_MARGIN) -> int:
-    """The iteration count T a time budget affords: the steps already run plus as many more as
-    ``margin`` of the remaining time holds at the measured pace, at most ``cap`` (the configured
-    iterations) and at least ``steps_done``."""
-    more = int(margin * max(seconds_left, 0.0) / max(seconds_per_step, 1e-9))
-    return max(steps_done, min(cap, steps_done + more))
+from .rounding import soft_round
+from .schedules import BUDGET_PROBE_STEPS, effective_schedule, iterations_for_budget, schedule_at, temperature
+from .speed import CompiledSteps, autocast, compile_mode, precision_scope
 
 
 @dataclass
@@ -109,18 +52,11 @@ class RefineResult:
     adam: dict | None = None  # the optimiser's state after the last step, to continue from
 
 
-def _autocast(x: torch.Tensor, precision: str):
-    """bf16 autocast for the transforms (g_s, h_s) only; a no-op otherwise."""
-    if precision != "bf16":
-        return contextlib.nullcontext()
-    return torch.autocast(x.device.type, dtype=torch.bfloat16)
-
-
 def rd_terms(lm: LatentModel, x: torch.Tensor, size, y_hat, params, z_hat, lmbda, clamp=False,
              precision: str = "fp32"):
     """R-D loss of (y_hat, z_hat) against x over the unpadded area; bpp over original pixels."""
     height, width = size
-    with _autocast(x, precision):
+    with autocast(x, precision):
         x_hat = lm.synthesis(y_hat)
     x_hat = x_hat.float()[..., :height, :width]
     if clamp:
@@ -147,7 +83,7 @@ def relaxed_rd(lm: LatentModel, x, size, y, z, lmbda, config: RefineConfig, tau)
     if lm.has_context:
         with torch.no_grad():
             context, _ = lm.y_hard(y, lm.z_hard(z))
-    with _autocast(x, config.precision):
+    with autocast(x, config.precision):
         params = lm.y_params(z_tilde, context)
     if config.precision == "bf16":  # the entropy models see float32 parameters
         params = type(params)(params.scales.float(),
@@ -166,84 +102,7 @@ def _true_tuple(lm, x, size, y, z, lmbda):
     return terms.loss, terms.bpp, terms.mse
 
 
-_compile_failed = False  # set once torch.compile has failed in this process: eager from then on
-
-
-def compile_mode(config: RefineConfig, device: torch.device) -> str | None:
-    """The torch.compile mode refinement will use on ``device`` (None: eager)."""
-    mode = config.compile
-    if mode == "auto":  # SGACODEC_COMPILE overrides the automatic choice (e.g. off, reduce-overhead)
-        mode = os.environ.get("SGACODEC_COMPILE") or ("default" if device.type == "cuda" else "off")
-        if mode not in COMPILE_MODES or mode == "auto":
-            raise ValueError(f"SGACODEC_COMPILE: choose from {', '.join(COMPILE_MODES[1:])}")
-    if mode == "off" or _compile_failed:
-        return None
-    return mode
-
-
-@contextlib.contextmanager
-def precision_scope(device: torch.device, precision: str):
-    """TF32 on or off for CUDA convolutions and matmuls while refining (restored afterwards)."""
-    if device.type != "cuda":
-        yield
-        return
-    old = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
-    allow = precision != "fp32"
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = allow
-    try:
-        yield
-    finally:
-        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = old
-
-
-class _Step:
-    """The two loss functions, compiled when asked; the first failure reverts to eager for good."""
-
-    def __init__(self, mode: str | None):
-        self.mode = mode
-        self.relaxed, self.true = _relaxed_sum, _true_tuple
-        if mode is not None:
-            self.relaxed = torch.compile(_relaxed_sum, mode=mode, dynamic=False)
-            self.true = torch.compile(_true_tuple, mode=mode, dynamic=False)
-        self.checked = {"relaxed": mode is None, "true": mode is None}
-
-    def _fail(self, exc: Exception):
-        global _compile_failed
-        _compile_failed = True
-        warnings.warn(f"torch.compile failed ({type(exc).__name__}: {str(exc)[:200]}); "
-                      "refining in eager mode", RuntimeWarning, stacklevel=3)
-        self.relaxed, self.true = _relaxed_sum, _true_tuple
-        self.checked = {"relaxed": True, "true": True}
-
-    def backward(self, optimiser, *args):
-        optimiser.zero_grad(set_to_none=True)
-        if self.checked["relaxed"]:
-            self.relaxed(*args).backward()
-            return
-        try:
-            self.relaxed(*args).backward()
-            self.checked["relaxed"] = True
-        except torch.cuda.OutOfMemoryError:
-            raise  # not a compiler problem: the caller splits the batch
-        except Exception as exc:  # noqa: BLE001 - any compiler error: fall back, stay correct
-            self._fail(exc)
-            optimiser.zero_grad(set_to_none=True)
-            _relaxed_sum(*args).backward()
-
-    def evaluate(self, *args) -> RDTerms:
-        if not self.checked["true"]:
-            try:
-                out = self.true(*args)
-                self.checked["true"] = True
-                return RDTerms(*out)
-            except torch.cuda.OutOfMemoryError:
-                raise
-            except Exception as exc:  # noqa: BLE001
-                self._fail(exc)
-        return RDTerms(*self.true(*args))
-
-
-def refine(
+def refine_latents(
     lm: LatentModel,
     x: torch.Tensor,
     size: tuple[int, int],
@@ -268,7 +127,7 @@ def refine(
     Nothing in the loop waits for the device: the best iterate is kept there, and the host only
     reads it back when the loop is over.
     """
-    if start_step and config.effective_schedule == "budget":
+    if start_step and effective_schedule(config) == "budget":
         raise ValueError("a refinement continued from start_step > 0 needs the paper's schedule")
     channels_last = x.device.type == "cuda" if config.channels_last is None else config.channels_last
     with frozen(lm.net, channels_last):
@@ -308,8 +167,8 @@ def _refine(lm, x, size, lmbda, config, y, z, on_step, keep_history, start_step=
         if y is None or z is None:
             y, z = lm.analysis(x)
         y, z = y.detach().clone(), z.detach().clone()  # latents stay contiguous (fused Adam)
-        step_fns = _Step(compile_mode(config, device)
-                         if config.method != "none" and config.iterations > 0 else None)
+        step_fns = CompiledSteps(compile_mode(config, device) if config.method != "none" and config.iterations > 0
+                                 else None, _relaxed_sum, _true_tuple)
         base = true_rd(lm, x, size, y, z, lmbda)
     best = RDTerms(base.loss.clone(), base.bpp.clone(), base.mse.clone())
     best_y, best_z = y.clone(), z.clone()
@@ -327,7 +186,7 @@ def _refine(lm, x, size, lmbda, config, y, z, on_step, keep_history, start_step=
         # compiled: tau lives in one device scalar, so the graph neither recompiles per value nor
         # needs the host; eager: the Python float, exactly as before
         tau_t = torch.zeros((), device=device) if step_fns.mode is not None else None
-        budget = config.effective_schedule == "budget"
+        budget = effective_schedule(config) == "budget"
         # The run's planned length T. Budget schedule with a time budget: T = config.iterations
         # until BUDGET_PROBE_STEPS steps (rounded up to whole evaluation periods) have been timed,
         # starting after the first evaluation so that one-off costs (first call, compilation)
@@ -356,7 +215,7 @@ def _refine(lm, x, size, lmbda, config, y, z, on_step, keep_history, start_step=
                 steps = step + 1
                 if steps % eval_every == 0 or steps == total:
                     with torch.no_grad():
-                        current = step_fns.evaluate(lm, x, size, y.detach(), z.detach(), lmbda)
+                        current = RDTerms(*step_fns.evaluate(lm, x, size, y.detach(), z.detach(), lmbda))
                         better = (current.loss < best.loss if select is None
                                   else select(current) < select(best))
                         keep = better.view(-1, 1, 1, 1)

@@ -22,18 +22,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ..config import (  # noqa: F401 - the method names and defaults, re-exported
-    BASELINE_METHODS,
-    DEFAULT_A,
-    DEFAULT_A_THREE_CLASS,
-    DEFAULT_FACTOR,
-    DEFAULT_POWER,
-    DEFAULT_TAU_END,
-    METHODS,
-    PAPER_ITERATIONS,
-    THREE_CLASS_METHODS,
-    TWO_CLASS_METHODS,
-)
+from ..config import DEFAULT_A, DEFAULT_A_THREE_CLASS, DEFAULT_FACTOR, DEFAULT_POWER, THREE_CLASS_METHODS
 
 EPS = 1e-5
 
@@ -119,32 +108,3 @@ def soft_round(
         candidates = torch.stack((down, down + 1.0), dim=-1)
         logits = two_class_logits(v - down, method, a)
     return (candidates * gumbel_sample(logits, tau)).sum(dim=-1)
-
-
-def temperature(step: int | torch.Tensor, tau_max: float = 1.0, rate: float = 1e-3):
-    """Annealing schedule tau(t) = min(exp(-c t), tau_max) (the paper's: c = 1e-3)."""
-    if isinstance(step, torch.Tensor):
-        return torch.clamp(torch.exp(-rate * step), max=tau_max)
-    return min(math.exp(-rate * step), tau_max)
-
-
-
-
-def budget_rate(total: int, tau_end: float = DEFAULT_TAU_END) -> float:
-    """The decay rate c_T = -ln(tau_end) / T that brings exp(-c_T t) down to tau_end at t = T.
-
-    With the default tau_end = exp(-2), c_2000 = 1e-3 exactly: the paper's rate."""
-    if total < 1 or not 0.0 < tau_end < 1.0:
-        raise ValueError("budget schedule: total >= 1 and 0 < tau_end < 1 required")
-    return -math.log(tau_end) / total
-
-
-def budget_temperature(step: int | torch.Tensor, total: int, tau_max: float = 1.0,
-                       tau_end: float = DEFAULT_TAU_END):
-    """Budget-aware annealing: the paper's curve compressed in time to end at T = ``total``,
-
-        tau(t) = min(exp(-c_T t), tau_max) = min(tau_end ** (t / T), tau_max),  c_T = -ln(tau_end) / T
-
-    so a run of any length hardens its rounding fully (tau(T) = tau_end, or tau_max if lower). At
-    T = 2000 with the default tau_end it is exactly ``temperature`` (same rate, same floats)."""
-    return temperature(step, tau_max, budget_rate(total, tau_end))

@@ -8,18 +8,19 @@ leaves it at the end. Without torchrun (WORLD_SIZE unset or 1) it is a single pr
 collective below is the identity, so train.py has one code path.
 
 The model is wrapped in DistributedDataParallel, which averages the gradients over the processes
-during the backward pass; each process takes its share of the global batch (train_data.py), so
+during the backward pass; each process takes its share of the global batch (data.py), so
 the averaged gradient is the gradient of the mean loss over the global batch, as in one process.
 """
 
 from __future__ import annotations
 
-import os
 from contextlib import contextmanager
 from dataclasses import dataclass
 from inspect import signature
 
 import torch
+
+from ..config import environ
 
 
 @dataclass(frozen=True)
@@ -89,10 +90,10 @@ SINGLE = Group()
 
 def from_env() -> Group:
     """The group torchrun's environment describes (SINGLE without torchrun)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+    world = int(environ("WORLD_SIZE", "1"))
     if world <= 1:
         return SINGLE
-    return Group(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
+    return Group(int(environ("RANK")), world, int(environ("LOCAL_RANK", "0")))
 
 
 @contextmanager

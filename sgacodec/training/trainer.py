@@ -3,7 +3,7 @@
     loss = lambda * 255^2 * MSE(x, x^) + bpp   (compressai.losses.RateDistortionLoss)
     aux  = EntropyBottleneck quantile loss      (its own Adam, lr 1e-3)
 
-Random square crops with flips from a folder decoded once into memory (train_data.py); Adam with
+Random square crops with flips from a folder decoded once into memory (data.py); Adam with
 one step decay of the learning rate late in training (late in the steps, or in the wall-clock
 budget); gradient clipping at norm 1; checkpoint and resume, so a long run continues across
 short sessions; periodic validation on a held-out folder; and ``update()`` before the final save.
@@ -45,7 +45,7 @@ def forward(net, x: torch.Tensor, amp: str = "off") -> dict:
     quantile fit that ``update()`` turns into the coder's CDF tables. In training mode the
     EntropyBottleneck runs without device synchronisations (hyperprior.noisy_bottleneck).
     """
-    from ..network.latent_model import noisy_bottleneck
+    from ..network.bottleneck import noisy_bottleneck
 
     if amp not in ("off", "bf16"):
         raise ValueError(f"unknown amp mode {amp!r}; use off or bf16")
@@ -243,7 +243,7 @@ def train(
         step = int(state["step"])
         log(f"resumed {checkpoint} at step {step}")
     elif init_from is not None:
-        from ..models.loading import read_state_dict
+        from ..models.checkpoints import read_state_dict
 
         weights, _ = read_state_dict(init_from)
         net.load_state_dict(weights, strict=False)
@@ -305,7 +305,7 @@ def train(
     return {"step": step, "done": done, "val": last_val}
 
 
-def export(checkpoint, output, fp16: bool = True, metadata: dict | None = None) -> str:
+def export_weights(checkpoint, output, fp16: bool = True, metadata: dict | None = None) -> str:
     """Write the model weights of a training checkpoint as safetensors; returns the sha256."""
     import hashlib
 

@@ -1,0 +1,107 @@
+"""Files back to pixels with the model's stock CompressAI decoder (docs/format.md), checked
+against the reconstruction hash their encoder stored.
+
+    decoded = decode(data)                       # .rgb, .header, .exact
+    decoder = Decoder(checkpoint=None)           # many files: each parsed once, models loaded once
+    for data in files:
+        decoded = decoder.decode(data)
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from ..config import coding_timeout
+from ..errors import DecodeError, ModelError, ResourceError
+from ..models.loaded import LoadedModel
+from ..models.loading import load_for_bitstream
+from ..network.checks import synthesis_channels
+from ..network.coding_net import coding_net
+from . import container, isolate, memory
+from .pixels import recon_hash, to_uint8
+
+MISMATCH_TEXT = ("decoded pixels differ from what the encoder computed (reconstruction hash mismatch): "
+                 "this machine computes the model's arithmetic differently from the encoder's "
+                 "(other PyTorch build or CPU; usually a few pixels by one level)")
+
+
+class Decoded(NamedTuple):
+    """A decoded file: its pixels, its header, and whether the pixels are exactly those its
+    encoder computed (the reconstruction hash matched; None when not checked)."""
+
+    rgb: np.ndarray
+    header: container.Bitstream
+    exact: bool | None
+
+    @property
+    def warning(self) -> str | None:
+        """Why these pixels are not the encoder's (the hash did not match), or None."""
+        return MISMATCH_TEXT if self.exact is False else None
+
+
+def decode(data: bytes, model: LoadedModel | None = None, checkpoint=None,
+           verify: bool = True, strict: bool = False, allow_download: bool = False) -> Decoded:
+    """Decode an sgacodec file with the stock CompressAI decoder: (RGB uint8, header, exact).
+
+    The pixels are checked against the encoder's reference decode (a hash in the file): ``exact``
+    says whether they match; with ``strict`` a mismatch raises DecodeError instead;
+    ``verify=False`` skips the check (``exact`` None). A zoo model the file names is read from
+    torch.hub's cache, never downloaded unless ``allow_download``. An image whose synthesis
+    needs more memory than allowed (memory.py) is refused before anything is allocated.
+    """
+    header = container.unpack(data)
+    if model is None:
+        model = load_for_bitstream(header.model, checkpoint, allow_download)
+    return decode_parsed(data, header, model, verify, strict)
+
+
+def decode_parsed(data: bytes, header: container.Bitstream, model: LoadedModel, verify: bool = True,
+                  strict: bool = False) -> Decoded:
+    """``decode`` of a file already parsed into ``header``, with its model loaded."""
+    if model.identity.weights_sha != header.model.weights_sha:
+        raise ModelError(f"model mismatch: the file needs {header.model.describe()}, "
+                         f"not {model.identity.describe()}")
+    # Untrusted strings: padded, checked, and decoded in a child process where possible, because
+    # CompressAI's rANS decoder reads past the end of a forged string (see isolate.py).
+    net = coding_net(model.net, header.version)
+    memory.check(memory.image_bytes(synthesis_channels(net), header.height, header.width),
+                 f"decoding {header.width}x{header.height}")
+
+    def run():
+        x_hat = isolate.decompress_untrusted(net, header.y_string, header.z_string, header.z_shape)
+        return to_uint8(x_hat[0, :, : header.height, : header.width])
+
+    try:
+        rgb = isolate.call(run, timeout=coding_timeout(256 * header.y_shape[0] * header.y_shape[1]))
+    except isolate.OutOfMemory as exc:
+        raise ResourceError(f"not enough memory to decode {header.width}x{header.height} ({exc})") from None
+    except isolate.IsolatedError as exc:
+        legacy = ("; a version 1 file, coded in float32, may not decode on a CPU other than its "
+                  "encoder's (docs/format.md)") if header.version < 2 else ""
+        raise DecodeError(f"the entropy-coded data does not decode: {exc}{legacy}") from None
+    exact = recon_hash(rgb) == header.recon_hash if verify else None
+    if strict and exact is False:
+        raise DecodeError(MISMATCH_TEXT)
+    return Decoded(rgb, header, exact)
+
+
+class Decoder:
+    """Decodes many files: each file is parsed once, and each model a file names is loaded once
+    (``checkpoint``: the one checkpoint-coded files need; ``allow_download``: zoo weights not in
+    torch.hub's cache may be downloaded)."""
+
+    def __init__(self, checkpoint=None, allow_download: bool = False, verify: bool = True, strict: bool = False):
+        self.checkpoint, self.allow_download = checkpoint, allow_download
+        self.verify, self.strict = verify, strict
+        self.models: dict = {}
+
+    def model_for(self, header: container.Bitstream) -> LoadedModel:
+        if header.model not in self.models:
+            self.models[header.model] = load_for_bitstream(header.model, self.checkpoint, self.allow_download)
+        return self.models[header.model]
+
+    def decode(self, data: bytes) -> Decoded:
+        header = container.unpack(data)
+        return decode_parsed(data, header, self.model_for(header), self.verify, self.strict)
