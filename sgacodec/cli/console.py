@@ -67,7 +67,7 @@ def announce_cpu_estimate(console, refinements: int, counts, estimate,
     text = ""
     try:
         timing = estimate()
-    except Exception:  # noqa: BLE001 - only an estimate; the real run reports real errors
+    except Exception:  # only an estimate; the real run reports real errors
         timing = None
     if timing is not None:
         total, per_iteration = timing

@@ -193,10 +193,10 @@ class BatchEncoder:
         refinement's fixed part."""
         config = self.config_for(config).with_(iterations=probe_steps, time_budget=None)
         check_memory(self.model, 1, *image.shape[:2], self.device)
-        lm = self.network
-        x = pad(to_tensor(image)).to(lm.device)
+        latent_model = self.network
+        x = pad(to_tensor(image)).to(latent_model.device)
         stamps: list[float] = []
-        result = refine_latents(lm, x, image.shape[:2], config.lmbda, config,
+        result = refine_latents(latent_model, x, image.shape[:2], config.lmbda, config,
                         on_step=lambda step: stamps.append(time.perf_counter()))
         if len(stamps) > 1:
             per_iteration = (stamps[-1] - stamps[0]) / (len(stamps) - 1)

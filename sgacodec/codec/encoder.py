@@ -86,7 +86,7 @@ def code_latents(model: LoadedModel, y: torch.Tensor, z: torch.Tensor, size,
     if problem:
         raise EncodeError(f"cannot entropy-code this image: {problem}")
     net = coding_net(model.net, version)
-    lm = LatentModel(net)
+    latent_model = LatentModel(net)
     height, width = size
     y, z = y.detach().float().cpu(), z.detach().float().cpu()
     per_image = memory.image_bytes(synthesis_channels(net), height, width)
@@ -95,8 +95,8 @@ def code_latents(model: LoadedModel, y: torch.Tensor, z: torch.Tensor, size,
 
     def code(i):
         with torch.no_grad():  # grad mode is per thread
-            y_strings, z_strings = lm.compress_latents(y[i : i + 1], z[i : i + 1])
-            x_hat = lm.decompress(y_strings, z_strings, z.shape[-2:])
+            y_strings, z_strings = latent_model.compress_latents(y[i : i + 1], z[i : i + 1])
+            x_hat = latent_model.decompress(y_strings, z_strings, z.shape[-2:])
         rgb = to_uint8(x_hat[0, :, :height, :width])
         header = container.Bitstream(model.identity, height, width, tuple(z.shape[-2:]),
                                  tuple(y.shape[-2:]), recon_hash(rgb), z_strings[0], y_strings[0],
@@ -167,12 +167,13 @@ def encode_batch(
     device = torch.device(device)
     check_memory(model, len(images), *size, device)
     try:
-        lm = network or device_model(model, device, config.channels_last)
+        latent_model = network or device_model(model, device, config.channels_last)
         x = pad(torch.cat([to_tensor(image) for image in images])).to(device)
         with torch.no_grad():
-            y0, z0 = lm.analysis(x)
+            y0, z0 = latent_model.analysis(x)
         if config.refines or keep_history:
-            result = refine_latents(lm, x, size, lmbda, config, y0, z0, on_step=on_step, keep_history=keep_history)
+            result = refine_latents(latent_model, x, size, lmbda, config, y0, z0, on_step=on_step,
+                                    keep_history=keep_history)
             y, z, iterations, seconds, histories = (result.y, result.z, result.iterations, result.seconds,
                                                     result.history)
         else:  # nothing to refine: the encoder's latents, measured on their real bytes below (refine_latents()

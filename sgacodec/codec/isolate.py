@@ -236,7 +236,7 @@ def call(fn: Callable[[], object], timeout: float, what: str = "decoding"):
             torch.set_num_threads(1)
             try:
                 payload = b"K" + _pack(_normalise(fn()))
-            except BaseException as exc:  # noqa: BLE001 - reported to the parent as one line
+            except BaseException as exc:  # reported to the parent as one line
                 payload = b"E" + _first_line(exc).encode("utf-8", "replace")
             _write_all(write_fd, payload)
             code = 0

@@ -41,12 +41,12 @@ class Provenance:
 
     @classmethod
     def current(cls, device) -> "Provenance":
-        import compressai
         import torch
 
         from .. import __version__
+        from ..network.compressai_import import installed_version
 
-        return cls(device_name(device), torch.__version__, compressai.__version__, __version__,
+        return cls(device_name(device), torch.__version__, installed_version("compressai"), __version__,
                    source_commit(), datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
                    torch.get_num_threads())
 

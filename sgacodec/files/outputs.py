@@ -32,7 +32,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from ..errors import OutputError  # noqa: F401 - raised here, defined with the other errors
+from ..errors import OutputError
 
 STDIO = "-"
 

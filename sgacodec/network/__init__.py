@@ -7,7 +7,7 @@
     coding_net         the network both sides of a file compute (float64 h_s, g_s and tables)
     deconv             float64 transposed convolutions by kernel taps (the coding network's g_s)
     table_cache        the float64 coder tables cached in the user's cache folder
-    bottleneck         the entropy bottleneck's training forward
+    training           what training needs: a new model, its loss, the bottleneck's training forward
 
 These are the only modules that use CompressAI's internals (tests/test_architecture.py).
 """

@@ -108,7 +108,7 @@ def _package_without(name: str, skip) -> types.ModuleType:
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     try:
-        exec(compile(tree, spec.origin, "exec"), module.__dict__)  # noqa: S102 - the package's own code
+        exec(compile(tree, spec.origin, "exec"), module.__dict__)  # the package's own code
     except ImportError as exc:
         raise _LayoutChanged(str(exc)) from None
     parent, _, child = name.rpartition(".")

@@ -52,58 +52,58 @@ class RefineResult:
     adam: dict | None = None  # the optimiser's state after the last step, to continue from
 
 
-def rd_terms(lm: LatentModel, x: torch.Tensor, size, y_hat, params, z_hat, lmbda, clamp=False,
+def rd_terms(latent_model: LatentModel, x: torch.Tensor, size, y_hat, params, z_hat, lmbda, clamp=False,
              precision: str = "fp32"):
     """R-D loss of (y_hat, z_hat) against x over the unpadded area; bpp over original pixels."""
     height, width = size
     with autocast(x, precision):
-        x_hat = lm.synthesis(y_hat)
+        x_hat = latent_model.synthesis(y_hat)
     x_hat = x_hat.float()[..., :height, :width]
     if clamp:
         x_hat = x_hat.clamp(0.0, 1.0)
     mse = (x_hat - x[..., :height, :width]).pow(2).mean(dim=(1, 2, 3))
-    bpp = (lm.y_bits(y_hat, params) + lm.z_bits(z_hat)) / (height * width)
+    bpp = (latent_model.y_bits(y_hat, params) + latent_model.z_bits(z_hat)) / (height * width)
     return RDTerms(rd_loss(lmbda, mse, bpp), bpp, mse)
 
 
 @torch.no_grad()
-def true_rd(lm: LatentModel, x, size, y, z, lmbda) -> RDTerms:
+def true_rd(latent_model: LatentModel, x, size, y, z, lmbda) -> RDTerms:
     """The hard-rounded loss: what the bitstream costs and reconstructs."""
-    z_hat = lm.z_hard(z)
-    y_hat, params = lm.y_hard(y, z_hat)
-    return rd_terms(lm, x, size, y_hat, params, z_hat, lmbda, clamp=True)
+    z_hat = latent_model.z_hard(z)
+    y_hat, params = latent_model.y_hard(y, z_hat)
+    return rd_terms(latent_model, x, size, y_hat, params, z_hat, lmbda, clamp=True)
 
 
-def relaxed_rd(lm: LatentModel, x, size, y, z, lmbda, config: RefineConfig, tau) -> RDTerms:
+def relaxed_rd(latent_model: LatentModel, x, size, y, z, lmbda, config: RefineConfig, tau) -> RDTerms:
     """The training-time loss with soft-rounded latents (or STE / uniform noise)."""
     opts = dict(a=config.a, three_class=config.three_class, factor=config.factor, power=config.power)
-    med = lm.z_offset()
+    med = latent_model.z_offset()
     z_tilde = soft_round(z - med, config.method, tau, **opts) + med
     context = None
-    if lm.has_context:
+    if latent_model.has_context:
         with torch.no_grad():
-            context, _ = lm.y_hard(y, lm.z_hard(z))
+            context, _ = latent_model.y_hard(y, latent_model.z_hard(z))
     with autocast(x, config.precision):
-        params = lm.y_params(z_tilde, context)
+        params = latent_model.y_params(z_tilde, context)
     if config.precision == "bf16":  # the entropy models see float32 parameters
         params = type(params)(params.scales.float(),
                               None if params.means is None else params.means.float())
     mu = params.means if params.means is not None else 0.0
     y_tilde = soft_round(y - mu, config.method, tau, **opts) + mu
-    return rd_terms(lm, x, size, y_tilde, params, z_tilde, lmbda, precision=config.precision)
+    return rd_terms(latent_model, x, size, y_tilde, params, z_tilde, lmbda, precision=config.precision)
 
 
-def _relaxed_sum(lm, x, size, y, z, lmbda, config, tau):
-    return relaxed_rd(lm, x, size, y, z, lmbda, config, tau).loss.sum()
+def _relaxed_sum(latent_model, x, size, y, z, lmbda, config, tau):
+    return relaxed_rd(latent_model, x, size, y, z, lmbda, config, tau).loss.sum()
 
 
-def _true_tuple(lm, x, size, y, z, lmbda):
-    terms = true_rd(lm, x, size, y, z, lmbda)
+def _true_tuple(latent_model, x, size, y, z, lmbda):
+    terms = true_rd(latent_model, x, size, y, z, lmbda)
     return terms.loss, terms.bpp, terms.mse
 
 
 def refine_latents(
-    lm: LatentModel,
+    latent_model: LatentModel,
     x: torch.Tensor,
     size: tuple[int, int],
     lmbda: float,
@@ -130,10 +130,10 @@ def refine_latents(
     if start_step and effective_schedule(config) == "budget":
         raise ValueError("a refinement continued from start_step > 0 needs the paper's schedule")
     channels_last = x.device.type == "cuda" if config.channels_last is None else config.channels_last
-    with frozen(lm.net, channels_last):
+    with frozen(latent_model.net, channels_last):
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        return _refine(lm, x, size, lmbda, config, y, z, on_step, keep_history, start_step, adam, select)
+        return _refine(latent_model, x, size, lmbda, config, y, z, on_step, keep_history, start_step, adam, select)
 
 
 @contextlib.contextmanager
@@ -157,7 +157,7 @@ def frozen(net: torch.nn.Module, channels_last: bool = False):
             p.requires_grad_(flag)
 
 
-def _refine(lm, x, size, lmbda, config, y, z, on_step, keep_history, start_step=0, adam=None,
+def _refine(latent_model, x, size, lmbda, config, y, z, on_step, keep_history, start_step=0, adam=None,
             select=None) -> RefineResult:
     start = time.perf_counter()
     torch.manual_seed(config.seed)
@@ -165,11 +165,11 @@ def _refine(lm, x, size, lmbda, config, y, z, on_step, keep_history, start_step=
     eval_every = config.eval_every or eval_every_for(device.type)
     with torch.no_grad(), precision_scope(device, config.precision):
         if y is None or z is None:
-            y, z = lm.analysis(x)
+            y, z = latent_model.analysis(x)
         y, z = y.detach().clone(), z.detach().clone()  # latents stay contiguous (fused Adam)
         step_fns = CompiledSteps(compile_mode(config, device) if config.method != "none" and config.iterations > 0
                                  else None, _relaxed_sum, _true_tuple)
-        base = true_rd(lm, x, size, y, z, lmbda)
+        base = true_rd(latent_model, x, size, y, z, lmbda)
     best = RDTerms(base.loss.clone(), base.bpp.clone(), base.mse.clone())
     best_y, best_z = y.clone(), z.clone()
     history = []
@@ -210,12 +210,12 @@ def _refine(lm, x, size, lmbda, config, y, z, on_step, keep_history, start_step=
                 if tau_t is not None:
                     tau_t.fill_(tau)
                     tau = tau_t
-                step_fns.backward(optimiser, lm, x, size, y, z, lmbda, config, tau)
+                step_fns.backward(optimiser, latent_model, x, size, y, z, lmbda, config, tau)
                 optimiser.step()
                 steps = step + 1
                 if steps % eval_every == 0 or steps == total:
                     with torch.no_grad():
-                        current = RDTerms(*step_fns.evaluate(lm, x, size, y.detach(), z.detach(), lmbda))
+                        current = RDTerms(*step_fns.evaluate(latent_model, x, size, y.detach(), z.detach(), lmbda))
                         better = (current.loss < best.loss if select is None
                                   else select(current) < select(best))
                         keep = better.view(-1, 1, 1, 1)

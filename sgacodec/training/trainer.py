@@ -30,9 +30,10 @@ from .distributed import SINGLE, Group
 
 
 def build(config: TrainConfig):
-    from compressai.models import MeanScaleHyperprior
+    """A new MeanScaleHyperprior of the configured sizes."""
+    from ..network.training import mean_scale_hyperprior
 
-    return MeanScaleHyperprior(config.N, config.M)
+    return mean_scale_hyperprior(config.N, config.M)
 
 
 def forward(net, x: torch.Tensor, amp: str = "off") -> dict:
@@ -45,7 +46,7 @@ def forward(net, x: torch.Tensor, amp: str = "off") -> dict:
     quantile fit that ``update()`` turns into the coder's CDF tables. In training mode the
     EntropyBottleneck runs without device synchronisations (hyperprior.noisy_bottleneck).
     """
-    from ..network.bottleneck import noisy_bottleneck
+    from ..network.training import noisy_bottleneck
 
     if amp not in ("off", "bf16"):
         raise ValueError(f"unknown amp mode {amp!r}; use off or bf16")
@@ -94,11 +95,11 @@ class Objective(torch.nn.Module):
     """
 
     def __init__(self, net, lmbda: float, amp: str = "off"):
-        from compressai.losses import RateDistortionLoss
+        from ..network.training import rate_distortion_loss
 
         super().__init__()
         self.net, self.amp = net, amp
-        self.criterion = RateDistortionLoss(lmbda=lmbda)
+        self.criterion = rate_distortion_loss(lmbda)
 
     def forward(self, x: torch.Tensor):
         losses = self.criterion(forward(self.net, x, self.amp), x)

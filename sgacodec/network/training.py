@@ -1,8 +1,24 @@
-"""The EntropyBottleneck's training forward without its host reads (used by training)."""
+"""What training the embedded models needs of CompressAI: a new MeanScaleHyperprior, its R-D
+loss, and the EntropyBottleneck's training forward without its host reads."""
 
 from __future__ import annotations
 
 import torch
+
+from .compressai_import import import_compressai
+
+
+def mean_scale_hyperprior(N: int, M: int) -> torch.nn.Module:
+    """A new (untrained) MeanScaleHyperprior with N and M channels (the embedded models' kind)."""
+    return import_compressai().MeanScaleHyperprior(N, M)
+
+
+def rate_distortion_loss(lmbda: float) -> torch.nn.Module:
+    """CompressAI's RateDistortionLoss: lambda * 255^2 * MSE(x, x^) + bpp."""
+    import_compressai()
+    from compressai.losses import RateDistortionLoss
+
+    return RateDistortionLoss(lmbda=lmbda)
 
 
 def noisy_bottleneck(entropy_bottleneck, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
