@@ -67,6 +67,8 @@ DEFAULT_MODEL = "default"  # the embedded model of the manifest's default qualit
 MODEL_CHOICES = (DEFAULT_MODEL,) + ZOO_NAMES
 ZOO_DEFAULT_QUALITY = 3
 LATENT_MULTIPLE = 64  # images are padded to a multiple of this: g_a downsamples by 16, h_a by 4 more
+TILE_SIZE = 256  # the tile grid's side in pixels (docs/method.md, "Tiled coding"); 0: the whole image
+MIN_TILE_SIZE, MAX_TILE_SIZE = 64, 65472  # multiples of LATENT_MULTIPLE (the file stores a u16)
 
 # --- coding (codec/; docs/reliability.md) -----------------------------------------------------
 MAX_FILE_BYTES = 1 << 28  # 256 MiB: the largest sgacodec file read (far above any file it writes)
@@ -155,6 +157,7 @@ class RefineConfig:
     compile: str = "auto"
     precision: str = "tf32"
     channels_last: bool | None = None
+    tile_size: int = TILE_SIZE  # the file's tile grid, pixels (0: the whole image as one tile)
 
     def __post_init__(self):
         for name in ("lr", "a", "factor", "power", "tau_max", "temp_rate", "lmbda", "time_budget", "tau_end",
@@ -185,6 +188,11 @@ class RefineConfig:
             raise ValueError(f"schedule: choose from {', '.join(SCHEDULES)}")
         if not 0.0 < self.tau_end < 1.0 or self.lr_boost_max < 1.0 or not 0.0 <= self.lr_decay <= 1.0:
             raise ValueError("0 < tau-end < 1, lr-boost-max >= 1 and 0 <= lr-decay <= 1 required")
+        if isinstance(self.tile_size, bool) or not isinstance(self.tile_size, numbers.Integral) or \
+                self.tile_size != 0 and not (MIN_TILE_SIZE <= self.tile_size <= MAX_TILE_SIZE
+                                             and self.tile_size % LATENT_MULTIPLE == 0):
+            raise ValueError(f"tile-size must be 0 (the whole image) or a multiple of {LATENT_MULTIPLE} from "
+                             f"{MIN_TILE_SIZE} to {MAX_TILE_SIZE}, not {self.tile_size!r}")
 
     def with_(self, **changes) -> "RefineConfig":
         return replace(self, **changes)

@@ -18,9 +18,15 @@ MSE_FLOOR = 1e-12  # PSNR of a tensor is capped at 120 dB instead of infinity
 
 
 def mse(a: np.ndarray, b: np.ndarray) -> float:
-    """Mean squared error of two uint8 images on the [0, 1] scale."""
-    diff = a.astype(np.float64) - b.astype(np.float64)
-    return float(np.mean(diff * diff)) / 255.0**2
+    """Mean squared error of two uint8 images on the [0, 1] scale (summed in strips of rows, so
+    a large image needs no float copy of itself)."""
+    if a.shape != b.shape:
+        raise ValueError(f"images of shapes {a.shape} and {b.shape}")
+    total, step = 0, max(1, (1 << 22) // max(a[0].size, 1))
+    for row in range(0, a.shape[0], step):
+        diff = a[row : row + step].astype(np.int32) - b[row : row + step].astype(np.int32)
+        total += int(np.dot(diff.ravel().astype(np.int64), diff.ravel()))
+    return total / a.size / 255.0**2
 
 
 def psnr_from_mse(value):

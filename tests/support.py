@@ -115,24 +115,28 @@ def leftovers(folder) -> list[str]:
 
 
 def forged(data: bytes, **fields) -> bytes:
-    """``data`` with header fields replaced and the CRC recomputed (so it passes the checksum)."""
+    """``data`` with header fields replaced and the CRC recomputed (so it passes the checksum),
+    whether or not the new fields are in range (then packed without the writer's checks)."""
     from sgacodec.codec import container as B
 
     bs = dataclasses.replace(B.unpack(data), **fields)
-    fits = 1 <= bs.height <= B.MAX_SIDE and 1 <= bs.width <= B.MAX_SIDE and bs.height * bs.width <= B.MAX_PIXELS
-    return B.pack(bs) if fits else _pack_unchecked(bs)
+    try:
+        return B.pack(bs)
+    except (B.BitstreamError, ValueError):
+        return _pack_unchecked(bs)
 
 
 def _pack_unchecked(bs) -> bytes:
+    """A version 3 file of ``bs`` with any declared size (forged headers, decompression bombs)."""
     from sgacodec.codec import container as B
 
     name = bs.model.name.encode()
-    body = b"".join((B.MAGIC, struct.pack(">BBB", B.VERSION, B.MODEL_KINDS.index(bs.model.kind), len(name)),
-                     name, struct.pack(">BB", B.METRICS.index(bs.model.metric), bs.model.quality),
-                     bs.model.weights_sha, struct.pack(">II", bs.height, bs.width),
-                     struct.pack(">HHHH", *bs.z_shape, *bs.y_shape), bs.recon_hash,
-                     struct.pack(">I", len(bs.z_string)), bs.z_string,
-                     struct.pack(">I", len(bs.y_string)), bs.y_string))
+    head = (struct.pack(">BB", B.MODEL_KINDS.index(bs.model.kind), len(name)) + name
+            + struct.pack(">BB", B.METRICS.index(bs.model.metric), bs.model.quality) + bs.model.weights_sha
+            + struct.pack(">IIHB", bs.height, bs.width, bs.tile, int(bs.grayscale)) + bs.recon_hash)
+    ystr = struct.pack(">I", len(bs.y_strings)) + b"".join(struct.pack(">I", len(s)) for s in bs.y_strings)
+    body = b"".join((B.MAGIC, bytes([3]), B.chunk(b"HEAD", head), B.chunk(b"ZSTR", bs.z_string),
+                     B.chunk(b"YSTR", ystr + b"".join(bs.y_strings))))
     return body + struct.pack(">I", zlib.crc32(body))
 
 

@@ -1,20 +1,51 @@
+"""The container (sgacodec/codec/container.py, docs/format.md): version 3's chunks, the limits
+checked before anything is allocated, and versions 1 and 2 still read."""
+
+import dataclasses
+import struct
+import zlib
+
 import pytest
 
-from sgacodec.codec.container import Bitstream, expected_shapes, pack, unpack
+from sgacodec.codec.container import (
+    CHUNK_LIMITS,
+    MAGIC,
+    Bitstream,
+    chunk,
+    expected_shapes,
+    pack,
+    tile_count,
+    unpack,
+)
 from sgacodec.errors import BitstreamError
 from sgacodec.models.loaded import ModelId
 
 
-def sample(height=217, width=333):
+def sample(height=217, width=333, tile=64, **fields):
     z_shape, y_shape = expected_shapes(height, width)
+    streams = tuple(bytes([i]) * (10 + i) for i in range(tile_count(height, width, tile)))
     return Bitstream(ModelId("checkpoint", "mbt2018-mean", "mse", 0, bytes(range(8))), height, width,
-                     z_shape, y_shape, b"recon-h!", b"zzz-string", b"y" * 1000)
+                     z_shape, y_shape, b"recon-h!", b"zzz-string", streams, tile=tile, **fields)
+
+
+def with_crc(body: bytes) -> bytes:
+    return body + struct.pack(">I", zlib.crc32(body))
 
 
 def test_round_trip():
-    bs = sample()
+    bs = sample(metadata={"icc": b"profile", "exif": b"II*\0exif", "xmp": b"<x/>", "alpha": b"png"})
     assert unpack(pack(bs)) == bs
-    assert bs.z_shape == (4, 6) and bs.y_shape == (16, 24)
+    assert bs.z_shape == (4, 6) and bs.y_shape == (16, 24) and len(bs.y_strings) == 4 * 6
+    one = sample(tile=0)
+    assert len(one.y_strings) == 1 and unpack(pack(one)) == one
+    assert unpack(pack(sample(grayscale=True))).grayscale
+
+
+def test_versions_1_and_2_are_still_read():
+    for version in (1, 2):
+        bs = dataclasses.replace(sample(tile=0), version=version)
+        data = pack(bs)
+        assert data[4] == version and unpack(data) == bs
 
 
 def test_every_truncation_is_rejected():
@@ -41,16 +72,46 @@ def test_foreign_files(data, message):
         unpack(data)
 
 
-def test_declared_sizes_are_validated_before_allocation():
-    import struct
-    import zlib
+def test_unknown_optional_chunks_are_skipped_unknown_required_ones_refused():
+    body = pack(sample())[:-4]
+    skipped = unpack(with_crc(body + chunk(b"zzzz", b"from the future")))
+    assert skipped == dataclasses.replace(sample(), skipped=(("zzzz", 15),))
+    with pytest.raises(BitstreamError, match="unknown required chunk ZZZZ"):
+        unpack(with_crc(body + chunk(b"ZZZZ", b"needed to decode")))
 
+
+@pytest.mark.parametrize("change,message", [
+    (lambda b: b + chunk(b"ZSTR", b"again"), "appears twice"),
+    (lambda b: MAGIC + b"\x03" + chunk(b"ZSTR", b"z") + b[5:], "first chunk is not HEAD"),
+    (lambda b: b + chunk(b"exif", b"x" * (CHUNK_LIMITS[b"exif"] + 1)), "more than its limit"),
+    (lambda b: b + b"abcd" + struct.pack(">I", 1 << 31), "runs past the end"),
+    (lambda b: b + b"\x00\x01\x02\x03" + struct.pack(">I", 0), "bad chunk type"),
+])
+def test_malformed_chunks_are_refused(change, message):
+    with pytest.raises(BitstreamError, match=message):
+        unpack(with_crc(change(pack(sample())[:-4])))
+
+
+def test_the_streams_must_fit_the_grid():
     bs = sample()
-    data = pack(bs)
+    with pytest.raises(BitstreamError, match="y streams for a grid"):
+        unpack(pack(dataclasses.replace(bs, y_strings=bs.y_strings[:-1])))
+    assert len(unpack(pack(dataclasses.replace(bs, y_strings=bs.y_strings[:1]))).y_strings) == 1  # context models
+    with pytest.raises(ValueError):
+        pack(dataclasses.replace(bs, tile=100))  # not a multiple of 64
+
+
+def test_declared_sizes_are_validated_before_allocation():
+    data = pack(sample())
     body = bytearray(data[:-4])
-    # image size field follows magic(4) version/kind/len(3) name metric/quality(2) sha(8)
-    offset = 4 + 3 + len(bs.model.name) + 2 + 8
+    # HEAD's image size follows: magic(4) version(1) type(4) length(4) kind/len(2) name metric/quality(2) sha(8)
+    offset = 4 + 1 + 8 + 2 + len("mbt2018-mean") + 2 + 8
+    assert struct.unpack(">II", body[offset : offset + 8]) == (217, 333)
     body[offset : offset + 8] = struct.pack(">II", 1 << 30, 1 << 30)
-    forged = bytes(body) + struct.pack(">I", zlib.crc32(bytes(body)))
     with pytest.raises(BitstreamError, match="out of range"):
-        unpack(forged)
+        unpack(with_crc(bytes(body)))
+    count = body.index(b"YSTR") + 8
+    body[offset : offset + 8] = struct.pack(">II", 217, 333)
+    body[count : count + 4] = struct.pack(">I", 1 << 30)  # a billion streams declared
+    with pytest.raises(BitstreamError, match="declares"):
+        unpack(with_crc(bytes(body)))

@@ -42,17 +42,21 @@ def test_odd_sizes_round_trip_to_the_reported_pixels(tiny_model, size):
 
 def test_decode_is_compressais_own_decompress(tiny_model):
     """decode = the model's own decompress() of the file's strings, on the coding network (the
-    model with h_s and g_s in float64, file version 2)."""
+    model with h_s and g_s in float64): exactly for a file of one tile (--tile-size 0), and for a
+    tiled file the same pixels, its tiles computed apart (their halos taken from the neighbours)."""
     image = make_image(100, 150, seed=2)
-    [report] = encode(tiny_model, [image], RefineConfig(iterations=20))
+    [report] = encode(tiny_model, [image], RefineConfig(iterations=20, tile_size=0))
     header = unpack(report.data)
-    assert header.version == 2
+    assert header.version == 3 and header.tile == 0 and len(header.y_strings) == 1
     net = coding_net(tiny_model.net, header.version)
-    stock = net.decompress([[header.y_string], [header.z_string]], header.z_shape)["x_hat"]
+    stock = net.decompress([[header.y_strings[0]], [header.z_string]], header.z_shape)["x_hat"]
     expected = stock[0, :, :100, :150].mul(255).round().to(torch.uint8).permute(1, 2, 0).numpy()
     rgb, _, _ = decode(report.data, tiny_model)
     assert np.array_equal(rgb, expected)
-
+    [tiled] = encode(tiny_model, [image], RefineConfig(iterations=20, tile_size=64))
+    header = unpack(tiled.data)
+    assert header.tile == 64 and len(header.y_strings) == 6  # 128 x 192 padded: 2 x 3 tiles
+    assert np.array_equal(decode(tiled.data, tiny_model).rgb, expected)
 
 
 def test_coding_net_runs_the_transforms_in_float64(tiny_model):
@@ -125,15 +129,19 @@ def test_version_1_files_still_decode(tiny_model):
 
 def test_unrefined_encode_matches_compressais_compress(tiny_model):
     """method none codes exactly what the model's own compress() codes for the padded image (on
-    the coding network: the model with float64 h_s, g_s and rANS tables)."""
+    the coding network: the model with float64 h_s, g_s and rANS tables), the analysis computed
+    tile by tile; tiled, the z string is the same and each tile's y string codes that tile."""
     image = make_image(128, 192, seed=5)
-    [report] = encode(tiny_model, [image], RefineConfig(method="none"))
+    [report] = encode(tiny_model, [image], RefineConfig(method="none", tile_size=0))
     header = unpack(report.data)
-    stock = coding_net(tiny_model.net, 2).compress(pad(to_tensor(image)))
-    assert header.y_string == stock["strings"][0][0]
+    stock = coding_net(tiny_model.net, 3).compress(pad(to_tensor(image)))
+    assert header.y_strings == (stock["strings"][0][0],)
     assert header.z_string == stock["strings"][1][0]
     assert report.bpp == report.base_bpp and report.iterations == 0
-
+    [tiled] = encode(tiny_model, [image], RefineConfig(method="none", tile_size=64))
+    header = unpack(tiled.data)
+    assert header.z_string == stock["strings"][1][0] and len(header.y_strings) == 6
+    assert np.array_equal(tiled.recon, report.recon)
 
 
 def test_method_none_codes_the_encoders_latents_without_evaluating_them_first(tiny_model, monkeypatch):
@@ -194,59 +202,61 @@ def test_time_budget_stops_early(tiny_model):
 
 def test_coding_side_runs_single_threaded_whatever_the_caller_set(tiny_model, monkeypatch):
     """The encoder's reference decode and the decoder use one thread, so they cannot disagree."""
+    from sgacodec.network import streams
+
     seen = []
-    real = LatentModel.compress_latents
+    real = streams.encode_y
 
-    def spy(self, y, z):
+    def spy(*args):
         seen.append(torch.get_num_threads())
-        return real(self, y, z)
+        return real(*args)
 
-    monkeypatch.setattr(LatentModel, "compress_latents", spy)
+    monkeypatch.setattr(streams, "encode_y", spy)
     monkeypatch.setenv("SGACODEC_ISOLATE", "0")  # coding in-process, where the spy sees it (the
     # forked child that codes otherwise sets one thread itself)
     before = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        [report] = encode(tiny_model, [make_image(64, 64)], RefineConfig(method="none"))
+        [report] = encode(tiny_model, [make_image(64, 128)], RefineConfig(method="none", tile_size=64))
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
-    assert seen == [1]
+    assert seen == [1, 1]  # two tiles
     monkeypatch.setenv("SGACODEC_ISOLATE", "0")  # the in-process decode path
     assert np.array_equal(decode(report.data, tiny_model)[0], report.recon)
 
 
-
 def test_parallel_coding_gives_the_bytes_of_coding_each_image_alone(tiny_model, monkeypatch):
-    images = [make_image(48, 64, seed=s) for s in (50, 51, 52)]
-    lm = devices.device_model(tiny_model, torch.device("cpu"))
+    """Images of a batch, and the tiles of an image in worker threads, code to the bytes each
+    image gives alone, in a forked child or in-process, on one torch thread each."""
+    from sgacodec.network import streams
+
+    images = [make_image(48, 140, seed=s) for s in (50, 51, 52)]
+    latent_model = devices.device_model(tiny_model, torch.device("cpu"))
     with torch.no_grad():
-        y, z = lm.analysis(torch.cat([pixels.pad(pixels.to_tensor(im)) for im in images]))
-    alone = [codec.code_latents(tiny_model, y[i : i + 1], z[i : i + 1], (48, 64))[0] for i in range(3)]
+        y, z = latent_model.analysis(torch.cat([pixels.pad(pixels.to_tensor(im)) for im in images]))
+    alone = [codec.code_latents(tiny_model, y[i : i + 1], z[i : i + 1], (48, 140), tile=64)[0] for i in range(3)]
 
     seen = []
-    real = LatentModel.compress_latents
+    real = streams.encode_y
 
-    def spy(self, y, z):
+    def spy(*args):
         seen.append((threading.current_thread().name, torch.get_num_threads()))
-        return real(self, y, z)
+        return real(*args)
 
-    monkeypatch.setattr(LatentModel, "compress_latents", spy)
+    monkeypatch.setattr(streams, "encode_y", spy)
     monkeypatch.setenv("SGACODEC_ISOLATE", "0")  # in-process, where the spy sees the workers; the
     # images coded alone above went through the forked child: the same bytes either way
     before = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        together = codec.code_latents(tiny_model, y, z, (48, 64))
+        together = codec.code_latents(tiny_model, y, z, (48, 140), tile=64)
         assert torch.get_num_threads() == 2  # restored after the pool
     finally:
         torch.set_num_threads(before)
     for (data, rgb), (data_alone, rgb_alone) in zip(together, alone):
         assert data == data_alone and np.array_equal(rgb, rgb_alone)
-    assert [n for _, n in seen] == [1, 1, 1]  # every worker codes on one torch thread
-    if codec.CODING_THREADS > 1:
-        assert all(name.startswith("sgacodec-coding") for name, _ in seen)
-
+    assert len(seen) == 9 and all(threads == 1 for _, threads in seen)  # 3 images x 3 tiles
 
 
 @pytest.mark.parametrize("where", ["g_s", "h_s"])
@@ -280,11 +290,13 @@ def test_a_flipped_hash_is_said_or_refused(tiny_model, coded):
 def test_a_coding_step_that_hangs_is_stopped_with_one_line(tiny_model, monkeypatch):
     """The encoder's rANS coding runs, like the decoder, in a child with a time limit: CompressAI's
     encoder can loop in C++ where no signal reaches it (a NaN symbol)."""
-    def hang(self, y, z):
+    def hang(*args):
         time.sleep(20)  # in-process (before the fix) this returned after 20 s, with no result
         raise AssertionError("the coding step was not stopped")
 
-    monkeypatch.setattr(LatentModel, "compress_latents", hang)
+    from sgacodec.network import streams
+
+    monkeypatch.setattr(streams, "encode_z", hang)
     monkeypatch.setattr(sgacodec.config, "ENCODING_TIME", (1.0, 0.0))
     with pytest.raises(codec.EncodeError, match="entropy coding took longer than 1 s; stopped") as stopped:
         encode(tiny_model, [make_image(32, 40)], RefineConfig(method="none"))

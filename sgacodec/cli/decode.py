@@ -22,10 +22,14 @@ from .failures import Failures, UserError, user_errors
               help="Files coded with a CompressAI zoo model: download its weights when they are not in "
                    "torch.hub's cache (by default decoding never downloads; SGACODEC_ALLOW_DOWNLOAD=1 "
                    "too).")
+@click.option("--region", default=None, metavar="X,Y,W,H",
+              help="Decode only this rectangle (pixels from the top left), computing only the tiles it and "
+                   "its halo need: the same pixels as a full decode's (the hash, which covers the whole "
+                   "image, is not checked).")
 @click.option("--strict", is_flag=True,
               help="Refuse a file whose decoded pixels differ from the encoder's (another machine's "
                    "float arithmetic; by default: a warning, and the image is written).")
-def decode(inputs, output, checkpoint, force, as_json, allow_download, strict):
+def decode(inputs, output, checkpoint, force, as_json, allow_download, region, strict):
     """Decode sgacodec files to PNG with the model's stock CompressAI decoder.
 
     Each image is checked against the encoder's own decode (a hash stored in the file). The
@@ -45,6 +49,7 @@ def decode(inputs, output, checkpoint, force, as_json, allow_download, strict):
 
     if output == "-" and as_json:
         raise UserError("--json and -o - both write to stdout; choose one")
+    bounds = parse_region(region)
     errors = user_errors()
     try:
         outputs = plan_outputs(list(inputs), output, ".png")
@@ -56,7 +61,7 @@ def decode(inputs, output, checkpoint, force, as_json, allow_download, strict):
     for src, dst in zip(inputs, outputs):
         try:
             data = read_limited(sys.stdin.buffer if src == "-" else src, src, cfg.MAX_FILE_BYTES)
-            decoded = decoder.decode(data)
+            decoded = decoder.decode(data, bounds)
             write_output(dst, encode_png(decoded.rgb), force, protected)
         except errors as exc:
             failures.add(src, exc)
@@ -64,6 +69,20 @@ def decode(inputs, output, checkpoint, force, as_json, allow_download, strict):
         if decoded.warning:
             click.echo(f"sgacodec: warning: {src}: {decoded.warning}; written anyway (--strict refuses)", err=True)
         if as_json:
-            click.echo(json_line({"input": src, "output": dst, "height": decoded.header.height,
-                                   "width": decoded.header.width, "bytes": len(data), "exact": decoded.exact}))
+            height, width = decoded.rgb.shape[:2]
+            click.echo(json_line({"input": src, "output": dst, "height": height, "width": width,
+                                   "bytes": len(data), "exact": decoded.exact}))
     failures.finish()
+
+
+def parse_region(text: str | None) -> tuple[int, int, int, int] | None:
+    """--region X,Y,W,H: four whole numbers, a width and height of at least one."""
+    if text is None:
+        return None
+    try:
+        x, y, w, h = (int(v) for v in text.split(","))
+    except ValueError:
+        raise UserError(f"--region {text!r}: give X,Y,W,H, four whole numbers (pixels)") from None
+    if x < 0 or y < 0 or w < 1 or h < 1:
+        raise UserError(f"--region {text!r}: X and Y at least 0, W and H at least 1")
+    return x, y, w, h

@@ -90,6 +90,10 @@ def _refine_options(f, grid: bool):
                      help="Evaluate the true (hard) loss and keep the best every k steps "
                           f"[default: {cfg.GPU_EVAL_EVERY} on a GPU, {cfg.CPU_EVAL_EVERY} on a CPU]."),
         click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."),
+        click.option("--tile-size", type=int, default=cfg.TILE_SIZE, show_default=True, metavar="PIXELS",
+                     help=f"The file's tile grid: tiles of PIXELS a side (a multiple of {cfg.LATENT_MULTIPLE}), "
+                          "coded in bounded memory, in parallel, each decodable alone (decode --region); 0: the "
+                          "whole image as one tile, as CompressAI codes it."),
         click.option("--batch-size", type=click.IntRange(min=1), default=None,
                      help="Same-size images refined together [default: 1 on a CPU; on a GPU as many as "
                           f"fit in {cfg.AUTO_BATCH_MEGAPIXELS:g} megapixels, halved while it runs out of "

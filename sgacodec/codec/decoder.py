@@ -17,10 +17,15 @@ from ..config import coding_timeout
 from ..errors import DecodeError, ModelError, ResourceError
 from ..models.loaded import LoadedModel
 from ..models.loading import load_for_bitstream
+from ..network import streams
 from ..network.checks import synthesis_channels
 from ..network.coding_net import coding_net
+from ..network.latent_model import LatentModel
 from . import container, isolate, memory
+from .encoder import tile_pool
 from .pixels import recon_hash, to_uint8
+from .tiled import TileDecoder
+from .tiles import Grid
 
 MISMATCH_TEXT = ("decoded pixels differ from what the encoder computed (reconstruction hash mismatch): "
                  "this machine computes the model's arithmetic differently from the encoder's "
@@ -41,38 +46,45 @@ class Decoded(NamedTuple):
         return MISMATCH_TEXT if self.exact is False else None
 
 
-def decode(data: bytes, model: LoadedModel | None = None, checkpoint=None,
-           verify: bool = True, strict: bool = False, allow_download: bool = False) -> Decoded:
-    """Decode an sgacodec file with the stock CompressAI decoder: (RGB uint8, header, exact).
+def decode(data: bytes, model: LoadedModel | None = None, checkpoint=None, verify: bool = True,
+           strict: bool = False, allow_download: bool = False, region=None) -> Decoded:
+    """Decode an sgacodec file with the model's stock decoder: (RGB uint8, header, exact).
 
     The pixels are checked against the encoder's reference decode (a hash in the file): ``exact``
     says whether they match; with ``strict`` a mismatch raises DecodeError instead;
     ``verify=False`` skips the check (``exact`` None). A zoo model the file names is read from
-    torch.hub's cache, never downloaded unless ``allow_download``. An image whose synthesis
+    torch.hub's cache, never downloaded unless ``allow_download``. ``region`` (x, y, width,
+    height in pixels): only that rectangle, decoding only the tiles it and its halo need (the
+    same pixels as a full decode's; ``exact`` None: the hash covers the whole image). Work that
     needs more memory than allowed (memory.py) is refused before anything is allocated.
     """
     header = container.unpack(data)
     if model is None:
         model = load_for_bitstream(header.model, checkpoint, allow_download)
-    return decode_parsed(data, header, model, verify, strict)
+    return decode_parsed(data, header, model, verify, strict, region)
+
+
+def region_bounds(header: container.Bitstream, region) -> tuple[int, int, int, int] | None:
+    """(r0, r1, c0, c1) of a region (x, y, width, height) clipped to the image; None for none."""
+    if region is None:
+        return None
+    x, y, w, h = (int(v) for v in region)
+    if w < 1 or h < 1 or x < 0 or y < 0 or x >= header.width or y >= header.height:
+        raise DecodeError(f"region {x},{y},{w},{h} is not inside the {header.width}x{header.height} image")
+    return y, min(y + h, header.height), x, min(x + w, header.width)
 
 
 def decode_parsed(data: bytes, header: container.Bitstream, model: LoadedModel, verify: bool = True,
-                  strict: bool = False) -> Decoded:
+                  strict: bool = False, region=None) -> Decoded:
     """``decode`` of a file already parsed into ``header``, with its model loaded."""
     if model.identity.weights_sha != header.model.weights_sha:
         raise ModelError(f"model mismatch: the file needs {header.model.describe()}, "
                          f"not {model.identity.describe()}")
+    bounds = region_bounds(header, region)
     # Untrusted strings: padded, checked, and decoded in a child process where possible, because
-    # CompressAI's rANS decoder reads past the end of a forged string (see isolate.py).
+    # CompressAI's rANS decoder reads past the end of a forged string (network/streams.py).
     net = coding_net(model.net, header.version)
-    memory.check(memory.image_bytes(synthesis_channels(net), header.height, header.width),
-                 f"decoding {header.width}x{header.height}")
-
-    def run():
-        x_hat = isolate.decompress_untrusted(net, header.y_string, header.z_string, header.z_shape)
-        return to_uint8(x_hat[0, :, : header.height, : header.width])
-
+    run = _tiled_run(net, header, bounds) if header.version >= 3 else _legacy_run(net, header, bounds)
     try:
         rgb = isolate.call(run, timeout=coding_timeout(256 * header.y_shape[0] * header.y_shape[1]))
     except isolate.OutOfMemory as exc:
@@ -81,10 +93,41 @@ def decode_parsed(data: bytes, header: container.Bitstream, model: LoadedModel, 
         legacy = ("; a version 1 file, coded in float32, may not decode on a CPU other than its "
                   "encoder's (docs/format.md)") if header.version < 2 else ""
         raise DecodeError(f"the entropy-coded data does not decode: {exc}{legacy}") from None
-    exact = recon_hash(rgb) == header.recon_hash if verify else None
+    exact = recon_hash(rgb) == header.recon_hash if verify and bounds is None else None
     if strict and exact is False:
         raise DecodeError(MISMATCH_TEXT)
     return Decoded(rgb, header, exact)
+
+
+def _legacy_run(net, header: container.Bitstream, bounds):
+    """Versions 1 and 2: the stock decompress() on the whole image (then the region's crop)."""
+    memory.check(memory.image_bytes(synthesis_channels(net), header.height, header.width),
+                 f"decoding {header.width}x{header.height}")
+    r0, r1, c0, c1 = bounds or (0, header.height, 0, header.width)
+
+    def run():
+        x_hat = streams.decompress_untrusted(net, header.y_strings[0], header.z_string, header.z_shape)
+        return to_uint8(x_hat[0, :, r0:r1, c0:c1])
+
+    return run
+
+
+def _tiled_run(net, header: container.Bitstream, bounds):
+    """Version 3: z^ at once, then each row of tiles the region meets: its y streams (and those its
+    halo reaches) decoded, its pixels synthesised, the tiles of a row in parallel."""
+    grid = Grid(header.height, header.width, header.tile)
+    context = LatentModel(net).has_context
+    expected = 1 if context else len(grid)
+    if len(header.y_strings) != expected:
+        raise DecodeError(f"the file holds {len(header.y_strings)} y stream(s); this model's grid needs {expected}")
+    workers = memory.check_coding(synthesis_channels(net), grid, "decoding")
+
+    def run():
+        with isolate.single_thread(), tile_pool(workers) as pool:
+            decoder = TileDecoder.from_streams(net, grid, context, header.z_string, header.y_strings, pool)
+            return np.concatenate(list(decoder.strips(bounds)))
+
+    return run
 
 
 class Decoder:
@@ -102,6 +145,6 @@ class Decoder:
             self.models[header.model] = load_for_bitstream(header.model, self.checkpoint, self.allow_download)
         return self.models[header.model]
 
-    def decode(self, data: bytes) -> Decoded:
+    def decode(self, data: bytes, region=None) -> Decoded:
         header = container.unpack(data)
-        return decode_parsed(data, header, self.model_for(header), self.verify, self.strict)
+        return decode_parsed(data, header, self.model_for(header), self.verify, self.strict, region)

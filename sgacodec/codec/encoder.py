@@ -13,6 +13,7 @@ images, size batches and out-of-memory handling: batching.py; files to pixels: d
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -23,16 +24,17 @@ import numpy as np
 import torch
 
 from .. import metrics
-from ..config import RefineConfig, coding_timeout
+from ..config import TILE_SIZE, RefineConfig, coding_timeout
 from ..errors import EncodeError, ModelError, ResourceError
 from ..models.loaded import LoadedModel
 from ..network.checks import coding_problem, synthesis_channels
 from ..network.coding_net import coding_net
 from ..network.latent_model import LatentModel
 from ..refinement.loop import refine_latents
-from . import container, isolate, memory
+from . import container, isolate, memory, tiled
 from .devices import device_model
 from .pixels import pad, recon_hash, to_tensor, to_uint8
+from .tiles import Grid
 
 
 @dataclass
@@ -66,17 +68,17 @@ class EncodeReport:
         return out
 
 
-def code_latents(model: LoadedModel, y: torch.Tensor, z: torch.Tensor, size,
-                 version: int = container.VERSION) -> list[tuple[bytes, np.ndarray]]:
-    """Entropy-code latents on the CPU; returns (file bytes, decoded pixels) per image.
+def code_latents(model: LoadedModel, y: torch.Tensor, z: torch.Tensor, size, version: int = container.VERSION,
+                 tile: int = TILE_SIZE, grayscale: bool = False,
+                 metadata: dict | None = None) -> list[tuple[bytes, np.ndarray]]:
+    """Entropy-code latents [B, ...] on the CPU; returns (file bytes, decoded pixels) per image.
 
-    The pixels come from the stock decoder run on the very strings written, so they are exactly
-    what ``decode`` will produce. Each image is coded and decoded on its own, on one thread, as the
-    decoder runs: a convolution over a batch of two can round differently from one over a single
-    image, which would desynchronise h_s's scales or change the reconstruction. Several images are
-    coded in parallel, one per worker thread (torch releases the GIL), as many as the memory
-    allows: torch's intra-op thread count is process-wide, so it is set to one once around the
-    whole pool (see isolate.single_thread), not per image, where the workers' restores would race.
+    Version 3 (``tile``: the grid's side in pixels, 0 the whole image): each tile of y is one
+    stream, coded with the scales and means h_s computes for that tile, and the pixels come from
+    the decoder's own tiled synthesis of what those streams decode to (tiled.py), so they are
+    exactly what ``decode`` will produce; the tiles are coded and synthesised in parallel on one
+    thread each, as the decoder runs them. Versions 1 and 2 (still written for tests and golden
+    files): one stream each for y and z, decoded by the stock decoder, several images in parallel.
 
     Latents that rANS cannot code (NaN, infinite, beyond +-2^20) are refused first (EncodeError):
     CompressAI's encoder loops without end on a NaN. The coding itself runs, like the decoder,
@@ -86,9 +88,41 @@ def code_latents(model: LoadedModel, y: torch.Tensor, z: torch.Tensor, size,
     if problem:
         raise EncodeError(f"cannot entropy-code this image: {problem}")
     net = coding_net(model.net, version)
-    latent_model = LatentModel(net)
     height, width = size
     y, z = y.detach().float().cpu(), z.detach().float().cpu()
+    if version < 3:
+        return _code_legacy(model, net, y, z, size, version)
+    grid = Grid(height, width, tile)
+    context = LatentModel(net).has_context
+    workers = memory.check_coding(synthesis_channels(net), grid, "coding")
+
+    def code_one(i: int, pool) -> list:
+        z_string, y_strings, y_hat = tiled.code_streams(net, y[i : i + 1], z[i : i + 1], grid, context, pool)
+        rgb = np.concatenate(list(tiled.TileDecoder.from_y_hat(net, grid, y_hat, pool).strips()))
+        header = container.Bitstream(model.identity, height, width, grid.z_size, grid.y_size, recon_hash(rgb),
+                                     z_string, tuple(y_strings), version, tile, grayscale, dict(metadata or {}))
+        return [container.pack(header), rgb]
+
+    def code_all():
+        with isolate.single_thread(), tile_pool(workers) as pool:
+            return [code_one(i, pool) for i in range(y.size(0))]
+
+    timeout = coding_timeout(y.size(0) * grid.padded[0] * grid.padded[1], encoding=True)
+    try:
+        coded = isolate.call(code_all, timeout, what="entropy coding")
+    except isolate.OutOfMemory as exc:
+        raise ResourceError(f"not enough memory to code a {width}x{height} image ({exc})") from None
+    except isolate.IsolatedError as exc:
+        raise EncodeError(f"entropy coding failed: {exc}") from None
+    return [(data, rgb) for data, rgb in coded]
+
+
+def _code_legacy(model: LoadedModel, net, y: torch.Tensor, z: torch.Tensor, size, version: int) -> list:
+    """Versions 1 and 2: CompressAI's own compress() and decompress() on the whole image, each
+    image on its own (a convolution over a batch of two can round differently from one over a
+    single image), several images in parallel, one per worker thread."""
+    latent_model = LatentModel(net)
+    height, width = size
     per_image = memory.image_bytes(synthesis_channels(net), height, width)
     memory.check(per_image, f"coding a {width}x{height} image")
     workers = memory.fitting(per_image, min(CODING_THREADS, y.size(0)))
@@ -98,9 +132,8 @@ def code_latents(model: LoadedModel, y: torch.Tensor, z: torch.Tensor, size,
             y_strings, z_strings = latent_model.compress_latents(y[i : i + 1], z[i : i + 1])
             x_hat = latent_model.decompress(y_strings, z_strings, z.shape[-2:])
         rgb = to_uint8(x_hat[0, :, :height, :width])
-        header = container.Bitstream(model.identity, height, width, tuple(z.shape[-2:]),
-                                 tuple(y.shape[-2:]), recon_hash(rgb), z_strings[0], y_strings[0],
-                                 version)
+        header = container.Bitstream(model.identity, height, width, tuple(z.shape[-2:]), tuple(y.shape[-2:]),
+                                     recon_hash(rgb), z_strings[0], (y_strings[0],), version)
         return [container.pack(header), rgb]
 
     def code_all():
@@ -125,6 +158,17 @@ def code_latents(model: LoadedModel, y: torch.Tensor, z: torch.Tensor, size,
 CODING_THREADS = min(os.cpu_count() or 1, 16)  # images code_latents codes in parallel, at most
 
 
+@contextlib.contextmanager
+def tile_pool(workers: int):
+    """Worker threads for tiles: a new pool in a forked child (the parent's threads do not exist
+    there), the process's coding pool otherwise (see _coding_pool); each computes on one thread."""
+    if isolate.in_child() or workers < CODING_THREADS:
+        with ThreadPoolExecutor(workers, "sgacodec-tiles", initializer=torch.get_num_threads) as pool:
+            yield pool
+    else:
+        yield _coding_pool()
+
+
 @functools.cache
 def _coding_pool() -> ThreadPoolExecutor:
     """code_latents' worker threads when coding in-process (SGACODEC_ISOLATE=0, or not Linux),
@@ -136,9 +180,14 @@ def _coding_pool() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(CODING_THREADS, "sgacodec-coding", initializer=torch.get_num_threads)
 
 
-def check_memory(model: LoadedModel, n_images: int, height: int, width: int, device: torch.device) -> None:
+def check_memory(model: LoadedModel, n_images: int, height: int, width: int, device: torch.device,
+                 tile: int | None = None) -> None:
     """ResourceError before any work when the images cannot be coded in this machine's memory
-    (memory.py): refinement on the CPU holds the whole batch; coding holds one image at least."""
+    (memory.py): refinement on the CPU holds the whole batch; coding holds one image at least.
+    ``tile``: no refinement, the analysis and coding in tiles of that side (0: the whole image)."""
+    if tile is not None:
+        memory.check_coding(synthesis_channels(model.net), Grid(height, width, tile), "encoding")
+        return
     per_image = memory.image_bytes(synthesis_channels(model.net), height, width)
     count = n_images if device.type == "cpu" else 1
     what = f"encoding {n_images} image(s) of {width}x{height}" if count > 1 else f"encoding {width}x{height}"
@@ -165,13 +214,22 @@ def encode_batch(
     size = images[0].shape[:2]
     container.check_size(*size)  # refuse before refining what the decoder would refuse
     device = torch.device(device)
-    check_memory(model, len(images), *size, device)
+    refines = config.refines or keep_history
+    check_memory(model, len(images), *size, device, config.tile_size if not refines else None)
     try:
-        latent_model = network or device_model(model, device, config.channels_last)
-        x = pad(torch.cat([to_tensor(image) for image in images])).to(device)
-        with torch.no_grad():
-            y0, z0 = latent_model.analysis(x)
-        if config.refines or keep_history:
+        if not refines:  # the analysis alone, tile by tile on the CPU: no whole image in float
+            grid = Grid(*size, config.tile_size)
+            has_means = LatentModel(model.net).has_means
+            with isolate.single_thread(), tile_pool(memory.fitting(memory.tile_bytes(
+                    synthesis_channels(model.net), config.tile_size or max(grid.padded)), len(grid))) as pool:
+                latents = [tiled.analyse(model.net, image, grid, has_means, pool) for image in images]
+            y0, z0 = (torch.cat([pair[k] for pair in latents]) for k in (0, 1))
+        else:
+            latent_model = network or device_model(model, device, config.channels_last)
+            x = pad(torch.cat([to_tensor(image) for image in images])).to(device)
+            with torch.no_grad():
+                y0, z0 = latent_model.analysis(x)
+        if refines:
             result = refine_latents(latent_model, x, size, lmbda, config, y0, z0, on_step=on_step,
                                     keep_history=keep_history)
             y, z, iterations, seconds, histories = (result.y, result.z, result.iterations, result.seconds,
@@ -184,8 +242,8 @@ def encode_batch(
             raise  # batching.py halves the batch on a GPU out-of-memory error
         raise ResourceError(f"not enough memory to encode {size[1]}x{size[0]} "
                             f"({len(images)} image(s)): an allocation failed") from None
-    coded = code_latents(model, y, z, size)
-    base = coded if not config.refines else code_latents(model, y0, z0, size)
+    coded = code_latents(model, y, z, size, tile=config.tile_size)
+    base = coded if not config.refines else code_latents(model, y0, z0, size, tile=config.tile_size)
     return [make_report(image, config.method, lmbda, coded[j], base[j], iterations, seconds / len(images),
                         [{"step": h["step"], "loss": h["loss"][j], "bpp": h["bpp"][j], "psnr": h["psnr"][j]}
                          for h in histories])

@@ -1,23 +1,16 @@
-"""Running the stock decoder on untrusted bytes without letting it take the process down.
+"""Running the coder on untrusted bytes, and CompressAI's rANS encoder, without letting either
+take the process down.
 
-CompressAI's rANS decoder (C++) does not bounds-check its input: a forged or corrupted string that
-declares a large latent reads past the end of its buffer, which can segfault the interpreter
-(found by scripts/fuzz_bitstreams.py). Two defences, both used by ``decoder.decode``:
+CompressAI's rANS decoder (C++) does not bounds-check its input: a forged or corrupted string reads
+past the end of its buffer, which can segfault the interpreter (found by scripts/fuzz_bitstreams.py).
+Two defences, both used by the decoder: every string is padded and decoded twice
+(network/streams.py), and, here, ``call`` runs the decode in a forked child process on Linux, with
+one torch thread (OpenMP's thread pool does not survive a fork). A crash, a hang past the time
+limit, or an allocation failure there becomes an ``IsolatedError`` with one line, and the parent
+carries on. Elsewhere, or with ``SGACODEC_ISOLATE=0``, the decode runs in-process.
 
-- ``decompress_untrusted``: each entropy-coded string is padded (see ``pad_string``), so that a
-  forged string reads padding instead of whatever memory follows, and decoded twice, with 0x00
-  and with 0x55 padding (no 0xF nibble, which would keep the bypass coder reading). A valid
-  string is read exactly to its end, so the padding never changes a valid decode; when the two
-  decodes differ, the data runs past its end and the file is refused before the synthesis
-  transform runs (a forged file that declares a huge image with a few bytes of data is refused
-  after entropy decoding alone).
-- ``call``: on Linux the decode runs in a forked child process, with one torch thread (OpenMP's
-  thread pool does not survive a fork). A crash, a hang past the time limit, or an allocation
-  failure there becomes an ``IsolatedError`` with one line, and the parent process carries on.
-  Elsewhere, or with ``SGACODEC_ISOLATE=0``, the decode runs in-process.
-
-The encoder's entropy coding (``codec.code_latents``) runs through ``call`` too: CompressAI's rANS
-encoder, given a symbol it cannot code (a NaN cast to an integer), loops in C++ where neither
+The encoder's entropy coding (``encoder.code_latents``) runs through ``call`` too: CompressAI's
+rANS encoder, given a symbol it cannot code (a NaN cast to an integer), loops in C++ where neither
 Ctrl-C nor SIGTERM reaches it; in a child it is bounded by a time limit and killed with the parent.
 """
 
@@ -49,68 +42,8 @@ class OutOfMemory(IsolatedError):
 OUT_OF_MEMORY = "out of memory (an allocation failed)"
 
 
-class CorruptData(ValueError):
-    """Entropy-coded data that cannot be what an encoder wrote."""
-
-
 def available() -> bool:
     return sys.platform.startswith("linux") and environ("SGACODEC_ISOLATE", "1") != "0"
-
-
-def pad_string(data: bytes, n_symbols: int, fill: int = 0) -> bytes:
-    """``data`` followed by enough ``fill`` bytes that a runaway rANS decoder reads them, not memory.
-
-    Past the data, a symbol reads at most two 32-bit words (one renormalisation for the symbol,
-    one for its few bypass nibbles when ``fill`` has no 0xF nibble); bypass runs driven by the
-    data itself read at most 15 nibbles per data nibble.
-    """
-    return bytes(data) + bytes([fill]) * (8 * max(int(n_symbols), 0) + 16 * len(data) + 1024)
-
-
-def _decode_twice(decode, string: bytes, n_symbols: int, what: str):
-    """Entropy-decode with zero padding and with 0x55 padding: a valid string is read exactly to its
-    end, so the two agree; when they differ the data runs past the end (truncated or forged)."""
-    import torch
-
-    a = decode(pad_string(string, n_symbols, 0))
-    b = decode(pad_string(string, n_symbols, 0x55))
-    if not torch.equal(a, b):
-        raise CorruptData(f"the {what} string ends before its data does (truncated or forged file)")
-    return a
-
-
-def decompress_untrusted(net, y_string: bytes, z_string: bytes, z_shape):
-    """The model's stock ``decompress([[y], [z]], z_shape)["x_hat"]`` for untrusted strings.
-
-    Both strings are padded; each is entropy-decoded twice (see ``_decode_twice``) so that data
-    that runs past its end is refused before the synthesis transform runs on it. For context
-    models (mbt2018, cheng2020-*), whose y decoding is interleaved with the network, only the z
-    string is decoded twice; their y string is padded and decoded once.
-    """
-    import torch
-
-    from ..network.compressai_import import import_compressai
-
-    models = import_compressai()
-    MeanScaleHyperprior, ScaleHyperprior = models.MeanScaleHyperprior, models.ScaleHyperprior
-    eb, gc = net.entropy_bottleneck, net.gaussian_conditional
-    z_shape = tuple(z_shape)
-    n_z = eb.channels * z_shape[0] * z_shape[1]
-    n_y = getattr(net, "M", 320) * 16 * z_shape[0] * z_shape[1]
-    with torch.no_grad():
-        z_hat = _decode_twice(lambda s: eb.decompress([s], z_shape), z_string, n_z, "z")
-        method = type(net).decompress
-        if method not in (ScaleHyperprior.decompress, MeanScaleHyperprior.decompress):
-            strings = [[pad_string(y_string, n_y)], [pad_string(z_string, n_z)]]
-            return net.decompress(strings, z_shape)["x_hat"]
-        if method is MeanScaleHyperprior.decompress:  # the same steps as compressai's decompress()
-            scales_hat, means_hat = net.h_s(z_hat).chunk(2, 1)
-            indexes = gc.build_indexes(scales_hat)
-            y_hat = _decode_twice(lambda s: gc.decompress([s], indexes, means=means_hat), y_string, n_y, "y")
-        else:
-            indexes = gc.build_indexes(net.h_s(z_hat))
-            y_hat = _decode_twice(lambda s: gc.decompress([s], indexes, z_hat.dtype), y_string, n_y, "y")
-        return net.g_s(y_hat).clamp_(0, 1)
 
 
 ALLOCATION_FAILURES = ("can't allocate memory", "DefaultCPUAllocator", "std::bad_alloc")
@@ -122,6 +55,8 @@ def is_allocation_failure(exc: BaseException) -> bool:
 
 
 def _first_line(exc: BaseException) -> str:
+    from ..network.streams import CorruptData
+
     if is_allocation_failure(exc):
         return OUT_OF_MEMORY
     return one_line(exc, typed=not isinstance(exc, CorruptData))

@@ -15,6 +15,7 @@ The limit is the memory available (Linux: MemAvailable, a cgroup's memory.max, `
 
 from __future__ import annotations
 
+import os
 import re
 import resource
 
@@ -33,6 +34,30 @@ def image_bytes(channels: int, height: int, width: int, multiple: int = 64) -> i
     """Peak memory, in bytes, of coding or decoding one image with a g_s of ``channels``."""
     padded = -(-height // multiple) * multiple * -(-width // multiple) * multiple
     return padded * BYTES_PER_PIXEL * max(channels, 1) // REFERENCE_CHANNELS
+
+
+# Tiled coding (version 3): the peak of one worker's tile, per pixel of the tile with its halo,
+# of the float64 synthesis with N = 128 channels (measured; docs/reliability.md, "Memory").
+TILE_BYTES_PER_PIXEL = 2400
+TILE_HALO = 64  # pixels added to a tile's side for its halo, in the estimate
+
+
+def tile_bytes(channels: int, tile: int) -> int:
+    """Peak memory of one worker computing one tile of side ``tile`` pixels (with its halo)."""
+    return (tile + TILE_HALO) ** 2 * TILE_BYTES_PER_PIXEL * max(channels, 1) // REFERENCE_CHANNELS
+
+
+def check_coding(channels: int, grid, what: str) -> int:
+    """How many tiles may be computed at once (at least one, at most the CPUs), refusing before
+    anything is allocated when even one tile and the image's latents do not fit: the latents
+    (y, y^: float32, 3 channels-worth of bytes per pixel for M = 192) and the decoded pixels."""
+    tile = grid.tile or max(grid.padded)
+    side = min(tile, max(grid.padded))
+    each = tile_bytes(channels, side)
+    height, width = grid.padded
+    held = height * width * (3 + 2 * 4 * 192 // 256)  # the pixels, y and y^
+    check(held + each, f"{what} {grid.width}x{grid.height}")
+    return fitting(each, max(1, min(os.cpu_count() or 1, len(grid))))
 
 
 def parse_size(text: str) -> int | None:

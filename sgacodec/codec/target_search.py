@@ -123,7 +123,7 @@ class Search:
         self.bounds = (math.log(self.lmbda0) - span, math.log(self.lmbda0) + span)
         # the encoder's latents and their coded file: choose_model's (``unrefined``), else made here
         self.y0, self.z0, self.base_coded = unrefined_coding(unrefined, model, self.latent_model,
-                                                             self.image_tensor, self.size)
+                                                             self.image_tensor, self.size, config.tile_size)
         base = true_rd(self.latent_model, self.image_tensor, self.size, self.y0, self.z0, self.lmbda0)
         self.base_bits = float(base.bpp[0]) * axis.pixels
         self.base_mse = float(base.mse[0])
@@ -134,7 +134,7 @@ class Search:
         return self.axis.predict(self.base_bits, self.base_mse, self.offset)
 
     def code(self, y, z) -> tuple[bytes, np.ndarray]:
-        return code_latents(self.model, y, z, self.size)[0]
+        return code_latents(self.model, y, z, self.size, tile=self.config.tile_size)[0]
 
     def calibrate(self) -> None:
         """The encoder's latents' file: the real file's overhead over the estimate, and the base report."""
@@ -306,7 +306,8 @@ def choose(axis: Axis, coded: list[Candidate]) -> Candidate:
     return min(coded, key=lambda c: len(c.report.data)) if axis.rate else max(coded, key=lambda c: c.report.psnr)
 
 
-def unrefined_coding(cache: dict | None, model: LoadedModel, latent_model, x: torch.Tensor, size) -> tuple:
+def unrefined_coding(cache: dict | None, model: LoadedModel, latent_model, x: torch.Tensor, size,
+                     tile: int) -> tuple:
     """(y, z, (file bytes, decoded pixels)) of the encoder's own latents, made once per model in
     ``cache`` (when given) per model and device copy: the model choice and that model's search
     share them."""
@@ -315,7 +316,7 @@ def unrefined_coding(cache: dict | None, model: LoadedModel, latent_model, x: to
         return cache[key]
     with torch.no_grad():
         y, z = latent_model.analysis(x)
-    entry = (y, z, code_latents(model, y, z, size)[0])
+    entry = (y, z, code_latents(model, y, z, size, tile=tile)[0])
     if cache is not None:
         cache[key] = entry
     return entry

@@ -42,7 +42,7 @@ import numpy as np
 import torch
 
 from .. import metrics
-from ..config import RefineConfig, SearchConfig, Target
+from ..config import TILE_SIZE, RefineConfig, SearchConfig, Target
 from ..models.family import ModelFamily
 from ..models.loaded import LoadedModel
 from .devices import DeviceNetworks
@@ -98,7 +98,8 @@ class TargetResult:
 
 
 def choose_model(family: ModelFamily, image: np.ndarray, target: Target, device="cpu",
-                 networks: DeviceNetworks | None = None, unrefined: dict | None = None) -> int:
+                 networks: DeviceNetworks | None = None, unrefined: dict | None = None,
+                 tile: int = TILE_SIZE) -> int:
     """The index of the family's rate point whose unrefined file's rate (log scale) or PSNR is
     nearest the target: a binary search over the family, which is ordered by rate. The files are
     coded, header included: on a small image the header is a good share of the rate, and the
@@ -117,7 +118,7 @@ def choose_model(family: ModelFamily, image: np.ndarray, target: Target, device=
         if i not in cache:
             model = family[i]
             latent_model = networks.get(model, device)
-            _, _, (data, rgb) = unrefined_coding(unrefined, model, latent_model, image_tensor, image.shape[:2])
+            _, _, (data, rgb) = unrefined_coding(unrefined, model, latent_model, image_tensor, image.shape[:2], tile)
             cache[i] = math.log(len(data)) if axis.rate else metrics.psnr(image, rgb)
         return cache[i]
 
@@ -150,7 +151,7 @@ def encode_to_target(family: ModelFamily | LoadedModel, image: np.ndarray, targe
     axis = Axis(target, image.shape[0] * image.shape[1], search)
     networks = DeviceNetworks() if networks is None else networks  # one copy per model, in this search
     unrefined: dict = {}  # each model's unrefined latents and file, coded once for this image
-    index = choose_model(family, image, target, device, networks, unrefined)
+    index = choose_model(family, image, target, device, networks, unrefined, config.tile_size)
     tried, runs, reaches, done = [], [], set(), 0
     while True:
         run = Search(family[index], image, axis, config, search, device,

@@ -3,7 +3,7 @@ the entropy coding of y tile by tile, and the decoding and synthesis of the tile
 
     y, z = analyse(model.net, image, grid)                         # whole latents, tile by tile
     z_string, y_strings, y_hat = code_streams(coding, y, z, grid, context, pool)
-    decoder = TileDecoder(coding, grid, context, z_string, y_strings, pool)
+    decoder = TileDecoder.from_streams(coding, grid, context, z_string, y_strings, pool)
     for strip in decoder.strips(region):                             # uint8 rows, top to bottom
         ...
 
@@ -45,37 +45,40 @@ def pixel_reader(image: np.ndarray) -> Callable:
     return read
 
 
-def crop_reader(tensor: torch.Tensor) -> Callable:
-    """read(r0, r1, c0, c1) of a whole tensor [1, C, h, w]: a contiguous copy of the crop."""
-    return lambda r0, r1, c0, c1: tensor[..., r0:r1, c0:c1].clone(memory_format=torch.contiguous_format)
-
-
-@torch.no_grad()
-def analyse(net, image: np.ndarray, grid: Grid, has_means: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+def analyse(net, image: np.ndarray, grid: Grid, has_means: bool = True,
+            pool: Executor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(y, z) of one RGB uint8 image: g_a tile by tile (the pixels converted crop by crop, never
-    the whole image in float), then h_a (on |y| for ScaleHyperprior) tile by tile."""
+    the whole image in float), then h_a (on |y| for ScaleHyperprior) tile by tile, the tiles in
+    parallel on ``pool`` when given."""
     read = pixel_reader(image)
-    y = z = None
-    for tile in grid.tiles:
-        r0, r1, c0, c1 = tile.y
-        part = run_tile(net.g_a, read, (r0, c0), (r1, c1), in_size=grid.padded)
-        if y is None:
-            y = part.new_empty(1, part.size(1), *grid.y_size)
-        y[..., r0:r1, c0:c1] = part
+    y = _tiled(lambda t: run_tile(net.g_a, read, t.y[::2], t.y[1::2], in_size=grid.padded), grid, grid.y_size, pool)
     source = y if has_means else y.abs()
-    for tile in grid.tiles:
-        r0, r1, c0, c1 = (v // 4 for v in tile.y)
-        part = run_tile(net.h_a, crop_reader(source), (r0, c0), (r1, c1))
-        if z is None:
-            z = part.new_empty(1, part.size(1), *grid.z_size)
-        z[..., r0:r1, c0:c1] = part
-    return y, z
+    return y, _tiled(lambda t: run_tile(net.h_a, source, [v // 4 for v in t.y[::2]], [v // 4 for v in t.y[1::2]]),
+                     grid, grid.z_size, pool, scale=4)
+
+
+def _tiled(compute: Callable, grid: Grid, size, pool: Executor | None, scale: int = 1) -> torch.Tensor:
+    """The whole output [1, C, *size] of ``compute(tile)`` over every tile (its y rectangle divided
+    by ``scale``), each written into its place; the first tile gives the channel count."""
+    @torch.no_grad()  # grad mode is per thread
+    def place(tile: Tile) -> None:
+        r0, r1, c0, c1 = (v // scale for v in tile.y)
+        out[..., r0:r1, c0:c1] = compute(tile)
+
+    with torch.no_grad():
+        first = compute(grid.tiles[0])
+    out = first.new_empty(1, first.size(1), *size)
+    r0, r1, c0, c1 = (v // scale for v in grid.tiles[0].y)
+    out[..., r0:r1, c0:c1] = first
+    rest = grid.tiles[1:]
+    list(pool.map(place, rest) if pool is not None else map(place, rest))
+    return out
 
 
 def tile_params(coding, z_hat: torch.Tensor, tile: Tile) -> torch.Tensor:
     """h_s's output over one tile's y rectangle, from the decoded z^."""
     r0, r1, c0, c1 = tile.y
-    return run_tile(coding.h_s, crop_reader(z_hat), (r0, c0), (r1, c1))
+    return run_tile(coding.h_s, z_hat, (r0, c0), (r1, c1))
 
 
 def whole_params(coding, z_hat: torch.Tensor, grid: Grid) -> torch.Tensor:
@@ -102,6 +105,7 @@ def code_streams(coding, y: torch.Tensor, z: torch.Tensor, grid: Grid, context: 
         return z_string, [string], streams.decode_y_context(coding, string, params, grid.y_size)
     y_hat = torch.empty_like(y)
 
+    @torch.no_grad()  # grad mode is per thread: each worker's own
     def code(tile: Tile) -> bytes:
         r0, r1, c0, c1 = tile.y
         scales, means = streams.split_params(coding, tile_params(coding, z_hat, tile))
@@ -126,21 +130,40 @@ class TileDecoder:
     region of it) as row strips, top to bottom, each row of tiles computed in parallel on ``pool``
     and only the y^ of the rows its halo reaches kept."""
 
-    def __init__(self, coding, grid: Grid, context: bool, z_string: bytes, y_strings, pool: Executor,
-                 on_tile: Callable[[], None] | None = None):
+    def __init__(self, coding, grid: Grid, pool: Executor, on_tile: Callable[[], None] | None = None):
         self.coding, self.grid, self.pool = coding, grid, pool
-        self.y_strings = list(y_strings)
         self.on_tile = on_tile or (lambda: None)
-        self.z_hat = streams.decode_z(coding, z_string, grid.z_size)
+        self.z_hat, self.y_strings = None, None
         self.y_hat: dict[int, torch.Tensor] = {}
         self.lock = threading.Lock()
+
+    @classmethod
+    def from_streams(cls, coding, grid: Grid, context: bool, z_string: bytes, y_strings, pool: Executor,
+                     on_tile: Callable[[], None] | None = None) -> "TileDecoder":
+        """The decoder of a file's streams (untrusted: decoded twice where CompressAI allows)."""
+        self = cls(coding, grid, pool, on_tile)
+        self.y_strings = list(y_strings)
+        self.z_hat = streams.decode_z(coding, z_string, grid.z_size)
         if context:  # one sequential stream: the whole y^ at once
             whole = streams.decode_y_context(coding, self.y_strings[0], whole_params(coding, self.z_hat, grid),
                                              grid.y_size)
-            for tile in grid.tiles:
-                r0, r1, c0, c1 = tile.y
-                self.y_hat[tile.index] = whole[..., r0:r1, c0:c1].clone()
+            self._keep_all(whole)
+        return self
 
+    @classmethod
+    def from_y_hat(cls, coding, grid: Grid, y_hat: torch.Tensor, pool: Executor) -> "TileDecoder":
+        """The synthesis of known y^ (the encoder's, which is what its streams decode to)."""
+        self = cls(coding, grid, pool)
+        self._keep_all(y_hat)
+        return self
+
+    def _keep_all(self, y_hat: torch.Tensor) -> None:
+        for tile in self.grid.tiles:
+            r0, r1, c0, c1 = tile.y
+            self.y_hat[tile.index] = y_hat[..., r0:r1, c0:c1].clone()
+        self.y_strings = None  # nothing to decode, nothing to evict
+
+    @torch.no_grad()
     def _decode_y(self, tile: Tile) -> None:
         scales, means = streams.split_params(self.coding, tile_params(self.coding, self.z_hat, tile))
         y_hat = streams.decode_y(self.coding, self.y_strings[tile.index], scales, means)
@@ -177,7 +200,7 @@ class TileDecoder:
             missing = [y for k, y in needed.items() if k not in self.y_hat]
             list(self.pool.map(self._decode_y, missing))
             keep_from = min(y.row for y in needed.values())
-            for k in [k for k in self.y_hat if self.grid.tiles[k].row < keep_from]:
+            for k in [k for k in self.y_hat if self.y_strings and self.grid.tiles[k].row < keep_from]:
                 del self.y_hat[k]  # rows above the halo of this row and the rows below
 
             def synth(tile: Tile) -> np.ndarray:

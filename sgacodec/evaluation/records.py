@@ -18,6 +18,7 @@ from datetime import datetime, timezone
 from functools import lru_cache
 from pathlib import Path
 
+from ..codec.container import VERSION as FILE_VERSION
 from ..config import BUDGET_KNOBS, RefineConfig
 from ..refinement.schedules import effective_schedule
 
@@ -173,6 +174,8 @@ def record_key(image: str, crop: int | None, model_sha: str, setting=None, lmbda
             key.update(target=[setting.target.kind, setting.target.value], search=search)
         else:
             key.update(lmbda=float(f"{lmbda:.6g}"))
+        if config is not None:  # files of the tiled format (version 3): keys of their own
+            key["file"] = [FILE_VERSION, config.tile_size]
         if setting.label != "none" and config is not None:
             schedule = effective_schedule(config)
             if schedule != "paper":  # paper-schedule keys are as they always were

@@ -5,8 +5,8 @@ images are expanded; 16-bit images are scaled to 8 bits; CMYK is converted; an a
 dropped (the codec stores colour only; transparent pixels keep the colour they hold). Every
 lossy step (alpha dropped, 16-bit or floating-point pixels reduced to 8 bits, only the first
 frame of a GIF, APNG or multi-page TIFF encoded) is told to the caller through ``notes``.
-Images larger than the format's limits (8192 x 8192 pixels, 32768 a side) are refused before
-their pixels are decoded (decompression bombs).
+Images larger than the format's limits (2^30 pixels, 65535 a side), or than the memory allows, are
+refused before their pixels are decoded (decompression bombs).
 """
 
 from __future__ import annotations
@@ -20,10 +20,12 @@ from pathlib import Path
 
 import numpy as np
 
+from ..codec import memory
 from ..codec.container import MAX_PIXELS, MAX_SIDE
 from ..errors import ImageError, one_line
 
 MAX_INPUT_BYTES = 1 << 30  # no image or sgacodec file sgacodec accepts is larger than 1 GiB
+READ_BYTES_PER_PIXEL = 8  # Pillow's pixels (4 bytes) and the RGB array made from them (3), at most
 
 
 def read_limited(source, name: str, limit: int = MAX_INPUT_BYTES) -> bytes:
@@ -71,6 +73,8 @@ def read_image(source, notes: list | None = None) -> np.ndarray:
                 frames = getattr(img, "n_frames", 1)
                 if frames > 1:
                     notes.append(f"{name}: {frames} frames or pages; only the first is encoded")
+                memory.check(img.width * img.height * READ_BYTES_PER_PIXEL,
+                             f"reading {name} ({img.width}x{img.height})")
                 img.load()
                 img = ImageOps.exif_transpose(img)
                 return _to_rgb8(img, name, notes)
@@ -121,11 +125,13 @@ def _to_rgb8(img, name: str = "input", notes: list | None = None) -> np.ndarray:
     return np.ascontiguousarray(arr)
 
 
-def encode_png(rgb: np.ndarray) -> bytes:
-    from PIL import Image
+def encode_png(pixels: np.ndarray, **metadata) -> bytes:
+    """A PNG of uint8 pixels ([H, W] gray, [H, W, C] with C 1 to 4), written by png.py (which
+    writes large images in strips, deflating in parallel); ``metadata``: icc_profile, exif, xmp."""
+    from .png import write_png
 
     buf = io.BytesIO()
-    Image.fromarray(rgb, "RGB").save(buf, format="PNG")
+    write_png(buf, pixels, workers=min(os.cpu_count() or 1, 4) if pixels.size > 1 << 22 else 1, **metadata)
     return buf.getvalue()
 
 

@@ -53,12 +53,15 @@ class MatmulGDN(torch.nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         gdn = self.gdn
         beta, gamma = gdn.beta_reparam(gdn.beta), gdn.gamma_reparam(gdn.gamma)
-        out = torch.empty_like(x)
+        out = None if x.size(0) == 1 else torch.empty_like(x)
         for b in range(x.size(0)):
             flat = x[b].reshape(x.size(1), -1)
             norm = torch.addmm(beta[:, None], gamma, flat * flat)
             norm = norm.sqrt_() if gdn.inverse else norm.rsqrt_()
-            out[b] = norm.mul_(flat).view_as(x[b])
+            norm.mul_(flat)
+            if out is None:  # one image: the normalised product is the output, no copy
+                return norm.view_as(x)
+            out[b] = norm.view_as(x[b])
         return out
 
 
@@ -96,7 +99,7 @@ def float64_coding_net(net: torch.nn.Module) -> torch.nn.Module:
     """
     from compressai.models.google import SCALES_LEVELS, SCALES_MAX, SCALES_MIN
 
-    coding = copy.deepcopy(net)
+    coding = copy.deepcopy(net).requires_grad_(False)  # the coding side never backpropagates
     coding.h_s = InFloat64(deconv.by_taps(coding.h_s))  # coding's own copies: the model stays float32
     coding.g_s = InFloat64(gdn_by_matmul(deconv.by_taps(coding.g_s)))
     gc = coding.gaussian_conditional
