@@ -4,14 +4,17 @@
     OMP_NUM_THREADS=1 python scripts/fuzz_bitstreams.py -n 10000 --cli 100 --cli-batch 300
 
 Seed files are crops of docs/example.png encoded with a model (``--checkpoint``, default: the
-embedded default model). Each mutant is one of:
+embedded default model) into version 3 files, most in several tiles. Each mutant is one of:
 
 - raw mutants (CRC left as it is): truncation, bit flips, byte overwrites, insertions, deletions,
   wrong magic or version, junk appended, random bytes, empty file;
 - structure-aware mutants (CRC recomputed, so they get past the checksum): model kind, name,
-  metric, quality and weights hash; image size (same latent grid, other grid, huge); latent
-  shapes; reconstruction hash; declared string lengths; the z and y entropy-coded strings
-  (bit flips, truncation, extension, random, zeros, empty, swapped, taken from another file).
+  metric, quality and weights hash; image size (same latent grid, other grid, huge, with as
+  many streams as its grid needs); tile size; colour; reconstruction hash; the y stream count and
+  lengths; chunk lengths, order, duplicates and missing chunks; unknown optional and required
+  chunks; metadata chunks (ICC, EXIF, XMP, alpha) with random content; the z and y entropy-coded
+  streams (bit flips, truncation, extension, random, zeros, empty, tiles swapped, taken from
+  another file).
 
 Every mutant goes through the library decode path as the CLI runs it (unpack, model for the
 header, codec.decode). A sample also goes through the real CLI, one process per mutant (``--cli``)
@@ -58,27 +61,33 @@ BAD = ("wrong-output", "traceback", "hang", "crash")
 # --- mutants ------------------------------------------------------------------------------------
 
 def raw_pack(bs: B.Bitstream, **over) -> bytes:
-    """Like bitstream.pack, but any field may be forced to raw bytes or out-of-range values."""
-    name = over.get("name", bs.model.name.encode())
-    fields = [
-        over.get("magic", B.MAGIC),
-        struct.pack(">B", over.get("version", B.VERSION)),
-        struct.pack(">B", over.get("kind", B.MODEL_KINDS.index(bs.model.kind))),
-        struct.pack(">B", over.get("name_len", len(name) & 0xFF)),
-        name,
-        struct.pack(">BB", over.get("metric", B.METRICS.index(bs.model.metric)),
-                    over.get("quality", bs.model.quality)),
+    """Like container.pack (version 3), but any field may be forced to raw bytes or out-of-range
+    values: the HEAD fields by name, ``y_count``/``y_lengths`` (YSTR's declared count and lengths),
+    ``lengths`` (a chunk type -> its declared length), ``chunks`` (the list of (type, payload) to
+    write, after the fields above are made), ``crc``."""
+    name, model = over.get("name", bs.model.name.encode()), bs.model
+    head = b"".join((
+        struct.pack(">BB", over.get("kind", B.MODEL_KINDS.index(model.kind)), over.get("name_len", len(name) & 0xFF)),
+        name, struct.pack(">BB", over.get("metric", B.METRICS.index(model.metric)), over.get("quality", model.quality)),
         over.get("weights_sha", bs.model.weights_sha),
         struct.pack(">II", over.get("height", bs.height), over.get("width", bs.width)),
-        struct.pack(">HHHH", *over.get("z_shape", bs.z_shape), *over.get("y_shape", bs.y_shape)),
-        over.get("recon_hash", bs.recon_hash),
-        struct.pack(">I", over.get("z_len", len(over.get("z_string", bs.z_string)))),
-        over.get("z_string", bs.z_string),
-        struct.pack(">I", over.get("y_len", len(over.get("y_string", bs.y_string)))),
-        over.get("y_string", bs.y_string),
-    ]
-    body = b"".join(fields)
+        struct.pack(">HB", over.get("tile", bs.tile), over.get("colour", int(bs.grayscale))),
+        over.get("recon_hash", bs.recon_hash), over.get("head_extra", b"")))
+    streams = list(over.get("y_strings", bs.y_strings))
+    lengths = over.get("y_lengths", [len(s) for s in streams])
+    ystr = (struct.pack(">I", over.get("y_count", len(streams))) + b"".join(struct.pack(">I", n) for n in lengths)
+            + b"".join(streams))
+    names = {v: k for k, v in B.METADATA.items()}
+    chunks = [(b"HEAD", head), (b"ZSTR", over.get("z_string", bs.z_string)), (b"YSTR", ystr)]
+    chunks += [(names[key], value) for key, value in bs.metadata.items()]
+    chunks = over.get("chunks", lambda c: c)(chunks)
+    declared = over.get("lengths", {})
+    body = MAGIC_V3 + b"".join(kind + struct.pack(">I", declared.get(kind, len(payload))) + payload
+                               for kind, payload in chunks)
     return body + struct.pack(">I", over.get("crc", zlib.crc32(body)))
+
+
+MAGIC_V3 = B.MAGIC + bytes([3])
 
 
 def mutate_bytes(rng: random.Random, s: bytes) -> bytes:
@@ -137,7 +146,7 @@ def mutant(rng: random.Random, seeds: list[bytes]) -> tuple[str, int, bytes]:
         elif op == "magic":
             d[:4] = rng.choice((b"PNG\x89", b"sgac", b"SGAD", rng.randbytes(4)))
         elif op == "version":
-            d[4] = rng.choice((0, 2, 3, 255))
+            d[4] = rng.choice((0, 1, 2, 4, 255))
         elif op == "append":
             d += rng.randbytes(rng.randint(1, 100))
         elif op == "random":
@@ -152,10 +161,12 @@ def mutant(rng: random.Random, seeds: list[bytes]) -> tuple[str, int, bytes]:
 
     # structure-aware: recomputed CRC
     op = rng.choice(("kind", "name", "name_len", "metric", "quality", "weights_sha", "size_same_grid",
-                     "size_other_grid", "size_huge", "shapes", "recon_hash", "z_len", "y_len",
-                     "z_string", "y_string", "both_strings", "swap_strings", "other_file_y",
-                     "other_file_z", "combo"))
+                     "size_other_grid", "size_huge", "tile", "colour", "recon_hash", "y_count", "y_lengths",
+                     "chunk_length", "z_string", "y_string", "all_y", "swap_tiles", "other_file_y", "other_file_z",
+                     "drop_chunk", "duplicate_chunk", "chunk_order", "unknown_optional", "unknown_required",
+                     "metadata", "head_extra", "combo"))
     over = {}
+    tiles = len(bs.y_strings)
     if op == "kind":
         over["kind"] = rng.choice((0, 1, 2, 3, 255))
     elif op == "name":
@@ -169,7 +180,7 @@ def mutant(rng: random.Random, seeds: list[bytes]) -> tuple[str, int, bytes]:
         over["quality"] = rng.choice((0, 1, 3, 8, 9, 255))
     elif op == "weights_sha":
         over["weights_sha"] = rng.choice((bytes(8), rng.randbytes(8)))
-    elif op == "size_same_grid":  # same latent shapes, other crop
+    elif op == "size_same_grid":  # same latent grid, other crop
         z_shape, _ = B.expected_shapes(bs.height, bs.width)
         over["height"] = rng.randint(max(1, 64 * z_shape[0] - 63), 64 * z_shape[0])
         over["width"] = rng.randint(max(1, 64 * z_shape[1] - 63), 64 * z_shape[1])
@@ -177,44 +188,73 @@ def mutant(rng: random.Random, seeds: list[bytes]) -> tuple[str, int, bytes]:
         if op == "size_other_grid":
             h, w = rng.randint(1, 700), rng.randint(1, 700)
         else:
-            h, w = rng.choice(((1 << 15) + 1, 1 << 15, 1 << 16, 1 << 31, (1 << 32) - 1)), rng.randint(1, 1 << 15)
+            h, w = rng.choice((B.MAX_SIDE + 1, B.MAX_SIDE, 1 << 15, 1 << 31, (1 << 32) - 1)), rng.randint(1, 1 << 15)
             if rng.random() < 0.5:
                 h, w = w, h
         over["height"], over["width"] = h, w
-        if rng.random() < 0.8:  # consistent shapes (when they fit the fields)
-            z_shape, y_shape = B.expected_shapes(h, w)
-            if max(y_shape) < 1 << 16:
-                over["z_shape"], over["y_shape"] = z_shape, y_shape
-    elif op == "shapes":
-        over["z_shape"] = (rng.randrange(1 << 16), rng.randrange(1 << 16)) if rng.random() < 0.3 else \
-            tuple(max(0, v + rng.randint(-2, 2)) for v in bs.z_shape)
-        over["y_shape"] = tuple(min(0xFFFF, 4 * v) for v in over["z_shape"]) if rng.random() < 0.5 else \
-            tuple(min(0xFFFF, max(0, v + rng.randint(-3, 3))) for v in bs.y_shape)
+        if rng.random() < 0.7 and h * w <= B.MAX_PIXELS:  # as many streams as the grid needs
+            count = B.tile_count(h, w, bs.tile)
+            if count <= 1 << 16:
+                over["y_strings"] = [mutate_bytes(rng, bs.y_strings[0]) if rng.random() < 0.5 else bs.y_strings[0]
+                                     for _ in range(count)]
+    elif op == "tile":
+        over["tile"] = rng.choice((0, 64, 128, 192, 256, 512, 65472, 100, 65535, 1))
+    elif op == "colour":
+        over["colour"] = rng.choice((1, 2, 255))
     elif op == "recon_hash":
         h = bytearray(bs.recon_hash)
         h[rng.randrange(8)] ^= 1 << rng.randrange(8)
         over["recon_hash"] = bytes(h)
-    elif op in ("z_len", "y_len"):
-        n = len(bs.z_string if op == "z_len" else bs.y_string)
-        over[op] = rng.choice((0, max(0, n - 1), n + 1, n + 1000, (1 << 32) - 1, 1 << 31, rng.randrange(1 << 32)))
+    elif op == "y_count":
+        over["y_count"] = rng.choice((0, 1, tiles - 1, tiles + 1, (1 << 32) - 1, 1 << 31, rng.randrange(1 << 32)))
+    elif op == "y_lengths":
+        lengths = [len(s) for s in bs.y_strings]
+        i = rng.randrange(tiles)
+        lengths[i] = rng.choice((0, max(0, lengths[i] - 1), lengths[i] + 1, (1 << 32) - 1))
+        over["y_lengths"] = lengths
+    elif op == "chunk_length":
+        over["lengths"] = {rng.choice((b"HEAD", b"ZSTR", b"YSTR")): rng.choice((0, 1, 7, (1 << 32) - 1, 1 << 31))}
     elif op == "z_string":
         over["z_string"] = mutate_bytes(rng, bs.z_string)
     elif op == "y_string":
-        over["y_string"] = mutate_bytes(rng, bs.y_string)
-    elif op == "both_strings":
-        over["z_string"], over["y_string"] = mutate_bytes(rng, bs.z_string), mutate_bytes(rng, bs.y_string)
-    elif op == "swap_strings":
-        over["z_string"], over["y_string"] = bs.y_string, bs.z_string
+        streams = list(bs.y_strings)
+        i = rng.randrange(tiles)
+        streams[i] = mutate_bytes(rng, streams[i])
+        over["y_strings"] = streams
+    elif op == "all_y":
+        over["y_strings"] = [mutate_bytes(rng, s) for s in bs.y_strings]
+    elif op == "swap_tiles":
+        streams = list(bs.y_strings)
+        rng.shuffle(streams)
+        over["y_strings"] = streams
     elif op in ("other_file_y", "other_file_z"):
         other = B.unpack(seeds[rng.randrange(len(seeds))])
-        key = "y_string" if op == "other_file_y" else "z_string"
-        over[key] = getattr(other, key)
-    else:  # combo: a consistent bigger size and damaged strings
+        if op == "other_file_y":
+            over["y_strings"] = other.y_strings
+        else:
+            over["z_string"] = other.z_string
+    elif op == "drop_chunk":
+        kind = rng.choice((b"HEAD", b"ZSTR", b"YSTR"))
+        over["chunks"] = lambda c: [x for x in c if x[0] != kind]
+    elif op == "duplicate_chunk":
+        over["chunks"] = lambda c: c + [c[rng.randrange(len(c))]]
+    elif op == "chunk_order":
+        over["chunks"] = lambda c: rng.sample(c, len(c))
+    elif op == "unknown_optional":  # a reader skips it: the same pixels
+        over["chunks"] = lambda c: c[:1] + [(b"zfut", rng.randbytes(rng.randint(0, 100)))] + c[1:]
+    elif op == "unknown_required":
+        over["chunks"] = lambda c: c + [(b"FUTR", rng.randbytes(rng.randint(0, 100)))]
+    elif op == "metadata":  # metadata chunks carry bytes; alph must be a PNG of the image's size
+        kind = rng.choice(tuple(B.METADATA))
+        payload = rng.choice((rng.randbytes(rng.randint(0, 300)), b"", b"\x89PNG\r\n\x1a\n" + rng.randbytes(40)))
+        over["chunks"] = lambda c: c + [(kind, payload)]
+    elif op == "head_extra":
+        over["head_extra"] = rng.randbytes(rng.randint(1, 8))
+    else:  # combo: a consistent bigger size and damaged streams
         h, w = rng.randint(64, 1024), rng.randint(64, 1024)
         over["height"], over["width"] = h, w
-        over["z_shape"], over["y_shape"] = B.expected_shapes(h, w)
         over["z_string"] = mutate_bytes(rng, bs.z_string)
-        over["y_string"] = mutate_bytes(rng, bs.y_string)
+        over["y_strings"] = [mutate_bytes(rng, bs.y_strings[0]) for _ in range(B.tile_count(h, w, bs.tile))]
     return "struct-" + op, k, raw_pack(bs, **over)
 
 
@@ -386,8 +426,9 @@ def check_cli_batch(items, references, checkpoint, workdir: Path, timeout) -> tu
 
 # --- setup --------------------------------------------------------------------------------------
 
-def make_seeds(model, sizes=((70, 100), (1, 1), (64, 128), (130, 65))) -> list[bytes]:
-    """One file per size: a crop of docs/example.png, unrefined or after 3 STE steps."""
+def make_seeds(model, sizes=((70, 100), (1, 1), (64, 128), (130, 65), (150, 200))) -> list[bytes]:
+    """One file per size: a crop of docs/example.png, unrefined or after 3 STE steps, in tiles of 64
+    pixels (several y streams; the first, one tile)."""
     from sgacodec.codec.batching import encode
     from sgacodec.config import RefineConfig
     from sgacodec.files.images import read_image
@@ -397,7 +438,7 @@ def make_seeds(model, sizes=((70, 100), (1, 1), (64, 128), (130, 65))) -> list[b
     for i, (h, w) in enumerate(sizes):
         method = "none" if i % 2 else "ste"
         crop = example[17 * i : 17 * i + h, 23 * i : 23 * i + w].copy()
-        [report] = encode(model, [crop], RefineConfig(method=method, iterations=3))
+        [report] = encode(model, [crop], RefineConfig(method=method, iterations=3, tile_size=256 if i == 0 else 64))
         seeds.append(report.data)
     return seeds
 

@@ -33,15 +33,19 @@ _API = {
     "load_model": "models.loading", "load_for_bitstream": "models.loading", "load_checkpoint": "models.checkpoints",
     "load_zoo": "models.zoo", "load_embedded": "models.embedded", "LoadedModel": "models.loaded",
     "ModelId": "models.loaded", "load_family": "models.family", "ModelFamily": "models.family",
+    "model_catalogue": "models.catalogue",
     # encoding and decoding
     "encode": "codec.batching", "BatchEncoder": "codec.batching", "Outcome": "codec.batching",
     "encode_sources_to_target": "codec.batching", "TargetOutcome": "codec.batching",
     "encode_batch": "codec.encoder", "EncodeReport": "codec.encoder", "resolve_device": "codec.devices",
     "decode": "codec.decoder", "Decoder": "codec.decoder", "Decoded": "codec.decoder",
     "encode_to_target": "codec.targets", "TargetResult": "codec.targets", "refine_latents": "refinement.loop",
+    "describe_file": "codec.info", "summary_lines": "codec.info", "with_metadata": "codec.container",
     # files
     "read_image": "files.images", "read_limited": "files.images", "expand_inputs": "files.images",
     "names_collection": "files.images", "center_crop": "files.images", "encode_png": "files.images",
+    "expand_files": "files.images", "read_picture": "files.images", "Picture": "files.pictures",
+    "decoded_picture": "files.pictures", "register_pillow": "files.pillow_plugin",
     "plan_outputs": "files.outputs", "check_outputs": "files.outputs", "check_writable": "files.outputs",
     "input_identities": "files.outputs", "prepare_directory": "files.outputs", "write_output": "files.outputs",
     "atomic_write": "files.outputs", "json_line": "files.outputs",
@@ -54,7 +58,8 @@ _API = {
     "ModelError": "errors", "ImageError": "errors", "OutputError": "errors", "EvaluationError": "errors",
     "EncodeError": "errors", "ResourceError": "errors", "one_line": "errors",
 }
-_RENAMED = {"check_ray_address": "check_address"}  # the public name of a function named otherwise inside
+# the public names of functions named otherwise inside their modules
+_RENAMED = {"check_ray_address": "check_address", "describe_file": "describe", "model_catalogue": "catalogue"}
 
 
 def __getattr__(name):

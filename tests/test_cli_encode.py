@@ -273,22 +273,27 @@ def test_bad_images_through_the_cli(tmp_path, tiny_checkpoint):
 
 
 def test_an_rgba_png_through_the_cli_round_trips_with_a_note(tmp_path, tiny_checkpoint):
+    """Alpha is kept losslessly by default (decoded to RGBA) and said; --alpha drop drops it."""
     import json
 
     from sgacodec import metrics
 
-    rgba = np.dstack([RGB, np.full(RGB.shape[:2], 128, np.uint8)])
-    Image.fromarray(rgba, "RGBA").save(tmp_path / "a.png")
-    res = CliRunner().invoke(main, ["encode", str(tmp_path / "a.png"), "-o", str(tmp_path / "a.bin"),
-                                    "--checkpoint", str(tiny_checkpoint), "--iterations", "2", "--json"])
-    assert res.exit_code == 0 and "alpha channel dropped" in res.output, res.output
-    record = json.loads([line for line in res.output.splitlines() if line.startswith("{")][-1])
-    res = CliRunner().invoke(main, ["decode", str(tmp_path / "a.bin"), "-o", str(tmp_path / "b.png"),
-                                    "--checkpoint", str(tiny_checkpoint)])
-    assert res.exit_code == 0
-    decoded = np.asarray(Image.open(tmp_path / "b.png"))
-    assert decoded.shape == RGB.shape
-    assert metrics.psnr(RGB, decoded) == pytest.approx(record["psnr"], abs=1e-6)
+    alpha = (np.arange(RGB.shape[0] * RGB.shape[1]) % 251).astype(np.uint8).reshape(RGB.shape[:2])
+    Image.fromarray(np.dstack([RGB, alpha]), "RGBA").save(tmp_path / "a.png")
+    for flag, kept in (("keep", True), ("drop", False)):
+        res = CliRunner().invoke(main, ["encode", str(tmp_path / "a.png"), "-o", str(tmp_path / "a.bin"), "--force",
+                                        "--checkpoint", str(tiny_checkpoint), "--iterations", "2", "--json",
+                                        "--alpha", flag])
+        assert res.exit_code == 0 and ("kept alpha" if kept else "dropped alpha") in res.output, res.output
+        record = json.loads([line for line in res.output.splitlines() if line.startswith("{")][-1])
+        res = CliRunner().invoke(main, ["decode", str(tmp_path / "a.bin"), "-o", str(tmp_path / "b.png"),
+                                        "--checkpoint", str(tiny_checkpoint), "--force"])
+        assert res.exit_code == 0
+        decoded = np.asarray(Image.open(tmp_path / "b.png"))
+        assert decoded.shape == RGB.shape[:2] + ((4,) if kept else (3,))
+        assert metrics.psnr(RGB, np.ascontiguousarray(decoded[..., :3])) == pytest.approx(record["psnr"], abs=1e-6)
+        if kept:
+            assert np.array_equal(decoded[..., 3], alpha)
 
 
 

@@ -47,12 +47,13 @@ def test_mutants_through_one_cli_process(fuzz, corpus, tiny_checkpoint, tmp_path
 
     seeds, _, references = corpus
     rng = random.Random(7)
-    bs = B.unpack(seeds[0])
-    z_shape, y_shape = B.expected_shapes(2048, 2048)
-    forged = [fuzz.raw_pack(bs, height=2048, width=2048, z_shape=z_shape, y_shape=y_shape),
-              B.pack(dataclasses.replace(bs, y_string=bs.y_string[:-4] + b"\x13\x37\x00\x01")),
+    bs = B.unpack(seeds[2])  # in tiles
+    tiles = B.tile_count(2048, 2048, bs.tile)
+    forged = [fuzz.raw_pack(bs, height=2048, width=2048, y_strings=[bs.y_strings[0]] * tiles),
+              B.pack(dataclasses.replace(bs, y_strings=(bs.y_strings[0][:-4] + b"\x13\x37\x00\x01",)
+                                         + bs.y_strings[1:])),
               fuzz.raw_pack(bs, recon_hash=bytes(8))]
-    items = [fuzz.mutant(rng, seeds) for _ in range(40)] + [("forged", 0, d) for d in forged] \
+    items = [fuzz.mutant(rng, seeds) for _ in range(40)] + [("forged", 2, d) for d in forged] \
         + [("seed", 0, seeds[0])]
     outcome, detail = fuzz.check_cli_batch(items, references, tiny_checkpoint, tmp_path, timeout=300)
     assert outcome == "ok", detail

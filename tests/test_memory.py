@@ -30,13 +30,17 @@ def test_sizes_and_limits_parse():
 
 
 def test_a_small_file_of_a_large_image_is_refused_before_its_synthesis(tiny_model, monkeypatch):
-    """A 2.5 kB file of a flat 1024 x 1024 image needed 2.4 GB to decode: the memory a decode
-    needs is known from the header, and beyond the limit the file is refused before allocating."""
+    """A 2.5 kB file of a flat 1024 x 1024 image needed 2.4 GB to decode (whole image): the memory a
+    decode needs is known from the header (tiles: the pixels and one worker's tile), and beyond the
+    limit the file is refused before anything is decoded."""
+    from sgacodec.codec.tiles import Grid
+    from sgacodec.network import streams
+
     [report] = encode(tiny_model, [flat(256, 256)], RefineConfig(method="none"))
-    needed = memory.image_bytes(16, 256, 256)
+    needed = memory.estimate("decode", 16, Grid(256, 256, 256), workers=1) - memory.PROCESS_BYTES
     monkeypatch.setenv(memory.LIMIT_ENV, str(needed - 1))
     calls = []
-    monkeypatch.setattr(isolate, "decompress_untrusted", lambda *a: calls.append(1))
+    monkeypatch.setattr(streams, "decode_z", lambda *a: calls.append(1))
     with pytest.raises(ResourceError, match=r"decoding 256x256 needs about \d+ MB of memory and "
                                             r"SGACODEC_MEMORY_LIMIT allows \d+ MB; refused") as refused:
         decoder.decode(report.data, tiny_model)
@@ -48,12 +52,16 @@ def test_a_small_file_of_a_large_image_is_refused_before_its_synthesis(tiny_mode
 
 def test_an_image_too_large_for_the_memory_is_refused_before_any_allocation(tmp_path, tiny_model,
                                                                            tiny_checkpoint, monkeypatch):
-    """An 8000 x 8000 PNG of 186 kB asked for 8 GB in its first convolution."""
-    def analysis(self, x):
+    """An 8000 x 8000 PNG of 186 kB asked for 8 GB in its first convolution: the tiled path and
+    the refinement (the whole image) are both checked before they allocate."""
+    from sgacodec.codec import tiled
+
+    def analyse(*args, **kwargs):
         raise AssertionError("allocated before the memory check")
 
-    monkeypatch.setattr(LatentModel, "analysis", analysis)
-    monkeypatch.setenv(memory.LIMIT_ENV, "100M")
+    monkeypatch.setattr(tiled, "analyse", analyse)
+    monkeypatch.setattr(LatentModel, "analysis", analyse)
+    monkeypatch.setenv(memory.LIMIT_ENV, "40M")
     with pytest.raises(ResourceError, match="encoding 2000x1500 needs about"):
         encode(tiny_model, [flat(1500, 2000)], RefineConfig(method="none"))
     Image.fromarray(flat(1500, 2000)).save(tmp_path / "big.png")
@@ -65,11 +73,13 @@ def test_an_image_too_large_for_the_memory_is_refused_before_any_allocation(tmp_
 
 
 def test_allocation_failures_are_one_clear_line(tiny_model, monkeypatch):
-    def fails(self, x):
+    from sgacodec.codec import tiled
+
+    def fails(*args, **kwargs):
         raise RuntimeError("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't "
                            "allocate memory: you tried to allocate 8192000000 bytes. Error code 12")
 
-    monkeypatch.setattr(LatentModel, "analysis", fails)
+    monkeypatch.setattr(tiled, "analyse", fails)
     with pytest.raises(ResourceError, match=r"^not enough memory to encode 40x32 \(1 image\(s\)\): an "
                                             r"allocation failed$"):
         encode(tiny_model, [flat(32, 40)], RefineConfig(method="none"))

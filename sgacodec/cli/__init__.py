@@ -16,6 +16,8 @@ from .. import __version__
 from .. import config as cfg
 from .decode import decode
 from .encode import encode
+from .info import info
+from .models import models
 from .refine import refine
 from .train import train
 
@@ -26,11 +28,12 @@ def main():
     """Learned image compression with SGA+ latent refinement at encode time.
 
     encode refines each image's latents and writes a bitstream that the model's stock CompressAI
-    decoder reads; decode writes PNG; refine compares methods without writing files.
+    decoder reads; decode writes PNG; refine compares methods without writing files; info
+    describes files without decoding them; models lists the models and what each gives.
     """
 
 
-for command in (encode, decode, refine, train):
+for command in (encode, decode, refine, info, models, train):
     main.add_command(command)
 
 def run(argv=None):

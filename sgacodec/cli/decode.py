@@ -32,6 +32,8 @@ from .failures import Failures, UserError, user_errors
 def decode(inputs, output, checkpoint, force, as_json, allow_download, region, strict):
     """Decode sgacodec files to PNG with the model's stock CompressAI decoder.
 
+    INPUTS are files, folders (every sgacodec file in them, whatever its extension) or globs.
+
     Each image is checked against the encoder's own decode (a hash stored in the file). The
     decoder computes in float64 so that other machines give the same pixels; should one still
     differ, that gives a warning and the image is still written (--strict: an error, nothing
@@ -39,9 +41,12 @@ def decode(inputs, output, checkpoint, force, as_json, allow_download, region, s
     from .. import (
         Decoder,
         check_outputs,
+        decoded_picture,
         encode_png,
+        expand_files,
         input_identities,
         json_line,
+        names_collection,
         plan_outputs,
         read_limited,
         write_output,
@@ -52,17 +57,19 @@ def decode(inputs, output, checkpoint, force, as_json, allow_download, region, s
     bounds = parse_region(region)
     errors = user_errors()
     try:
-        outputs = plan_outputs(list(inputs), output, ".png")
-        check_outputs(list(inputs), outputs, force)
-        protected = input_identities(list(inputs))
+        paths = expand_files(inputs)
+        outputs = plan_outputs(paths, output, ".png", directory=any(names_collection(a) for a in inputs))
+        check_outputs(paths, outputs, force)
+        protected = input_identities(paths)
     except errors as exc:
         raise UserError(str(exc)) from None
-    decoder, failures = Decoder(checkpoint, allow_download, strict=strict), Failures(inputs)
-    for src, dst in zip(inputs, outputs):
+    decoder, failures = Decoder(checkpoint, allow_download, strict=strict), Failures(paths)
+    for src, dst in zip(paths, outputs):
         try:
             data = read_limited(sys.stdin.buffer if src == "-" else src, src, cfg.MAX_FILE_BYTES)
             decoded = decoder.decode(data, bounds)
-            write_output(dst, encode_png(decoded.rgb), force, protected)
+            picture = decoded_picture(decoded.rgb, decoded.header, bounds)
+            write_output(dst, encode_png(picture.output(), **picture.png_metadata()), force, protected)
         except errors as exc:
             failures.add(src, exc)
             continue

@@ -8,7 +8,7 @@ import click
 from .. import config as cfg
 from .console import announce_cpu_estimate, note, progress_bar, records_on_stdout, stderr_console, task_progress
 from .failures import Failures, UserError, user_errors
-from .inputs import read_input
+from .inputs import Pictures, parse_metadata
 from .options import (
     config_from_options,
     load_family_from_options,
@@ -29,11 +29,16 @@ from .ray_options import ray_options, ray_requested
 @click.option("--force", is_flag=True, help="Overwrite existing outputs.")
 @click.option("--json", "as_json", is_flag=True,
               help="One JSON record per image on stdout (with --ray: as images finish, not in input order).")
+@click.option("--metadata", "metadata", default="all", show_default=True, metavar="LIST",
+              help="What travels into the file and back into the decoded PNG: all, none, or a comma list of "
+                   "icc, exif, xmp (EXIF orientation is applied to the pixels either way, and its tag reset to 1).")
+@click.option("--alpha", "alpha", type=click.Choice(["keep", "drop"]), default="keep", show_default=True,
+              help="An alpha channel: kept losslessly in its own chunk (decoded to RGBA), or dropped.")
 @model_options()
 @refine_options()
 @ray_options
 @target_options()
-def encode(inputs, output, force, as_json, ray_address, workers, worker_cpus, **opts):
+def encode(inputs, output, force, as_json, ray_address, workers, worker_cpus, metadata, alpha, **opts):
     """Encode images (PNG, JPEG, ... or - for stdin) into sgacodec files.
 
     INPUTS are images, directories of images, or globs.
@@ -60,6 +65,7 @@ def encode(inputs, output, force, as_json, ray_address, workers, worker_cpus, **
 
     if output == "-" and as_json:
         raise UserError("--json and -o - both write to stdout; choose one")
+    pictures = Pictures(parse_metadata(metadata), alpha == "keep")
     errors = user_errors()
     on_ray = ray_requested(ray_address, workers, worker_cpus)
     try:
@@ -76,7 +82,8 @@ def encode(inputs, output, force, as_json, ray_address, workers, worker_cpus, **
         raise UserError("a target (--target-*) does not run on --ray; encode without --ray")
     console = stderr_console()
     if targets:
-        return encode_files_to_target(paths, outputs, protected, targets[0], console, force, as_json, opts)
+        return encode_files_to_target(paths, outputs, protected, targets[0], console, force, as_json, opts,
+                                      pictures)
     try:
         device = None if on_ray else resolve_device(opts["device"])
         iterations, time_budget = iterations_for(opts["iterations"], opts["effort"], opts["time_budget"],
@@ -110,13 +117,14 @@ def encode(inputs, output, force, as_json, ray_address, workers, worker_cpus, **
                               lambda: None if paths[0] == "-" else encoder.estimate_seconds(
                                   read_image(paths[0]), [config.iterations] * len(paths)))
     with progress_bar(console) as progress:
-        for outcome in encoder.encode_sources(paths, read_input, task_progress(progress), errors):
+        for outcome in encoder.encode_sources(paths, pictures.read, task_progress(progress), errors):
             src, dst = outcome.source, outputs[outcome.index]
             if outcome.error is not None:
+                pictures.forget(src)
                 failures.add(src, outcome.error)
                 continue
             try:
-                write_output(dst, outcome.report.data, force, protected)
+                write_output(dst, pictures.finish(src, outcome.report.data), force, protected)
             except errors as exc:
                 failures.add(src, exc)
                 continue
@@ -148,7 +156,7 @@ def encode_on_ray(address, model, config, opts, workers, worker_cpus, paths, out
         raise UserError(str(exc)) from None
     if skipped:
         note(f"{skipped} of {len(paths)} output(s) exist and were skipped (resume); --force encodes them again")
-def encode_files_to_target(paths, outputs, protected, target, console, force, as_json, opts):
+def encode_files_to_target(paths, outputs, protected, target, console, force, as_json, opts, pictures):
     """Each input with its own search for ``target`` (sgacodec.targets does the work)."""
     from .. import encode_sources_to_target, iterations_for, json_line, resolve_device, write_output
 
@@ -169,7 +177,7 @@ def encode_files_to_target(paths, outputs, protected, target, console, force, as
                               shorten="--effort 1..9 or --iterations N (a target's search takes no time budget)")
     failures = Failures(paths)
     with progress_bar(console) as progress:
-        for outcome in encode_sources_to_target(family, paths, read_input, target, config, device,
+        for outcome in encode_sources_to_target(family, paths, pictures.read, target, config, device,
                                                 progress=task_progress(progress), errors=errors, on_note=note):
             src, dst, result = outcome.source, outputs[outcome.index], outcome.result
             if outcome.error is not None:
@@ -177,10 +185,11 @@ def encode_files_to_target(paths, outputs, protected, target, console, force, as
                 continue
             report = result.report
             if opts["strict"] and not result.reached:
+                pictures.forget(src)
                 failures.add(src, UserError(f"{src}: target {target.describe()}: {result.status}"))
                 continue
             try:
-                write_output(dst, report.data, force, protected)
+                write_output(dst, pictures.finish(src, report.data), force, protected)
             except errors as exc:
                 failures.add(src, exc)
                 continue

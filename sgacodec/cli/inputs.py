@@ -1,4 +1,5 @@
-"""Reading a command's inputs: an image path or '-' (stdin), lossy conversions told on stderr."""
+"""Reading a command's inputs (an image path or '-' for stdin), lossy conversions told on stderr;
+and what travels with each picture (ICC, EXIF, XMP, alpha, grayness), put into its file."""
 
 from __future__ import annotations
 
@@ -6,9 +7,11 @@ import sys
 
 from .console import note
 
+METADATA_CHOICES = ("all", "none", "icc", "exif", "xmp")
+
 
 def read_input(path: str):
-    """The pixels of an input path or '-' (stdin); lossy conversions are noted on stderr."""
+    """The RGB pixels of an input path or '-' (stdin); lossy conversions are noted on stderr."""
     from .. import read_image, read_limited
 
     notes: list[str] = []
@@ -16,3 +19,57 @@ def read_input(path: str):
     for line in notes:
         note(line)
     return image
+
+
+def parse_metadata(text: str) -> set[str]:
+    """--metadata: all, none, or a comma list of icc, exif, xmp -> the set kept."""
+    names = {part.strip().lower() for part in text.split(",") if part.strip()}
+    unknown = names - set(METADATA_CHOICES)
+    if not names or unknown or len(names) > 1 and names & {"all", "none"}:
+        from .failures import UserError
+
+        raise UserError(f"--metadata {text!r}: all, none, or a comma list of icc, exif, xmp")
+    if "all" in names:
+        return {"icc", "exif", "xmp"}
+    return set() if "none" in names else names
+
+
+class Pictures:
+    """The reader ``encode`` gives the encoder: it reads each input's picture (pixels, metadata,
+    alpha), hands the encoder its RGB pixels, and keeps the rest until ``finish`` puts it into
+    that input's file (``keep``: the metadata kept; ``alpha``: whether alpha is)."""
+
+    def __init__(self, keep: set[str], alpha: bool = True):
+        self.keep, self.alpha, self.held = keep, alpha, {}
+
+    def read(self, path: str):
+        from .. import read_limited, read_picture
+
+        notes: list[str] = []
+        picture = read_picture(read_limited(sys.stdin.buffer, "stdin") if path == "-" else path, notes)
+        for line in notes:
+            note(line)
+        self.held[path] = picture
+        return picture.rgb
+
+    def finish(self, path: str, data: bytes) -> bytes:
+        """``data`` (the encoder's file of ``path``) with the picture's metadata, alpha and colour;
+        what was kept and dropped is said on stderr."""
+        from .. import with_metadata
+
+        picture = self.held.pop(path, None)
+        if picture is None:
+            return data
+        kept, dropped = picture.kept_and_dropped(self.keep, self.alpha)
+        if kept or dropped:
+            turned = f"; EXIF orientation {picture.orientation} applied to the pixels and reset to 1" \
+                if picture.orientation not in (None, 1) and "exif" in self.keep else ""
+            note(f"{path}: kept {', '.join(kept) or 'nothing'}" + (f"; dropped {', '.join(dropped)}" if dropped
+                                                                   else "") + turned)
+        chunks = picture.chunks(self.keep, self.alpha)
+        if not chunks and not picture.grayscale:
+            return data
+        return with_metadata(data, chunks, picture.grayscale)
+
+    def forget(self, path: str) -> None:
+        self.held.pop(path, None)

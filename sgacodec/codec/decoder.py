@@ -125,7 +125,7 @@ def _tiled_run(net, header: container.Bitstream, bounds):
     def run():
         with isolate.single_thread(), tile_pool(workers) as pool:
             decoder = TileDecoder.from_streams(net, grid, context, header.z_string, header.y_strings, pool)
-            return np.concatenate(list(decoder.strips(bounds)))
+            return decoder.image(bounds)
 
     return run
 

@@ -98,7 +98,7 @@ def code_latents(model: LoadedModel, y: torch.Tensor, z: torch.Tensor, size, ver
 
     def code_one(i: int, pool) -> list:
         z_string, y_strings, y_hat = tiled.code_streams(net, y[i : i + 1], z[i : i + 1], grid, context, pool)
-        rgb = np.concatenate(list(tiled.TileDecoder.from_y_hat(net, grid, y_hat, pool).strips()))
+        rgb = tiled.TileDecoder.from_y_hat(net, grid, y_hat, pool).image()
         header = container.Bitstream(model.identity, height, width, grid.z_size, grid.y_size, recon_hash(rgb),
                                      z_string, tuple(y_strings), version, tile, grayscale, dict(metadata or {}))
         return [container.pack(header), rgb]

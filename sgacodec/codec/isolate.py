@@ -94,13 +94,14 @@ def _normalise(value):
     return np.ascontiguousarray(value, dtype=np.uint8)
 
 
-def _pack(value) -> bytes:
+def _pack(value) -> list:
+    """The buffers that encode ``value`` (an array's own memory, not a copy of it)."""
     if isinstance(value, list):
-        return b"L" + struct.pack(">Q", len(value)) + b"".join(_pack(v) for v in value)
+        return [b"L" + struct.pack(">Q", len(value))] + [b for v in value for b in _pack(v)]
     if isinstance(value, bytes):
-        return b"B" + struct.pack(">Q", len(value)) + value
-    return (b"A" + struct.pack(">B", value.ndim) + struct.pack(f">{value.ndim}Q", *value.shape)
-            + value.tobytes())
+        return [b"B" + struct.pack(">Q", len(value)), value]
+    return [b"A" + struct.pack(">B", value.ndim) + struct.pack(f">{value.ndim}Q", *value.shape),
+            memoryview(value).cast("B")]
 
 
 def _unpack(payload: bytes, pos: int = 0):
@@ -130,11 +131,12 @@ def _unpack(payload: bytes, pos: int = 0):
         shape = struct.unpack(f">{ndim}Q", take(8 * ndim))
         pos += 8 * ndim
         n = int(np.prod(shape, dtype=np.int64))
-        return np.frombuffer(take(n), dtype=np.uint8).reshape(shape).copy(), pos + n
+        return np.frombuffer(take(n), dtype=np.uint8).reshape(shape), pos + n  # a view of the payload
     raise IsolatedError("the child process sent an incomplete result")
 
 
 _IN_CHILD = False
+MAX_RESULT_BYTES = 1 << 36  # what a child may send back (a decoded image of the largest size, and more)
 
 
 def in_child() -> bool:
@@ -170,15 +172,18 @@ def call(fn: Callable[[], object], timeout: float, what: str = "decoding"):
 
             torch.set_num_threads(1)
             try:
-                payload = b"K" + _pack(_normalise(fn()))
+                buffers = _pack(_normalise(fn()))
+                kind = b"K"
             except BaseException as exc:  # reported to the parent as one line
-                payload = b"E" + _first_line(exc).encode("utf-8", "replace")
-            _write_all(write_fd, payload)
+                buffers, kind = [_first_line(exc).encode("utf-8", "replace")], b"E"
+            _write_all(write_fd, kind + struct.pack(">Q", sum(len(b) for b in buffers)))
+            for buffer in buffers:
+                _write_all(write_fd, buffer)
             code = 0
         finally:
             os._exit(code)
     os.close(write_fd)
-    chunks, done = [], False
+    head, payload, filled, done = bytearray(), None, 0, False
     deadline = time.monotonic() + timeout
     try:
         while True:
@@ -186,11 +191,23 @@ def call(fn: Callable[[], object], timeout: float, what: str = "decoding"):
             if left <= 0:
                 raise IsolatedError(f"{what} took longer than {timeout:.0f} s; stopped")
             ready, _, _ = select.select([read_fd], [], [], min(left, 1.0))
-            if ready:
-                chunk = os.read(read_fd, 1 << 20)
+            if not ready:
+                continue
+            if payload is None:  # the kind and the length, then the payload read in place
+                chunk = os.read(read_fd, 9 - len(head))
                 if not chunk:
                     break
-                chunks.append(chunk)
+                head += chunk
+                if len(head) == 9:
+                    payload = bytearray(min(struct.unpack(">Q", head[1:])[0], MAX_RESULT_BYTES))
+                continue
+            with memoryview(payload) as view:
+                n = os.readv(read_fd, [view[filled : filled + (1 << 24)]]) if filled < len(payload) else 0
+            if n == 0:
+                if os.read(read_fd, 1) == b"":
+                    break
+                raise IsolatedError(f"the {what} process sent more than it announced")
+            filled += n
         try:
             _, status = os.waitpid(pid, 0)
         except ChildProcessError:  # SIGCHLD ignored: reaped already; the payload tells
@@ -212,13 +229,14 @@ def call(fn: Callable[[], object], timeout: float, what: str = "decoding"):
         if sig == signal.SIGKILL:  # the kernel's out-of-memory killer, most likely
             raise OutOfMemory(f"the {what} process was killed ({name}, out of memory?)")
         raise IsolatedError(f"the {what} process crashed ({name}, invalid data)")
-    payload = b"".join(chunks)
-    if payload[:1] == b"E":
-        message = payload[1:].decode("utf-8", "replace")
-        raise (OutOfMemory if message == OUT_OF_MEMORY else IsolatedError)(message)
-    if payload[:1] != b"K":
+    if payload is None or filled != len(payload):
         raise IsolatedError(f"the {what} process exited without a result")
-    value, end = _unpack(payload, 1)
+    if head[:1] == b"E":
+        message = payload.decode("utf-8", "replace")
+        raise (OutOfMemory if message == OUT_OF_MEMORY else IsolatedError)(message)
+    if head[:1] != b"K":
+        raise IsolatedError(f"the {what} process exited without a result")
+    value, end = _unpack(memoryview(payload), 0)
     if end != len(payload):
         raise IsolatedError(f"the {what} process sent an incomplete result")
     return value

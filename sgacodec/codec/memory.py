@@ -36,10 +36,16 @@ def image_bytes(channels: int, height: int, width: int, multiple: int = 64) -> i
     return padded * BYTES_PER_PIXEL * max(channels, 1) // REFERENCE_CHANNELS
 
 
-# Tiled coding (version 3): the peak of one worker's tile, per pixel of the tile with its halo,
-# of the float64 synthesis with N = 128 channels (measured; docs/reliability.md, "Memory").
-TILE_BYTES_PER_PIXEL = 2400
+# Tiled coding (version 3), per path (docs/reliability.md, "Memory"; benchmarks/large_photos.py
+# measures each against its estimate). What every process holds (torch, CompressAI, the model and
+# its float64 coding network), one worker's tile (its float64 synthesis, per pixel of the tile with
+# its halo, N = 128), and what the image holds per pixel, by path: the decoder's pixels (in the
+# coding child, and in the parent with the PNG made of them), the encoder's input pixels, y, y^
+# and its reconstruction (float32 latents of M = 192 channels at 1/256 of the pixels: 3 bytes).
+PROCESS_BYTES = 450 << 20
+TILE_BYTES_PER_PIXEL = 1200
 TILE_HALO = 64  # pixels added to a tile's side for its halo, in the estimate
+IMAGE_BYTES_PER_PIXEL = {"decode": 8, "encode": 16}
 
 
 def tile_bytes(channels: int, tile: int) -> int:
@@ -47,17 +53,29 @@ def tile_bytes(channels: int, tile: int) -> int:
     return (tile + TILE_HALO) ** 2 * TILE_BYTES_PER_PIXEL * max(channels, 1) // REFERENCE_CHANNELS
 
 
-def check_coding(channels: int, grid, what: str) -> int:
-    """How many tiles may be computed at once (at least one, at most the CPUs), refusing before
-    anything is allocated when even one tile and the image's latents do not fit: the latents
-    (y, y^: float32, 3 channels-worth of bytes per pixel for M = 192) and the decoded pixels."""
-    tile = grid.tile or max(grid.padded)
-    side = min(tile, max(grid.padded))
-    each = tile_bytes(channels, side)
-    height, width = grid.padded
-    held = height * width * (3 + 2 * 4 * 192 // 256)  # the pixels, y and y^
-    check(held + each, f"{what} {grid.width}x{grid.height}")
+def workers_for(channels: int, grid) -> int:
+    """Tiles computed at once: one per CPU, as many as the memory allows (at least one)."""
+    each = tile_bytes(channels, min(grid.tile or max(grid.padded), max(grid.padded)))
     return fitting(each, max(1, min(os.cpu_count() or 1, len(grid))))
+
+
+def estimate(path: str, channels: int, grid, workers: int | None = None) -> int:
+    """The peak memory of ``path`` ('encode' without refinement, or 'decode') on ``grid``'s image:
+    the process, the image's per-pixel share, and the workers' tiles."""
+    workers = workers or max(1, min(os.cpu_count() or 1, len(grid)))
+    height, width = grid.padded
+    side = min(grid.tile or max(grid.padded), max(grid.padded))
+    return (PROCESS_BYTES + height * width * IMAGE_BYTES_PER_PIXEL[path]
+            + workers * tile_bytes(channels, side))
+
+
+def check_coding(channels: int, grid, what: str) -> int:
+    """How many tiles may be computed at once, refusing before anything is allocated when even
+    one worker's tile and the image's share do not fit (``what``: 'encoding' or 'decoding')."""
+    path = "decode" if what.startswith("decod") else "encode"
+    needed = estimate(path, channels, grid, workers=1) - PROCESS_BYTES  # the process holds its own already
+    check(needed, f"{what} {grid.width}x{grid.height}")
+    return workers_for(channels, grid)
 
 
 def parse_size(text: str) -> int | None:

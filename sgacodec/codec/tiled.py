@@ -189,6 +189,17 @@ class TileDecoder:
             out[..., i0 - r0 : i1 - r0, j0 - c0 : j1 - c0] = part
         return out
 
+    def image(self, region: tuple[int, int, int, int] | None = None) -> np.ndarray:
+        """The whole image, or ``region`` (r0, r1, c0, c1), uint8 [h, w, 3], filled strip by strip."""
+        r0, r1, c0, c1 = region or (0, self.grid.height, 0, self.grid.width)
+        out, row = None, 0
+        for strip in self.strips(region):
+            if out is None:
+                out = np.empty((r1 - r0, c1 - c0, strip.shape[2]), dtype=np.uint8)
+            out[row : row + strip.shape[0]] = strip
+            row += strip.shape[0]
+        return out
+
     def strips(self, region: tuple[int, int, int, int] | None = None) -> Iterator[np.ndarray]:
         """uint8 strips [h, w, 3] of the image, or of ``region`` (r0, r1, c0, c1), top to bottom."""
         r0, r1, c0, c1 = region or (0, self.grid.height, 0, self.grid.width)

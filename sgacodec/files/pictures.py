@@ -1,0 +1,155 @@
+"""A picture as a file holds it: its pixels, and what travels with them (a colour profile, EXIF,
+XMP, an alpha channel, grayness), carried into sgacodec files and back into PNG
+(docs/format.md, "Metadata"), as cjxl and avifenc do by default.
+
+    picture = picture_from(pil_image)                   # after EXIF orientation is applied
+    chunks = picture.chunks(keep={"icc", "exif", "xmp"}, alpha=True)    # for the container
+    picture = decoded_picture(rgb, header)              # pixels in the file's mode, its metadata
+
+The coded image is always RGB: a grayscale picture is coded as three equal channels and decoded
+back to one (ITU-R 601 luma, as Pillow converts); alpha is coded losslessly, apart, as a PNG in its
+own chunk. EXIF keeps every byte but its Orientation, which is reset to 1 (the pixels are turned
+upright before coding).
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..errors import DecodeError
+from .exif import orientation, with_orientation_reset
+
+METADATA = ("icc", "exif", "xmp")
+EXIF_PREFIX = b"Exif\0\0"
+
+
+@dataclass
+class Picture:
+    """Pixels (uint8 [H, W, 3] RGB, or [H, W] for grayscale) and what travels with them."""
+
+    pixels: np.ndarray
+    alpha: np.ndarray | None = None  # uint8 [H, W], None when opaque
+    icc: bytes | None = None
+    exif: bytes | None = None  # the TIFF structure (no "Exif\\0\\0" prefix), Orientation reset to 1
+    xmp: bytes | None = None
+    orientation: int | None = None  # the EXIF orientation the pixels were turned by
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def grayscale(self) -> bool:
+        return self.pixels.ndim == 2
+
+    @property
+    def rgb(self) -> np.ndarray:
+        """The RGB pixels the codec codes (three equal channels for a grayscale picture)."""
+        if self.grayscale:
+            return np.ascontiguousarray(np.repeat(self.pixels[..., None], 3, axis=2))
+        return self.pixels
+
+    @property
+    def mode(self) -> str:
+        """The Pillow / PNG mode: L, LA, RGB or RGBA."""
+        return ("L" if self.grayscale else "RGB") + ("A" if self.alpha is not None else "")
+
+    def output(self) -> np.ndarray:
+        """The pixels with alpha, as a PNG writer takes them: [H, W] or [H, W, C]."""
+        if self.alpha is None:
+            return self.pixels
+        base = self.pixels[..., None] if self.grayscale else self.pixels
+        return np.ascontiguousarray(np.concatenate([base, self.alpha[..., None]], axis=2))
+
+    def chunks(self, keep=METADATA, alpha: bool = True) -> dict[str, bytes]:
+        """The container's metadata of this picture: the ``keep`` ones it has, and its alpha plane
+        (a PNG) unless ``alpha`` is False."""
+        out = {name: getattr(self, name) for name in METADATA if name in keep and getattr(self, name)}
+        if alpha and self.alpha is not None:
+            from .png import write_png
+
+            buf = io.BytesIO()
+            write_png(buf, self.alpha, "L", compress_level=9)
+            out["alpha"] = buf.getvalue()
+        return out
+
+    def png_metadata(self) -> dict:
+        """PNGWriter's keyword arguments for this picture's metadata."""
+        return {"icc_profile": self.icc, "exif": self.exif, "xmp": self.xmp}
+
+    def kept_and_dropped(self, keep=METADATA, alpha: bool = True) -> tuple[list[str], list[str]]:
+        """What of this picture a file keeps and drops, in words ('ICC (584 B)', ...)."""
+        names = {"icc": "ICC profile", "exif": "EXIF", "xmp": "XMP"}
+        kept, dropped = [], []
+        for name in METADATA:
+            value = getattr(self, name)
+            if value:
+                (kept if name in keep else dropped).append(f"{names[name]} ({len(value)} B)")
+        if self.alpha is not None:
+            (kept if alpha else dropped).append("alpha")
+        return kept, dropped
+
+
+def metadata_of(img) -> dict:
+    """ICC, EXIF (TIFF bytes) and XMP of a Pillow image, from its info (before any transpose)."""
+    info = img.info
+    exif = info.get("exif")
+    if isinstance(exif, (bytes, bytearray)) and exif.startswith(EXIF_PREFIX):
+        exif = bytes(exif[len(EXIF_PREFIX):])
+    xmp = info.get("xmp") or info.get("XML:com.adobe.xmp")
+    if isinstance(xmp, str):
+        xmp = xmp.encode("utf-8")
+    icc = info.get("icc_profile")
+    return {"icc": bytes(icc) if icc else None, "exif": bytes(exif) if exif else None,
+            "xmp": bytes(xmp) if xmp else None}
+
+
+def with_exif_upright(metadata: dict) -> tuple[dict, int | None]:
+    """The metadata with EXIF Orientation reset to 1 in place, and the orientation it had."""
+    exif = metadata.get("exif")
+    if not exif:
+        return metadata, None
+    return {**metadata, "exif": with_orientation_reset(exif)}, orientation(exif)
+
+
+def gray_of(rgb: np.ndarray) -> np.ndarray:
+    """Luma of RGB uint8 pixels as Pillow's convert("L") computes it: (19595 R + 38470 G + 7471 B
+    + 2^15) >> 16, row strip by row strip."""
+    out = np.empty(rgb.shape[:2], np.uint8)
+    step = max(1, (1 << 20) // max(rgb.shape[1], 1))
+    for row in range(0, rgb.shape[0], step):
+        part = rgb[row : row + step].astype(np.uint32)
+        out[row : row + step] = (part[..., 0] * 19595 + part[..., 1] * 38470 + part[..., 2] * 7471 + 32768) >> 16
+    return out
+
+
+def alpha_from_png(data: bytes, height: int, width: int) -> np.ndarray:
+    """The alpha plane of a file's alph chunk: a grayscale 8-bit PNG of exactly the image's size,
+    its size checked before its pixels are decoded."""
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            if img.format != "PNG" or img.mode != "L" or img.size != (width, height):
+                raise DecodeError(f"the alpha chunk is not an 8-bit grayscale PNG of {width}x{height}")
+            img.load()
+            return np.asarray(img)
+    except DecodeError:
+        raise
+    except Exception as exc:  # Pillow's many ways of refusing damaged data
+        raise DecodeError(f"the alpha chunk does not decode ({type(exc).__name__})") from None
+
+
+def decoded_picture(rgb: np.ndarray, header, region=None) -> Picture:
+    """The picture a decoded file gives: its RGB pixels in the file's mode (grayscale to one
+    channel), its alpha (cropped to ``region``, (x, y, width, height), when the pixels are a
+    region's), its metadata."""
+    pixels = gray_of(rgb) if header.grayscale else rgb
+    alpha = None
+    if "alpha" in header.metadata:
+        alpha = alpha_from_png(header.metadata["alpha"], header.height, header.width)
+        if region is not None:
+            x, y = int(region[0]), int(region[1])
+            alpha = np.ascontiguousarray(alpha[y : y + rgb.shape[0], x : x + rgb.shape[1]])
+    meta = header.metadata
+    return Picture(pixels, alpha, meta.get("icc"), meta.get("exif"), meta.get("xmp"))
