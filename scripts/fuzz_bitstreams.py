@@ -75,8 +75,9 @@ def raw_pack(bs: B.Bitstream, **over) -> bytes:
         over.get("recon_hash", bs.recon_hash), over.get("head_extra", b"")))
     streams = list(over.get("y_strings", bs.y_strings))
     lengths = over.get("y_lengths", [len(s) for s in streams])
-    ystr = (struct.pack(">I", over.get("y_count", len(streams))) + b"".join(struct.pack(">I", n) for n in lengths)
-            + b"".join(streams))
+    count = over.get("y_count", len(streams))
+    ystr = (B.varint(count) if count >= 0 else b"\xff" * 6) + b"".join(B.varint(n) for n in lengths) \
+        + b"".join(streams)
     names = {v: k for k, v in B.METADATA.items()}
     chunks = [(b"HEAD", head), (b"ZSTR", over.get("z_string", bs.z_string)), (b"YSTR", ystr)]
     chunks += [(names[key], value) for key, value in bs.metadata.items()]
@@ -206,7 +207,7 @@ def mutant(rng: random.Random, seeds: list[bytes]) -> tuple[str, int, bytes]:
         h[rng.randrange(8)] ^= 1 << rng.randrange(8)
         over["recon_hash"] = bytes(h)
     elif op == "y_count":
-        over["y_count"] = rng.choice((0, 1, tiles - 1, tiles + 1, (1 << 32) - 1, 1 << 31, rng.randrange(1 << 32)))
+        over["y_count"] = rng.choice((0, 1, tiles - 1, tiles + 1, (1 << 32) - 1, 1 << 31, rng.randrange(1 << 32), -1))
     elif op == "y_lengths":
         lengths = [len(s) for s in bs.y_strings]
         i = rng.randrange(tiles)

@@ -39,8 +39,10 @@ _API = {
     "encode_sources_to_target": "codec.batching", "TargetOutcome": "codec.batching",
     "encode_batch": "codec.encoder", "EncodeReport": "codec.encoder", "resolve_device": "codec.devices",
     "decode": "codec.decoder", "Decoder": "codec.decoder", "Decoded": "codec.decoder",
+    "tiles_to_decode": "codec.decoder",
     "encode_to_target": "codec.targets", "TargetResult": "codec.targets", "refine_latents": "refinement.loop",
     "describe_file": "codec.info", "summary_lines": "codec.info", "with_metadata": "codec.container",
+    "container_header": "codec.container",
     # files
     "read_image": "files.images", "read_limited": "files.images", "expand_inputs": "files.images",
     "names_collection": "files.images", "center_crop": "files.images", "encode_png": "files.images",
@@ -59,7 +61,8 @@ _API = {
     "EncodeError": "errors", "ResourceError": "errors", "one_line": "errors",
 }
 # the public names of functions named otherwise inside their modules
-_RENAMED = {"check_ray_address": "check_address", "describe_file": "describe", "model_catalogue": "catalogue"}
+_RENAMED = {"check_ray_address": "check_address", "describe_file": "describe", "model_catalogue": "catalogue",
+            "container_header": "unpack"}
 
 
 def __getattr__(name):

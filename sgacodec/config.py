@@ -67,7 +67,7 @@ DEFAULT_MODEL = "default"  # the embedded model of the manifest's default qualit
 MODEL_CHOICES = (DEFAULT_MODEL,) + ZOO_NAMES
 ZOO_DEFAULT_QUALITY = 3
 LATENT_MULTIPLE = 64  # images are padded to a multiple of this: g_a downsamples by 16, h_a by 4 more
-TILE_SIZE = 256  # the tile grid's side in pixels (docs/method.md, "Tiled coding"); 0: the whole image
+TILE_SIZE = 512  # the tile grid's side in pixels (docs/method.md, "Tiled coding"); 0: the whole image
 MIN_TILE_SIZE, MAX_TILE_SIZE = 64, 65472  # multiples of LATENT_MULTIPLE (the file stores a u16)
 
 # --- coding (codec/; docs/reliability.md) -----------------------------------------------------

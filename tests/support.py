@@ -134,7 +134,7 @@ def _pack_unchecked(bs) -> bytes:
     head = (struct.pack(">BB", B.MODEL_KINDS.index(bs.model.kind), len(name)) + name
             + struct.pack(">BB", B.METRICS.index(bs.model.metric), bs.model.quality) + bs.model.weights_sha
             + struct.pack(">IIHB", bs.height, bs.width, bs.tile, int(bs.grayscale)) + bs.recon_hash)
-    ystr = struct.pack(">I", len(bs.y_strings)) + b"".join(struct.pack(">I", len(s)) for s in bs.y_strings)
+    ystr = B.varint(len(bs.y_strings)) + b"".join(B.varint(len(s)) for s in bs.y_strings)
     body = b"".join((B.MAGIC, bytes([3]), B.chunk(b"HEAD", head), B.chunk(b"ZSTR", bs.z_string),
                      B.chunk(b"YSTR", ystr + b"".join(bs.y_strings))))
     return body + struct.pack(">I", zlib.crc32(body))

@@ -16,6 +16,7 @@ from sgacodec.codec.container import (
     pack,
     tile_count,
     unpack,
+    varint,
 )
 from sgacodec.errors import BitstreamError
 from sgacodec.models.loaded import ModelId
@@ -110,8 +111,10 @@ def test_declared_sizes_are_validated_before_allocation():
     body[offset : offset + 8] = struct.pack(">II", 1 << 30, 1 << 30)
     with pytest.raises(BitstreamError, match="out of range"):
         unpack(with_crc(bytes(body)))
-    count = body.index(b"YSTR") + 8
-    body[offset : offset + 8] = struct.pack(">II", 217, 333)
-    body[count : count + 4] = struct.pack(">I", 1 << 30)  # a billion streams declared
-    with pytest.raises(BitstreamError, match="declares"):
-        unpack(with_crc(bytes(body)))
+    bs = sample()
+    before = pack(bs)[: pack(bs).index(b"YSTR")]
+    rest = b"".join(varint(len(s)) for s in bs.y_strings) + b"".join(bs.y_strings)
+    with pytest.raises(BitstreamError, match="declares"):  # a billion streams declared
+        unpack(with_crc(before + chunk(b"YSTR", varint(1 << 30) + rest)))
+    with pytest.raises(BitstreamError, match="varint"):  # a count that never ends
+        unpack(with_crc(before + chunk(b"YSTR", b"\xff" * 6 + rest)))

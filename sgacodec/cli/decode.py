@@ -7,7 +7,11 @@ import sys
 import click
 
 from .. import config as cfg
+from .console import note, progress_bar, stderr_console, task_progress
 from .failures import Failures, UserError, user_errors
+
+LONG_DECODE_MEGAPIXELS = 100  # a decode this large is announced, with a rough time
+SECONDS_PER_MEGAPIXEL = 3.5  # this machine's decode, both cores (docs/performance.md, "Large photos")
 
 
 @click.command()
@@ -41,6 +45,7 @@ def decode(inputs, output, checkpoint, force, as_json, allow_download, region, s
     from .. import (
         Decoder,
         check_outputs,
+        container_header,
         decoded_picture,
         encode_png,
         expand_files,
@@ -49,6 +54,7 @@ def decode(inputs, output, checkpoint, force, as_json, allow_download, region, s
         names_collection,
         plan_outputs,
         read_limited,
+        tiles_to_decode,
         write_output,
     )
 
@@ -64,21 +70,38 @@ def decode(inputs, output, checkpoint, force, as_json, allow_download, region, s
     except errors as exc:
         raise UserError(str(exc)) from None
     decoder, failures = Decoder(checkpoint, allow_download, strict=strict), Failures(paths)
-    for src, dst in zip(paths, outputs):
-        try:
-            data = read_limited(sys.stdin.buffer if src == "-" else src, src, cfg.MAX_FILE_BYTES)
-            decoded = decoder.decode(data, bounds)
-            picture = decoded_picture(decoded.rgb, decoded.header, bounds)
-            write_output(dst, encode_png(picture.output(), **picture.png_metadata()), force, protected)
-        except errors as exc:
-            failures.add(src, exc)
-            continue
-        if decoded.warning:
-            click.echo(f"sgacodec: warning: {src}: {decoded.warning}; written anyway (--strict refuses)", err=True)
-        if as_json:
-            height, width = decoded.rgb.shape[:2]
-            click.echo(json_line({"input": src, "output": dst, "height": height, "width": width,
-                                   "bytes": len(data), "exact": decoded.exact}))
+    console = stderr_console()
+    with progress_bar(console) as progress:
+        for src, dst in zip(paths, outputs):
+            try:
+                data = read_limited(sys.stdin.buffer if src == "-" else src, src, cfg.MAX_FILE_BYTES)
+                header = container_header(data)
+                megapixels = header.width * header.height / 1e6
+                if megapixels >= LONG_DECODE_MEGAPIXELS and bounds is None:
+                    note(f"{src}: {header.width}x{header.height} ({megapixels:.0f} MP) takes a while to decode "
+                         f"(roughly {megapixels * SECONDS_PER_MEGAPIXEL / 60:.0f} min here on 2 cores); "
+                         "--region X,Y,W,H decodes a part")
+                with task_progress(progress)(f"decode {src}", tiles_to_decode(header, bounds)) as on_step:
+                    done = [0]
+
+                    def advance(n, on_step=on_step, done=done):
+                        done[0] += n
+                        if on_step is not None:
+                            on_step(done[0])
+
+                    decoded = decoder.decode(data, bounds, on_progress=advance)
+                picture = decoded_picture(decoded.rgb, decoded.header, bounds)
+                write_output(dst, encode_png(picture.output(), **picture.png_metadata()), force, protected)
+            except errors as exc:
+                failures.add(src, exc)
+                continue
+            if decoded.warning:
+                click.echo(f"sgacodec: warning: {src}: {decoded.warning}; written anyway (--strict refuses)",
+                           err=True)
+            if as_json:
+                height, width = decoded.rgb.shape[:2]
+                click.echo(json_line({"input": src, "output": dst, "height": height, "width": width,
+                                       "bytes": len(data), "exact": decoded.exact}))
     failures.finish()
 
 

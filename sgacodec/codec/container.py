@@ -13,8 +13,9 @@ fields need no new version. HEAD comes first; each type appears at most once.
           | weights sha256, first 8 bytes | height u32 | width u32 | tile u16 | colour u8
           | reconstruction hash 8 bytes
     ZSTR  the z stream (CompressAI EntropyBottleneck)
-    YSTR  stream count u32 | that many lengths u32 | the streams, concatenated: one per tile of
-          the grid, row by row (GaussianConditional), or one for the whole image (context models)
+    YSTR  stream count | that many lengths | the streams, concatenated: one per tile of the grid,
+          row by row (GaussianConditional), or one for the whole image (context models); the count
+          and the lengths are unsigned LEB128 varints (7 bits a byte, low first: 1 to 5 bytes)
     iccp  an ICC colour profile            exif  EXIF (the TIFF header onward)
     xmp   an XMP packet (UTF-8)            alph  the alpha plane, a grayscale PNG of the image's size
 
@@ -136,8 +137,7 @@ def pack(bs: Bitstream) -> bytes:
     check_tile(bs.tile)
     head = (_model_fields(bs.model) + struct.pack(">IIHB", bs.height, bs.width, bs.tile, int(bs.grayscale))
             + bs.recon_hash)
-    ystr = (struct.pack(">I", len(bs.y_strings)) + b"".join(struct.pack(">I", len(s)) for s in bs.y_strings)
-            + b"".join(bs.y_strings))
+    ystr = varint(len(bs.y_strings)) + b"".join(varint(len(s)) for s in bs.y_strings) + b"".join(bs.y_strings)
     parts = [MAGIC, bytes([bs.version]), chunk(b"HEAD", head), chunk(b"ZSTR", bs.z_string), chunk(b"YSTR", ystr)]
     names = {name: kind for kind, name in METADATA.items()}
     for name, value in bs.metadata.items():
@@ -275,12 +275,34 @@ def _unpack_chunks(r: _Reader, version: int) -> Bitstream:
                      tile, bool(colour), metadata, tuple(skipped))
 
 
+def varint(n: int) -> bytes:
+    """Unsigned LEB128: 7 bits a byte, the lowest first, the high bit set on all but the last."""
+    if n < 0:
+        raise ValueError("a varint is not negative")
+    out = bytearray()
+    while True:
+        out.append(n & 0x7F | (0x80 if n > 0x7F else 0))
+        n >>= 7
+        if not n:
+            return bytes(out)
+
+
+def _read_varint(r: _Reader, what: str) -> int:
+    value = 0
+    for shift in range(0, 35, 7):  # at most 5 bytes: 35 bits, more than any length here
+        (byte,) = r.take(1, what)
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return value
+    raise BitstreamError(f"{what}: a varint longer than 5 bytes")
+
+
 def _read_streams(payload: bytes) -> tuple[bytes, ...]:
     r = _Reader(payload, "YSTR chunk")
-    (count,) = r.unpack(">I", "stream count")
-    if count == 0 or 4 * count > len(payload):
+    count = _read_varint(r, "stream count")
+    if count == 0 or count > len(payload):
         raise BitstreamError(f"YSTR declares {count} streams in {len(payload)} bytes")
-    lengths = r.unpack(f">{count}I", "stream lengths")
+    lengths = [_read_varint(r, "stream length") for _ in range(count)]
     if sum(lengths) != len(payload) - r.pos:
         raise BitstreamError("the y streams' lengths do not add up to the YSTR chunk")
     return tuple(r.take(n, "y stream") for n in lengths)

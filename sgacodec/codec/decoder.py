@@ -9,7 +9,7 @@ against the reconstruction hash their encoder stored.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import numpy as np
 
@@ -47,7 +47,8 @@ class Decoded(NamedTuple):
 
 
 def decode(data: bytes, model: LoadedModel | None = None, checkpoint=None, verify: bool = True,
-           strict: bool = False, allow_download: bool = False, region=None) -> Decoded:
+           strict: bool = False, allow_download: bool = False, region=None,
+           on_progress: Callable[[int], None] | None = None) -> Decoded:
     """Decode an sgacodec file with the model's stock decoder: (RGB uint8, header, exact).
 
     The pixels are checked against the encoder's reference decode (a hash in the file): ``exact``
@@ -57,11 +58,21 @@ def decode(data: bytes, model: LoadedModel | None = None, checkpoint=None, verif
     height in pixels): only that rectangle, decoding only the tiles it and its halo need (the
     same pixels as a full decode's; ``exact`` None: the hash covers the whole image). Work that
     needs more memory than allowed (memory.py) is refused before anything is allocated.
+    ``on_progress(n)``: n more tiles done (``tiles_to_decode`` says how many there are).
     """
     header = container.unpack(data)
     if model is None:
         model = load_for_bitstream(header.model, checkpoint, allow_download)
-    return decode_parsed(data, header, model, verify, strict, region)
+    return decode_parsed(data, header, model, verify, strict, region, on_progress)
+
+
+def tiles_to_decode(header: container.Bitstream, region=None) -> int:
+    """How many blocks a decode of the file (or of ``region``) synthesises (its progress' total)."""
+    if header.version < 3:
+        return 1
+    blocks = Grid(header.height, header.width, header.tile).blocks
+    bounds = region_bounds(header, region)
+    return len(blocks.covering(*bounds)) if bounds else len(blocks)
 
 
 def region_bounds(header: container.Bitstream, region) -> tuple[int, int, int, int] | None:
@@ -75,7 +86,7 @@ def region_bounds(header: container.Bitstream, region) -> tuple[int, int, int, i
 
 
 def decode_parsed(data: bytes, header: container.Bitstream, model: LoadedModel, verify: bool = True,
-                  strict: bool = False, region=None) -> Decoded:
+                  strict: bool = False, region=None, on_progress: Callable[[int], None] | None = None) -> Decoded:
     """``decode`` of a file already parsed into ``header``, with its model loaded."""
     if model.identity.weights_sha != header.model.weights_sha:
         raise ModelError(f"model mismatch: the file needs {header.model.describe()}, "
@@ -86,7 +97,8 @@ def decode_parsed(data: bytes, header: container.Bitstream, model: LoadedModel, 
     net = coding_net(model.net, header.version)
     run = _tiled_run(net, header, bounds) if header.version >= 3 else _legacy_run(net, header, bounds)
     try:
-        rgb = isolate.call(run, timeout=coding_timeout(256 * header.y_shape[0] * header.y_shape[1]))
+        rgb = isolate.call(run, timeout=coding_timeout(256 * header.y_shape[0] * header.y_shape[1]),
+                           on_progress=on_progress)
     except isolate.OutOfMemory as exc:
         raise ResourceError(f"not enough memory to decode {header.width}x{header.height} ({exc})") from None
     except isolate.IsolatedError as exc:
@@ -124,7 +136,8 @@ def _tiled_run(net, header: container.Bitstream, bounds):
 
     def run():
         with isolate.single_thread(), tile_pool(workers) as pool:
-            decoder = TileDecoder.from_streams(net, grid, context, header.z_string, header.y_strings, pool)
+            decoder = TileDecoder.from_streams(net, grid, context, header.z_string, header.y_strings, pool,
+                                               on_tile=isolate.progress)
             return decoder.image(bounds)
 
     return run
@@ -145,6 +158,6 @@ class Decoder:
             self.models[header.model] = load_for_bitstream(header.model, self.checkpoint, self.allow_download)
         return self.models[header.model]
 
-    def decode(self, data: bytes, region=None) -> Decoded:
+    def decode(self, data: bytes, region=None, on_progress: Callable[[int], None] | None = None) -> Decoded:
         header = container.unpack(data)
-        return decode_parsed(data, header, self.model_for(header), self.verify, self.strict, region)
+        return decode_parsed(data, header, self.model_for(header), self.verify, self.strict, region, on_progress)

@@ -220,8 +220,7 @@ def encode_batch(
         if not refines:  # the analysis alone, tile by tile on the CPU: no whole image in float
             grid = Grid(*size, config.tile_size)
             has_means = LatentModel(model.net).has_means
-            with isolate.single_thread(), tile_pool(memory.fitting(memory.tile_bytes(
-                    synthesis_channels(model.net), config.tile_size or max(grid.padded)), len(grid))) as pool:
+            with isolate.single_thread(), tile_pool(memory.workers_for(synthesis_channels(model.net), grid)) as pool:
                 latents = [tiled.analyse(model.net, image, grid, has_means, pool) for image in images]
             y0, z0 = (torch.cat([pair[k] for pair in latents]) for k in (0, 1))
         else:

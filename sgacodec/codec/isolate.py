@@ -145,17 +145,34 @@ def in_child() -> bool:
     return _IN_CHILD
 
 
-def call(fn: Callable[[], object], timeout: float, what: str = "decoding"):
+_PROGRESS: dict = {}  # the way ``progress`` reports: a callback in-process, a pipe in a child
+
+
+def progress(done: int = 1) -> None:
+    """Report ``done`` more units of work of the computation ``call`` runs (its ``on_progress``
+    hears them in the parent; thread-safe)."""
+    report = _PROGRESS.get("report")
+    if report is not None:
+        report(done)
+
+
+def call(fn: Callable[[], object], timeout: float, what: str = "decoding",
+         on_progress: Callable[[int], None] | None = None):
     """``fn()``, computed in a forked child where available: a uint8 array, bytes, or a list of
     them (nested lists too). A crash, a run past ``timeout`` seconds or an exception there is an
-    IsolatedError of one line; Ctrl-C or SIGTERM in the parent stops the child too."""
+    IsolatedError of one line; Ctrl-C or SIGTERM in the parent stops the child too. What ``fn``
+    reports with ``progress(n)`` reaches ``on_progress(n)`` (in the parent's thread)."""
     if not available():
+        _PROGRESS["report"] = on_progress
         try:
             with single_thread():
                 return _normalise(fn())
         except (RuntimeError, ValueError, IndexError, OverflowError, MemoryError, TypeError) as exc:
             raise (OutOfMemory if is_allocation_failure(exc) else IsolatedError)(_first_line(exc)) from None
+        finally:
+            _PROGRESS.pop("report", None)
     read_fd, write_fd = os.pipe()
+    progress_read, progress_write = os.pipe()
     pid = os.fork()
     if pid == 0:  # child: compute, send, and leave without running the parent's exit handlers
         code = 1
@@ -163,6 +180,16 @@ def call(fn: Callable[[], object], timeout: float, what: str = "decoding"):
             global _IN_CHILD
             _IN_CHILD = True
             os.close(read_fd)
+            os.close(progress_read)
+            import threading
+
+            lock = threading.Lock()
+
+            def report(done: int) -> None:
+                with lock:
+                    _write_all(progress_write, struct.pack(">I", done))
+
+            _PROGRESS["report"] = report
             import faulthandler
 
             faulthandler.disable()  # a crash here is reported by the parent in one line
@@ -183,15 +210,30 @@ def call(fn: Callable[[], object], timeout: float, what: str = "decoding"):
         finally:
             os._exit(code)
     os.close(write_fd)
+    os.close(progress_write)
+    os.set_blocking(progress_read, False)
     head, payload, filled, done = bytearray(), None, 0, False
+    heard, watched = bytearray(), [read_fd, progress_read]
     deadline = time.monotonic() + timeout
     try:
         while True:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise IsolatedError(f"{what} took longer than {timeout:.0f} s; stopped")
-            ready, _, _ = select.select([read_fd], [], [], min(left, 1.0))
-            if not ready:
+            ready, _, _ = select.select(watched, [], [], min(left, 1.0))
+            if progress_read in ready:
+                try:
+                    chunk = os.read(progress_read, 4096)
+                    heard += chunk
+                    if not chunk:  # the child closed it (exited): stop watching
+                        watched = [read_fd]
+                except BlockingIOError:
+                    pass
+                whole = len(heard) - len(heard) % 4
+                if whole and on_progress is not None:
+                    on_progress(sum(struct.unpack(f">{whole // 4}I", heard[:whole])))
+                del heard[:whole]
+            if read_fd not in ready:
                 continue
             if payload is None:  # the kind and the length, then the payload read in place
                 chunk = os.read(read_fd, 9 - len(head))
@@ -215,6 +257,7 @@ def call(fn: Callable[[], object], timeout: float, what: str = "decoding"):
         done = True
     finally:  # a timeout, Ctrl-C or SIGTERM (SystemExit) in the parent: the child goes too
         os.close(read_fd)
+        os.close(progress_read)
         if not done:
             try:
                 os.kill(pid, signal.SIGKILL)

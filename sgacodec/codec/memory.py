@@ -53,20 +53,25 @@ def tile_bytes(channels: int, tile: int) -> int:
     return (tile + TILE_HALO) ** 2 * TILE_BYTES_PER_PIXEL * max(channels, 1) // REFERENCE_CHANNELS
 
 
+def _side(grid) -> int:
+    """The side of the largest computation one worker runs: a synthesis block (or the image)."""
+    blocks = grid.blocks
+    return min(blocks.tile or max(grid.padded), max(grid.padded))
+
+
 def workers_for(channels: int, grid) -> int:
     """Tiles computed at once: one per CPU, as many as the memory allows (at least one)."""
-    each = tile_bytes(channels, min(grid.tile or max(grid.padded), max(grid.padded)))
-    return fitting(each, max(1, min(os.cpu_count() or 1, len(grid))))
+    each = tile_bytes(channels, _side(grid))
+    return fitting(each, max(1, min(os.cpu_count() or 1, len(grid.blocks))))
 
 
 def estimate(path: str, channels: int, grid, workers: int | None = None) -> int:
     """The peak memory of ``path`` ('encode' without refinement, or 'decode') on ``grid``'s image:
     the process, the image's per-pixel share, and the workers' tiles."""
-    workers = workers or max(1, min(os.cpu_count() or 1, len(grid)))
+    workers = workers or max(1, min(os.cpu_count() or 1, len(grid.blocks)))
     height, width = grid.padded
-    side = min(grid.tile or max(grid.padded), max(grid.padded))
     return (PROCESS_BYTES + height * width * IMAGE_BYTES_PER_PIXEL[path]
-            + workers * tile_bytes(channels, side))
+            + workers * tile_bytes(channels, _side(grid)))
 
 
 def check_coding(channels: int, grid, what: str) -> int:

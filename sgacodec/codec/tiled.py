@@ -117,7 +117,8 @@ def code_streams(coding, y: torch.Tensor, z: torch.Tensor, grid: Grid, context: 
 
 
 def synthesize(coding, read_y: Callable, grid: Grid, tile: Tile) -> np.ndarray:
-    """One tile's pixels, uint8 [h, w, 3]: g_s over the tile's rectangle inside the image."""
+    """One synthesis block's (or tile's) pixels, uint8 [h, w, 3]: g_s over its rectangle inside
+    the image."""
     r0, r1, c0, c1 = tile.pixels
     with torch.no_grad():
         x_hat = run_tile(coding.g_s, read_y, (r0, c0), (r1, c1), in_size=grid.y_size)
@@ -126,13 +127,13 @@ def synthesize(coding, read_y: Callable, grid: Grid, tile: Tile) -> np.ndarray:
 
 class TileDecoder:
     """Decodes one file's tiles: z^ at once, each y tile when a synthesis needs it (with h_s over
-    that tile), each tile's pixels from the y^ its halo reaches. ``strips`` yields the image (or a
-    region of it) as row strips, top to bottom, each row of tiles computed in parallel on ``pool``
-    and only the y^ of the rows its halo reaches kept."""
+    that tile), each synthesis block's pixels from the y^ its halo reaches. ``strips`` yields the
+    image (or a region of it) as row strips, top to bottom, each row of blocks computed in parallel
+    on ``pool`` and only the y^ of the tile rows its halo reaches kept."""
 
     def __init__(self, coding, grid: Grid, pool: Executor, on_tile: Callable[[], None] | None = None):
         self.coding, self.grid, self.pool = coding, grid, pool
-        self.on_tile = on_tile or (lambda: None)
+        self.on_tile = on_tile or (lambda: None)  # called once per tile synthesised
         self.z_hat, self.y_strings = None, None
         self.y_hat: dict[int, torch.Tensor] = {}
         self.lock = threading.Lock()
@@ -203,7 +204,7 @@ class TileDecoder:
     def strips(self, region: tuple[int, int, int, int] | None = None) -> Iterator[np.ndarray]:
         """uint8 strips [h, w, 3] of the image, or of ``region`` (r0, r1, c0, c1), top to bottom."""
         r0, r1, c0, c1 = region or (0, self.grid.height, 0, self.grid.width)
-        wanted = self.grid.covering(r0, r1, c0, c1)
+        wanted = self.grid.blocks.covering(r0, r1, c0, c1)  # synthesis blocks
         rows = sorted({t.row for t in wanted})
         for i in rows:
             tiles = [t for t in wanted if t.row == i]
@@ -219,7 +220,7 @@ class TileDecoder:
                 self.on_tile()
                 return out
 
-            parts = list(self.pool.map(synth, tiles))
+            parts = list(self.pool.map(synth, tiles))  # the blocks of this row
             top, bottom = max(tiles[0].pixels[0], r0), min(tiles[0].pixels[1], r1)
             strip = np.empty((bottom - top, c1 - c0, parts[0].shape[2]), dtype=np.uint8)
             for t, part in zip(tiles, parts):

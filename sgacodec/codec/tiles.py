@@ -7,9 +7,11 @@ padded image into tiles, row by row, the last row and column smaller:
     tile (i, j): pixels [i T, min((i + 1) T, Hp)) x [j T, min((j + 1) T, Wp)),
                  y      [i T/16, ...) and z [i T/64, ...) likewise
 
-Each tile is one y stream in the file, and one unit of work for the transforms, which compute it
-from the exact halo its receptive field needs (network/tiling.py). A tile's pixels are those of
-its rectangle inside the image (the padding is never output).
+Each tile is one y stream in the file, and one unit of work for the analysis and h_s, which
+compute it from the exact halo its receptive field needs (network/tiling.py). The synthesis g_s
+works in blocks of at most SYNTHESIS_BLOCK pixels (a grid of its own, ``Grid.blocks``: smaller
+crops run faster and in less memory); a tile's or a block's pixels are those of its rectangle
+inside the image (the padding is never output).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from functools import cached_property
 from ..config import LATENT_MULTIPLE
 
 Y_STRIDE = 16  # pixels per y element (g_a downsamples by 16)
+SYNTHESIS_BLOCK = 256  # the side of g_s's blocks in tiled files (measured: docs/performance.md)
 
 
 @dataclass(frozen=True)
@@ -81,6 +84,14 @@ class Grid:
 
     def __len__(self) -> int:
         return len(self.tiles)
+
+    @cached_property
+    def blocks(self) -> "Grid":
+        """The synthesis's grid: blocks of SYNTHESIS_BLOCK pixels within tiled grids (a multiple of
+        it divides every tile side at least as large), the whole image for one tile."""
+        if self.tile == 0 or self.tile <= SYNTHESIS_BLOCK:
+            return self
+        return Grid(self.height, self.width, SYNTHESIS_BLOCK)
 
     def row(self, i: int) -> list[Tile]:
         cols = self.shape[1]
