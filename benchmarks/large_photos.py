@@ -34,6 +34,8 @@ import threading
 import time
 from pathlib import Path
 
+from sgacodec.config import TILE_SIZE  # torch-free
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "datasets"
 SIZES = ((4000, 3000), (8000, 6000))
@@ -112,7 +114,7 @@ def run(command: list[str]) -> dict:
 
 def estimates(width: int, height: int, tile: int) -> dict:
     from sgacodec.codec import memory
-    from sgacodec.codec.tiles import Grid
+    from sgacodec.network.grid import Grid
 
     grid = Grid(height, width, tile)
     return {path: round(memory.estimate(path, 128, grid) / (1 << 20)) for path in ("encode", "decode")}
@@ -126,7 +128,7 @@ def large(args, folder: Path) -> list[dict]:
     for path in make_photos(args.source, folder):
         width, height = (int(v) for v in path.stem.split("-")[1].split("x"))
         for tile in (None, 0):
-            est = estimates(width, height, 256 if tile is None else tile)
+            est = estimates(width, height, TILE_SIZE if tile is None else tile)
             if tile == 0 and max(est.values()) << 20 > (memory.available_bytes() or 0):
                 results.append({"photo": f"{width}x{height}", "tile": 0, "skipped": f"estimated {est} MB, more than "
                                 f"this machine has ({(memory.available_bytes() or 0) >> 20} MB available)"})
@@ -136,7 +138,7 @@ def large(args, folder: Path) -> list[dict]:
             enc = run(sgacodec + ["encode", str(path), "-o", str(coded), "--method", "none", "--force", *more])
             dec = run(sgacodec + ["decode", str(coded), "-o", str(decoded), "--force"])
             entry = {"photo": f"{width}x{height}", "megapixels": round(width * height / 1e6, 1),
-                     "tile": 256 if tile is None else tile, "encode": enc, "decode": dec, "estimate_mb": est,
+                     "tile": TILE_SIZE if tile is None else tile, "encode": enc, "decode": dec, "estimate_mb": est,
                      "bytes": coded.stat().st_size if coded.exists() else None}
             if tile is None and width == SIZES[-1][0]:
                 region = run(sgacodec + ["decode", str(coded), "-o", str(folder / "region.png"), "--force",
@@ -171,7 +173,7 @@ def rate_distortion(args) -> dict:
     for folder in (args.clic, args.kodak):
         for path in sorted(Path(folder).glob("*.png")):
             image = read_image(path)
-            tiled, whole = (encode(model, [image], RefineConfig(method="none", tile_size=t))[0] for t in (256, 0))
+            tiled, whole = (encode(model, [image], RefineConfig(method="none", tile_size=t))[0] for t in (TILE_SIZE, 0))
             rows.append({"set": Path(folder).name, "image": path.name, "width": image.shape[1],
                          "height": image.shape[0], "bpp_tiled": tiled.bpp, "bpp_whole": whole.bpp,
                          "psnr_tiled": tiled.psnr, "psnr_whole": whole.psnr,
@@ -209,7 +211,7 @@ def provenance(argv) -> dict:
                        f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') >> 30} GB",
             "versions": {"python": platform.python_version(), "torch": torch.__version__,
                          "compressai": installed_version("compressai"), "sgacodec": sgacodec.__version__},
-            "threads": os.environ.get("OMP_NUM_THREADS", "")}
+            "threads": os.environ.get("OMP_NUM_THREADS", ""), "tile_size": TILE_SIZE}
 
 
 def page(results: dict) -> str:
@@ -239,7 +241,8 @@ def page(results: dict) -> str:
                           f"full decode's: {r['identical']}."]
     rd = results.get("rate_distortion")
     if rd:
-        lines += ["", "Tiles (256 px) against one tile (`--tile-size 0`), method none, real bytes:", "",
+        lines += ["", f"Tiles ({results['provenance'].get('tile_size', TILE_SIZE)} px) against one tile "
+                      "(`--tile-size 0`), method none, real bytes:", "",
                   "| set | images | mean bpp, tiled | mean bpp, one tile | mean rate | mean PSNR difference dB "
                   "| worst image (rate) | largest PSNR difference dB |", "|---|---|---|---|---|---|---|---|"]
         for name, s in rd["summary"].items():

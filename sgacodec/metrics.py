@@ -61,3 +61,19 @@ def ms_ssim(a: np.ndarray, b: np.ndarray) -> float | None:
     # torch.tensor copies: the arrays may be read-only views (decoded PNGs, cached reads)
     ta, tb = (torch.tensor(v, dtype=torch.float64).permute(2, 0, 1)[None] for v in (a, b))
     return float(_ms_ssim(ta, tb, data_range=255.0))
+
+
+def psnr_srgb(a: np.ndarray, b: np.ndarray, icc: bytes | None) -> float:
+    """PSNR in dB of two uint8 RGB images that share the colour profile ``icc`` (ICC bytes; None:
+    sRGB), each converted to sRGB through it first (LittleCMS, Pillow's ImageCms, perceptual intent,
+    8-bit output): the error as a colour-managed viewer shows it."""
+    if not icc:
+        return psnr(a, b)
+    import io
+
+    from PIL import Image, ImageCms
+
+    source, srgb = ImageCms.ImageCmsProfile(io.BytesIO(icc)), ImageCms.createProfile("sRGB")
+    transform = ImageCms.buildTransform(source, srgb, "RGB", "RGB")
+    a_srgb, b_srgb = (np.asarray(ImageCms.applyTransform(Image.fromarray(v, "RGB"), transform)) for v in (a, b))
+    return psnr(a_srgb, b_srgb)

@@ -33,8 +33,8 @@ def test_a_small_file_of_a_large_image_is_refused_before_its_synthesis(tiny_mode
     """A 2.5 kB file of a flat 1024 x 1024 image needed 2.4 GB to decode (whole image): the memory a
     decode needs is known from the header (tiles: the pixels and one worker's tile), and beyond the
     limit the file is refused before anything is decoded."""
-    from sgacodec.codec.tiles import Grid
     from sgacodec.network import streams
+    from sgacodec.network.grid import Grid
 
     [report] = encode(tiny_model, [flat(256, 256)], RefineConfig(method="none"))
     needed = memory.estimate("decode", 16, Grid(256, 256, 256), workers=1) - memory.PROCESS_BYTES

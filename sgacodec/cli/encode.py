@@ -123,12 +123,13 @@ def encode(inputs, output, force, as_json, ray_address, workers, worker_cpus, me
                 pictures.forget(src)
                 failures.add(src, outcome.error)
                 continue
+            record = {**outcome.report.record(), "recon": outcome.report.recon}
             try:
-                write_output(dst, pictures.finish(src, outcome.report.data), force, protected)
+                write_output(dst, pictures.finish(src, outcome.report.data, record), force, protected)
             except errors as exc:
                 failures.add(src, exc)
                 continue
-            report(src, dst, outcome.report.record())
+            report(src, dst, record)
     failures.finish()
 
 
@@ -188,13 +189,14 @@ def encode_files_to_target(paths, outputs, protected, target, console, force, as
                 pictures.forget(src)
                 failures.add(src, UserError(f"{src}: target {target.describe()}: {result.status}"))
                 continue
+            record = {**report.record(), "recon": report.recon}
             try:
-                write_output(dst, pictures.finish(src, report.data), force, protected)
+                write_output(dst, pictures.finish(src, report.data, record), force, protected)
             except errors as exc:
                 failures.add(src, exc)
                 continue
             if as_json:
-                click.echo(json_line({"input": src, "output": dst, **report.record(), **result.record()}))
+                click.echo(json_line({"input": src, "output": dst, **record, **result.record()}))
             console.print(f"{src} -> {dst}: {report.bpp:.4f} bpp, {report.psnr:.2f} dB; target "
                           f"{target.describe()}: {result.status}; {result.model}, lambda {result.lmbda:.4g}, "
                           f"{result.refinements} refinements ({result.iterations} it), {result.seconds:.1f} s",

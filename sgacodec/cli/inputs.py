@@ -52,14 +52,21 @@ class Pictures:
         self.held[path] = picture
         return picture.rgb
 
-    def finish(self, path: str, data: bytes) -> bytes:
+    def finish(self, path: str, data: bytes, record: dict | None = None) -> bytes:
         """``data`` (the encoder's file of ``path``) with the picture's metadata, alpha and colour;
-        what was kept and dropped is said on stderr."""
+        what was kept and dropped is said on stderr. ``record`` (the file's JSON record) gets
+        ``psnr_srgb``, the PSNR as a colour-managed viewer shows it, for a picture with a profile."""
         from .. import with_metadata
 
         picture = self.held.pop(path, None)
         if picture is None:
             return data
+        if record is not None and picture.icc and "icc" in self.keep and "recon" in record:
+            from .. import psnr_srgb
+
+            record["psnr_srgb"] = psnr_srgb(picture.rgb, record.pop("recon"), picture.icc)
+        elif record is not None:
+            record.pop("recon", None)
         kept, dropped = picture.kept_and_dropped(self.keep, self.alpha)
         if kept or dropped:
             turned = f"; EXIF orientation {picture.orientation} applied to the pixels and reset to 1" \

@@ -20,12 +20,12 @@ from ..models.loading import load_for_bitstream
 from ..network import streams
 from ..network.checks import synthesis_channels
 from ..network.coding_net import coding_net
+from ..network.grid import Grid
 from ..network.latent_model import LatentModel
 from . import container, isolate, memory
 from .encoder import tile_pool
 from .pixels import recon_hash, to_uint8
 from .tiled import TileDecoder
-from .tiles import Grid
 
 MISMATCH_TEXT = ("decoded pixels differ from what the encoder computed (reconstruction hash mismatch): "
                  "this machine computes the model's arithmetic differently from the encoder's "

@@ -29,12 +29,12 @@ from ..errors import EncodeError, ModelError, ResourceError
 from ..models.loaded import LoadedModel
 from ..network.checks import coding_problem, synthesis_channels
 from ..network.coding_net import coding_net
+from ..network.grid import Grid
 from ..network.latent_model import LatentModel
 from ..refinement.loop import refine_latents
 from . import container, isolate, memory, tiled
 from .devices import device_model
 from .pixels import pad, recon_hash, to_tensor, to_uint8
-from .tiles import Grid
 
 
 @dataclass

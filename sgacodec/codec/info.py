@@ -9,8 +9,8 @@ CRC-32 and every declared size before anything else).
 
 from __future__ import annotations
 
+from ..network.grid import Grid
 from . import container
-from .tiles import Grid
 
 
 def describe(data: bytes) -> dict:

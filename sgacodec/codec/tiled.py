@@ -26,9 +26,9 @@ import numpy as np
 import torch
 
 from ..network import streams
+from ..network.grid import Grid, Tile
 from ..network.tiling import needs, run_tile
 from .pixels import to_uint8
-from .tiles import Grid, Tile
 
 
 def pixel_reader(image: np.ndarray) -> Callable:
@@ -206,25 +206,37 @@ class TileDecoder:
         r0, r1, c0, c1 = region or (0, self.grid.height, 0, self.grid.width)
         wanted = self.grid.blocks.covering(r0, r1, c0, c1)  # synthesis blocks
         rows = sorted({t.row for t in wanted})
-        for i in rows:
-            tiles = [t for t in wanted if t.row == i]
-            needed = {y.index: y for t in tiles for y in self.y_tiles_for(t)}
-            missing = [y for k, y in needed.items() if k not in self.y_hat]
-            list(self.pool.map(self._decode_y, missing))
-            keep_from = min(y.row for y in needed.values())
+        blocks = {i: [t for t in wanted if t.row == i] for i in rows}
+        needed = {i: {y.index: y for t in blocks[i] for y in self.y_tiles_for(t)} for i in rows}
+        pending: dict = {}  # y tiles being decoded: their futures
+
+        def decode(tiles) -> None:
+            for k, y in tiles.items():
+                if k not in self.y_hat and k not in pending:
+                    pending[k] = self.pool.submit(self._decode_y, y)
+
+        def synth(tile: Tile) -> np.ndarray:
+            out = synthesize(self.coding, self.read_y, self.grid, tile)
+            self.on_tile()
+            return out
+
+        for n, i in enumerate(rows):
+            tiles = blocks[i]
+            decode(needed[i])
+            for k in needed[i]:
+                if k in pending:
+                    pending.pop(k).result()
+            keep_from = min(y.row for y in needed[i].values())
             for k in [k for k in self.y_hat if self.y_strings and self.grid.tiles[k].row < keep_from]:
                 del self.y_hat[k]  # rows above the halo of this row and the rows below
-
-            def synth(tile: Tile) -> np.ndarray:
-                out = synthesize(self.coding, self.read_y, self.grid, tile)
-                self.on_tile()
-                return out
-
-            parts = list(self.pool.map(synth, tiles))  # the blocks of this row
+            synthesised = [self.pool.submit(synth, t) for t in tiles]
+            if n + 1 < len(rows):  # the next row's y tiles, decoded as workers come free
+                decode(needed[rows[n + 1]])
+            parts = [f.result() for f in synthesised]  # the blocks of this row
             top, bottom = max(tiles[0].pixels[0], r0), min(tiles[0].pixels[1], r1)
             strip = np.empty((bottom - top, c1 - c0, parts[0].shape[2]), dtype=np.uint8)
             for t, part in zip(tiles, parts):
                 a, b = max(t.pixels[2], c0), min(t.pixels[3], c1)
-                rows, cols = slice(top - t.pixels[0], bottom - t.pixels[0]), slice(a - t.pixels[2], b - t.pixels[2])
-                strip[:, a - c0 : b - c0] = part[rows, cols]
+                inside = slice(top - t.pixels[0], bottom - t.pixels[0]), slice(a - t.pixels[2], b - t.pixels[2])
+                strip[:, a - c0 : b - c0] = part[inside]
             yield strip

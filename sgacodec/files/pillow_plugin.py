@@ -103,7 +103,9 @@ def _save(im, fp, filename) -> None:
                           tile_size=opts.get("tile_size", RefineConfig().tile_size))
     targets = [Target(kind, float(opts[f"target_{kind}"])) for kind in ("bpp", "size", "psnr")
                if opts.get(f"target_{kind}") is not None]
-    device = opts.get("device", "auto")
+    from ..codec.devices import resolve_device
+
+    device = resolve_device(opts.get("device", "auto"))
     with _LOCK:
         if targets:
             from ..codec.targets import encode_to_target

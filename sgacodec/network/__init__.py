@@ -8,6 +8,9 @@
     deconv             float64 transposed convolutions by kernel taps (the coding network's g_s)
     table_cache        the float64 coder tables cached in the user's cache folder
     training           what training needs: a new model, its loss, the bottleneck's training forward
+    tiling             the transforms run tile by tile, each tile's halo derived from the layers
+    grid               the tile grid of an image (torch-free geometry)
+    streams            latents into rANS strings and back, per tile; untrusted strings decoded safely
 
-These are the only modules that use CompressAI's internals (tests/test_architecture.py).
+These are the only modules that import CompressAI or use its internals (tests/test_architecture.py).
 """

@@ -23,12 +23,22 @@ from typing import Callable
 
 import torch
 
-from ..config import RefineConfig, eval_every_for
+from ..config import AUTO_BATCH_MEGAPIXELS, RefineConfig, eval_every_for
 from ..metrics import psnr_from_mse, rd_loss
+from ..network.grid import Grid
 from ..network.latent_model import LatentModel
 from .rounding import soft_round
 from .schedules import BUDGET_PROBE_STEPS, effective_schedule, iterations_for_budget, schedule_at, temperature
 from .speed import CompiledSteps, autocast, compile_mode, precision_scope
+from .tiled import tiled_steps
+
+
+def tile_batch(config: RefineConfig, device: torch.device) -> int:
+    """Tiles refined together as one batch: one on a CPU; on a GPU, as many as fit in
+    AUTO_BATCH_MEGAPIXELS (with their halos)."""
+    if device.type != "cuda" or not config.tile_size:
+        return 1
+    return max(1, int(AUTO_BATCH_MEGAPIXELS * 1e6 // (config.tile_size + 64) ** 2))
 
 
 @dataclass
@@ -167,9 +177,11 @@ def _refine(latent_model, x, size, lmbda, config, y, z, on_step, keep_history, s
         if y is None or z is None:
             y, z = latent_model.analysis(x)
         y, z = y.detach().clone(), z.detach().clone()  # latents stay contiguous (fused Adam)
-        step_fns = CompiledSteps(compile_mode(config, device) if config.method != "none" and config.iterations > 0
-                                 else None, _relaxed_sum, _true_tuple)
-        base = true_rd(latent_model, x, size, y, z, lmbda)
+        step_fns = tiled_steps(latent_model, Grid(*size, config.tile_size), tile_batch(config, device))
+        if step_fns is None:  # one tile: the whole image at once, compiled where asked
+            step_fns = CompiledSteps(compile_mode(config, device) if config.method != "none" and config.iterations > 0
+                                     else None, _relaxed_sum, _true_tuple)
+        base = RDTerms(*step_fns.evaluate(latent_model, x, size, y, z, lmbda))
     best = RDTerms(base.loss.clone(), base.bpp.clone(), base.mse.clone())
     best_y, best_z = y.clone(), z.clone()
     history = []

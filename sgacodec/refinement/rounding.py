@@ -73,10 +73,24 @@ def three_class_logits(
     return power * torch.log(g.clamp_min(EPS))
 
 
-def gumbel_sample(logits: torch.Tensor, tau: float | torch.Tensor) -> torch.Tensor:
-    """Soft one-hot sample: softmax((logits / tau + Gumbel noise) / tau) over the last dim."""
-    gumbels = -torch.empty_like(logits).exponential_().log()
+def gumbel_sample(logits: torch.Tensor, tau: float | torch.Tensor,
+                  noise: torch.Tensor | None = None) -> torch.Tensor:
+    """Soft one-hot sample: softmax((logits / tau + Gumbel noise) / tau) over the last dim; the
+    Gumbel noise is -log(E) for standard exponential draws E (``noise``, or drawn here)."""
+    draws = torch.empty_like(logits).exponential_() if noise is None else noise
+    gumbels = -draws.log()
     return torch.softmax((logits / tau + gumbels) / tau, dim=-1)
+
+
+def draw_noise(v: torch.Tensor, method: str, three_class: bool = False) -> torch.Tensor | None:
+    """The random draws ``soft_round(v, method)`` makes, drawn now and in the same order (so that
+    crops of them round crops of ``v`` as one call on the whole would): exponential draws [*v.shape,
+    candidates] for the Gumbel methods, uniform ones in [-0.5, 0.5) for "uniform", None for "ste"."""
+    if method == "ste":
+        return None
+    if method == "uniform":
+        return torch.empty_like(v).uniform_(-0.5, 0.5)
+    return torch.empty(*v.shape, 3 if three_class else 2, dtype=v.dtype, device=v.device).exponential_()
 
 
 def soft_round(
@@ -88,15 +102,17 @@ def soft_round(
     three_class: bool = False,
     factor: float = DEFAULT_FACTOR,
     power: float = DEFAULT_POWER,
+    noise: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Stochastic relaxed rounding of v onto the integer grid (differentiable in v).
 
     Baselines: ``ste`` = round(v) forward, identity gradient; ``uniform`` = v + U(-0.5, 0.5).
+    ``noise``: the random draws to use (``draw_noise``'s, or a crop of them), else drawn here.
     """
     if method == "ste":
         return v + (torch.round(v) - v).detach()
     if method == "uniform":
-        return v + torch.empty_like(v).uniform_(-0.5, 0.5)
+        return v + (torch.empty_like(v).uniform_(-0.5, 0.5) if noise is None else noise)
     if three_class:
         a = DEFAULT_A_THREE_CLASS if a is None else a
         centre = torch.round(v).detach()
@@ -107,4 +123,4 @@ def soft_round(
         down = torch.floor(v).detach()
         candidates = torch.stack((down, down + 1.0), dim=-1)
         logits = two_class_logits(v - down, method, a)
-    return (candidates * gumbel_sample(logits, tau)).sum(dim=-1)
+    return (candidates * gumbel_sample(logits, tau, noise)).sum(dim=-1)
