@@ -38,6 +38,8 @@ BUDGET_KNOBS = ("tau_end", "lr_power", "lr_boost_max", "lr_decay", "lr_floor")  
 EFFORT_ITERATIONS = {1: 25, 2: 50, 3: 100, 4: 200, 5: 350, 6: 500, 7: 1000, 8: 2000, 9: 4000}
 CPU_TIME_BUDGET = 60.0  # seconds per image when encoding on a CPU with no --iterations, --effort
 # or --time-budget: a Kodak-size image in about a minute (the budget schedule anneals within it)
+CPU_MIN_ITERATIONS = 25  # fewer steps than this in a CPU's default budget: the image is coded unrefined
+PROBE_MEGAPIXELS = 1.0  # larger images are timed on a central crop of this many pixels, scaled
 CPU_TARGET_ITERATIONS = 200  # a target's search on a CPU with no --iterations or --effort (a time
 # budget does not combine with the search); the setting docs/method.md measures
 

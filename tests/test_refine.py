@@ -10,7 +10,7 @@ import torch
 
 from sgacodec.codec.batching import encode
 from sgacodec.codec.decoder import decode
-from sgacodec.codec.pixels import to_tensor
+from sgacodec.codec.pixels import pad, to_tensor
 from sgacodec.config import RefineConfig
 from sgacodec.network.latent_model import LatentModel
 from sgacodec.refinement import loop as refine_module
@@ -261,3 +261,56 @@ def test_select_keeps_the_iterate_that_minimises_the_given_score(tiny_model):
     assert fewest.best.bpp.item() < by_loss.best.bpp.item()  # another iterate than the best loss's
     again = true_rd(lm, x, (64, 64), fewest.y, fewest.z, TINY_LMBDA)  # the latents are that iterate's
     assert again.bpp.item() == pytest.approx(fewest.best.bpp.item(), rel=1e-5)
+
+
+@pytest.mark.parametrize("method", ["ssl", "uniform", "ste"])
+def test_refinement_in_tiles_is_the_whole_images(tiny_model, method):
+    """An image of several tiles (odd sizes; tiles smaller than the image, and one tile) refines in
+    tiles to the latents and losses of the whole-image refinement (the same noise, the gradient
+    accumulated tile by tile): within float rounding."""
+    from sgacodec.network.grid import Grid
+    from sgacodec.refinement.tiled import tiled_steps
+
+    image = make_image(150, 260, seed=1)
+    x = pad(to_tensor(image))
+    latent_model = LatentModel(tiny_model.net)
+    with torch.no_grad():
+        y, z = latent_model.analysis(x)
+    assert tiled_steps(latent_model, Grid(150, 260, 64)) is not None  # 3 x 5 tiles
+    assert tiled_steps(latent_model, Grid(150, 260, 512)) is None  # one tile: the whole image
+    results = {tile: refine(latent_model, x, image.shape[:2], TINY_LMBDA,
+                            RefineConfig(method=method, iterations=8, tile_size=tile, eval_every=1), y, z)
+               for tile in (0, 64, 512)}
+    whole = results[0]
+    for tile in (64, 512):
+        tiled = results[tile]
+        assert torch.allclose(tiled.y, whole.y, atol=1e-4) and torch.allclose(tiled.z, whole.z, atol=1e-4)
+        for a, b in ((tiled.base, whole.base), (tiled.best, whole.best)):
+            assert torch.allclose(a.loss, b.loss, rtol=1e-5) and torch.allclose(a.bpp, b.bpp, rtol=1e-5)
+    assert whole.best.loss < whole.base.loss
+
+
+def test_tiles_of_one_shape_refine_as_one_batch_and_a_continued_run_continues(tiny_model):
+    """Tiles of the same crop geometry go through the networks together (a batch of interior
+    tiles); a refinement continued from another's latents, step and Adam state (as a target's
+    search continues its chain) is the one run straight through, in tiles too."""
+    from sgacodec.network.grid import Grid
+    from sgacodec.refinement.tiled import tiled_steps
+
+    image = make_image(400, 400, seed=2)
+    x = pad(to_tensor(image))
+    latent_model = LatentModel(tiny_model.net)
+    with torch.no_grad():
+        y, z = latent_model.analysis(x)
+    steps = tiled_steps(latent_model, Grid(400, 400, 64), batch=4)
+    assert max(len(b) for b in steps.batches) == 4 and sum(len(b) for b in steps.batches) == 49
+    config = RefineConfig(iterations=4, tile_size=64, eval_every=1, schedule="paper")
+    batched = refine(latent_model, x, (400, 400), TINY_LMBDA, config, y, z)
+    whole = refine(latent_model, x, (400, 400), TINY_LMBDA, config.with_(tile_size=0), y, z)
+    assert torch.allclose(batched.best.loss, whole.best.loss, rtol=1e-4)  # float32 sums in another order
+    first = refine(latent_model, x, (400, 400), TINY_LMBDA, config.with_(iterations=2), y, z)
+    then = refine(latent_model, x, (400, 400), TINY_LMBDA, config.with_(iterations=2, seed=config.seed + 2),
+                  first.y, first.z, start_step=2, adam=first.adam)
+    assert first.iterations == then.iterations == 2 and then.adam is not None
+    assert then.best.loss <= then.base.loss  # the best iterate is kept: never worse than where it began
+    assert torch.allclose(then.base.loss, first.best.loss, rtol=1e-5)  # it began where the first ended

@@ -94,6 +94,8 @@ def encode(inputs, output, force, as_json, ray_address, workers, worker_cpus, me
     except errors as exc:
         raise UserError(str(exc)) from None
     cpu_default = config.refines and time_budget is not None and opts["time_budget"] is None
+    if encoder is not None:
+        encoder.budget_rule = cpu_default  # large photos: refined only when the default budget affords it
     failures = Failures(paths)
 
     def report(src, dst, record, echo=click.echo):
@@ -110,8 +112,9 @@ def encode(inputs, output, force, as_json, ray_address, workers, worker_cpus, me
         return
     if cpu_default:
         note(f"on a CPU, each image is refined for about {time_budget:g} s (the budget schedule anneals "
-             "within the steps that affords); --effort 1..9, --iterations N or --time-budget SECONDS choose, "
-             "a GPU (--device cuda) is far faster")
+             "within the steps that affords; an image too large for that to be worth it is coded unrefined, "
+             "and said); --effort 1..9, --iterations N or --time-budget SECONDS choose, a GPU (--device cuda) "
+             "is far faster")
     elif config.refines and encoder.device.type == "cpu":
         announce_cpu_estimate(console, len(paths), [config.iterations],
                               lambda: None if paths[0] == "-" else encoder.estimate_seconds(

@@ -27,6 +27,8 @@ import torch
 from ..config import (
     AUTO_BATCH_MEGAPIXELS,
     AUTO_WINDOW,
+    CPU_MIN_ITERATIONS,
+    PROBE_MEGAPIXELS,
     WINDOW_PER_BATCH,
     RefineConfig,
     SearchConfig,
@@ -101,6 +103,8 @@ class BatchEncoder:
             None if self.device.type == "cuda" else 1)
         self.on_note = on_note or (lambda text: None)
         self.networks = DeviceNetworks()
+        self.budget_rule = False  # refine large images only when the time budget affords it (worth_refining)
+        self._per_iteration: dict = {}
 
     @property
     def network(self):
@@ -124,7 +128,7 @@ class BatchEncoder:
                      keep_history: bool = False) -> list[EncodeReport]:
         """Same-size images as one batch, halved while the GPU runs out of memory; an image that
         does not fit even alone is refined on the CPU."""
-        config = self.config_for(config)
+        config = self.worth_refining(self.config_for(config), images[0])
 
         def run(part: list[int]) -> list[EncodeReport]:
             return encode_batch(self.model, [images[i] for i in part], config, self.device, on_step,
@@ -185,13 +189,44 @@ class BatchEncoder:
                     o.report = report
             yield from outcomes.values()
 
+    def worth_refining(self, config: RefineConfig, image: np.ndarray) -> RefineConfig:
+        """``config``, or the same without refinement when ``budget_rule`` is on, the image is at
+        least PROBE_MEGAPIXELS, and its time budget affords fewer than CPU_MIN_ITERATIONS steps on
+        this device (said through ``on_note``): a large photo on a CPU, where a minute buys one or
+        two steps, gets its unrefined file at once rather than a minute's wait for nothing."""
+        if not (self.budget_rule and config.refines and config.time_budget is not None):
+            return config
+        height, width = image.shape[:2]
+        if height * width < PROBE_MEGAPIXELS * 1e6:
+            return config
+        key = (height, width)
+        if key not in self._per_iteration:
+            self._per_iteration[key] = self.estimate_seconds(image, [1], config)[1]
+        per_iteration = self._per_iteration[key]
+        affordable = int(config.time_budget / per_iteration)
+        if affordable >= CPU_MIN_ITERATIONS:
+            return config
+        self.on_note(f"a {width}x{height} image refines at about {per_iteration:.0f} s per iteration here: "
+                     f"{config.time_budget:g} s affords {affordable} of the {CPU_MIN_ITERATIONS} iterations worth "
+                     "running, so it is coded without refinement (--iterations N or --time-budget SECONDS "
+                     "refine anyway; a GPU, --device cuda, is far faster)")
+        return config.with_(method="none")
+
     def estimate_seconds(self, image: np.ndarray, iterations: Iterable[int],
                          config: RefineConfig | None = None, probe_steps: int = 2) -> tuple[float, float]:
         """(total seconds, seconds per iteration) to refine once per count in ``iterations``,
         timed on a short probe refinement of ``image``: an iteration costs what the probe's last
         step did (its first step carries one-off costs), and the rest of the probe's time is each
-        refinement's fixed part."""
+        refinement's fixed part. An image of more than PROBE_MEGAPIXELS is timed on its central
+        crop of that many pixels, scaled by its pixels (refinement in tiles costs per pixel)."""
         config = self.config_for(config).with_(iterations=probe_steps, time_budget=None)
+        height, width = image.shape[:2]
+        side = int((PROBE_MEGAPIXELS * 1e6) ** 0.5)
+        scale = 1.0
+        if height * width > PROBE_MEGAPIXELS * 1e6:
+            scale = height * width / (min(side, height) * min(side, width))
+            top, left = max(0, (height - side) // 2), max(0, (width - side) // 2)
+            image = np.ascontiguousarray(image[top : top + side, left : left + side])
         check_memory(self.model, 1, *image.shape[:2], self.device)
         latent_model = self.network
         x = pad(to_tensor(image)).to(latent_model.device)
@@ -204,6 +239,7 @@ class BatchEncoder:
             per_iteration = result.seconds / max(result.iterations, 1)
         fixed = max(result.seconds - per_iteration * result.iterations, 0.0)
         counts = [n for n in iterations if n]
+        per_iteration, fixed = per_iteration * scale, fixed * scale
         return per_iteration * sum(counts) + fixed * len(counts), per_iteration
 
 

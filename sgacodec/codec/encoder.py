@@ -223,14 +223,14 @@ def encode_batch(
             with isolate.single_thread(), tile_pool(memory.workers_for(synthesis_channels(model.net), grid)) as pool:
                 latents = [tiled.analyse(model.net, image, grid, has_means, pool) for image in images]
             y0, z0 = (torch.cat([pair[k] for pair in latents]) for k in (0, 1))
-        else:
+        else:  # the images in float on the device, for the loss; their analysis in tiles there
             latent_model = network or device_model(model, device, config.channels_last)
             x = pad(torch.cat([to_tensor(image) for image in images])).to(device)
             with torch.no_grad():
-                y0, z0 = latent_model.analysis(x)
+                y0, z0 = tiled.analyse(latent_model.net, x, Grid(*size, config.tile_size), latent_model.has_means)
         if refines:
             result = refine_latents(latent_model, x, size, lmbda, config, y0, z0, on_step=on_step,
-                                    keep_history=keep_history)
+                                    keep_history=keep_history, on_tile=on_step)
             y, z, iterations, seconds, histories = (result.y, result.z, result.iterations, result.seconds,
                                                     result.history)
         else:  # nothing to refine: the encoder's latents, measured on their real bytes below (refine_latents()

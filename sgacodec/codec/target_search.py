@@ -23,11 +23,13 @@ from .. import metrics
 from ..config import RefineConfig, SearchConfig, Target, eval_every_for
 from ..errors import ModelError
 from ..models.loaded import LoadedModel
-from ..refinement.loop import refine_latents, true_rd
+from ..network.grid import Grid
+from ..refinement.loop import refine_latents, true_terms
 from . import container
 from .devices import DeviceNetworks
 from .encoder import EncodeReport, code_latents, make_report
 from .pixels import pad, to_tensor
+from .tiled import analyse
 
 # The model that aims lambda (docs/method.md, "Encoding to a target"): refining at ln(lambda) = x moves
 # u, the position on the axis (ln rate, or PSNR in dB), towards u_eq(x) = c + SLOPE * x, closing the
@@ -124,7 +126,8 @@ class Search:
         # the encoder's latents and their coded file: choose_model's (``unrefined``), else made here
         self.y0, self.z0, self.base_coded = unrefined_coding(unrefined, model, self.latent_model,
                                                              self.image_tensor, self.size, config.tile_size)
-        base = true_rd(self.latent_model, self.image_tensor, self.size, self.y0, self.z0, self.lmbda0)
+        base = true_terms(self.latent_model, self.image_tensor, self.size, self.y0, self.z0, self.lmbda0,
+                          config.tile_size)
         self.base_bits = float(base.bpp[0]) * axis.pixels
         self.base_mse = float(base.mse[0])
         self.offset = 0.0  # real minus estimated: bits of a rate, dB of PSNR
@@ -315,7 +318,7 @@ def unrefined_coding(cache: dict | None, model: LoadedModel, latent_model, x: to
     if cache is not None and key in cache:
         return cache[key]
     with torch.no_grad():
-        y, z = latent_model.analysis(x)
+        y, z = analyse(latent_model.net, x, Grid(*size, tile), latent_model.has_means)
     entry = (y, z, code_latents(model, y, z, size, tile=tile)[0])
     if cache is not None:
         cache[key] = entry

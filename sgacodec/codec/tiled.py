@@ -45,13 +45,17 @@ def pixel_reader(image: np.ndarray) -> Callable:
     return read
 
 
-def analyse(net, image: np.ndarray, grid: Grid, has_means: bool = True,
+def analyse(net, image, grid: Grid, has_means: bool = True,
             pool: Executor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """(y, z) of one RGB uint8 image: g_a tile by tile (the pixels converted crop by crop, never
-    the whole image in float), then h_a (on |y| for ScaleHyperprior) tile by tile, the tiles in
-    parallel on ``pool`` when given."""
-    read = pixel_reader(image)
-    y = _tiled(lambda t: run_tile(net.g_a, read, t.y[::2], t.y[1::2], in_size=grid.padded), grid, grid.y_size, pool)
+    """(y, z) of one RGB uint8 image (the pixels converted crop by crop, never the whole image in
+    float), or of a batch of padded images already in float [B, 3, Hp, Wp] on any device: g_a tile
+    by tile, then h_a (on |y| for ScaleHyperprior) tile by tile, the tiles in parallel on ``pool``
+    when given."""
+    if isinstance(image, torch.Tensor):
+        source, size = image, None
+    else:
+        source, size = pixel_reader(image), grid.padded
+    y = _tiled(lambda t: run_tile(net.g_a, source, t.y[::2], t.y[1::2], in_size=size), grid, grid.y_size, pool)
     source = y if has_means else y.abs()
     return y, _tiled(lambda t: run_tile(net.h_a, source, [v // 4 for v in t.y[::2]], [v // 4 for v in t.y[1::2]]),
                      grid, grid.z_size, pool, scale=4)
@@ -67,7 +71,7 @@ def _tiled(compute: Callable, grid: Grid, size, pool: Executor | None, scale: in
 
     with torch.no_grad():
         first = compute(grid.tiles[0])
-    out = first.new_empty(1, first.size(1), *size)
+    out = first.new_empty(first.size(0), first.size(1), *size)
     r0, r1, c0, c1 = (v // scale for v in grid.tiles[0].y)
     out[..., r0:r1, c0:c1] = first
     rest = grid.tiles[1:]

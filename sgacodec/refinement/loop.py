@@ -103,6 +103,15 @@ def relaxed_rd(latent_model: LatentModel, x, size, y, z, lmbda, config: RefineCo
     return rd_terms(latent_model, x, size, y_tilde, params, z_tilde, lmbda, precision=config.precision)
 
 
+def true_terms(latent_model: LatentModel, x, size, y, z, lmbda, tile_size: int = 0) -> RDTerms:
+    """``true_rd``, computed in tiles of ``tile_size`` pixels when the image has several (bounded
+    memory; the same terms up to float rounding)."""
+    steps = tiled_steps(latent_model, Grid(*size, tile_size))
+    if steps is None:
+        return true_rd(latent_model, x, size, y, z, lmbda)
+    return RDTerms(*steps.evaluate(latent_model, x, size, y, z, lmbda))
+
+
 def _relaxed_sum(latent_model, x, size, y, z, lmbda, config, tau):
     return relaxed_rd(latent_model, x, size, y, z, lmbda, config, tau).loss.sum()
 
@@ -125,6 +134,7 @@ def refine_latents(
     start_step: int = 0,
     adam: dict | None = None,
     select: Callable[[RDTerms], torch.Tensor] | None = None,
+    on_tile: Callable[[float], None] | None = None,
 ) -> RefineResult:
     """Refine the latents of a batch x [B, 3, Hp, Wp] (padded; original size ``size``).
 
@@ -135,7 +145,8 @@ def refine_latents(
     ``select``: the score [B] of an iterate's true terms that the returned one minimises instead of
     the true loss (encoding to a target keeps the iterate whose file it predicts nearest its goal).
     Nothing in the loop waits for the device: the best iterate is kept there, and the host only
-    reads it back when the loop is over.
+    reads it back when the loop is over. An image of several tiles (``config.tile_size``) is
+    refined in tiles (tiled.py), ``on_tile(steps + share of this step done)`` hearing each batch.
     """
     if start_step and effective_schedule(config) == "budget":
         raise ValueError("a refinement continued from start_step > 0 needs the paper's schedule")
@@ -143,7 +154,8 @@ def refine_latents(
     with frozen(latent_model.net, channels_last):
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        return _refine(latent_model, x, size, lmbda, config, y, z, on_step, keep_history, start_step, adam, select)
+        return _refine(latent_model, x, size, lmbda, config, y, z, on_step, keep_history, start_step, adam, select,
+                       on_tile)
 
 
 @contextlib.contextmanager
@@ -168,7 +180,7 @@ def frozen(net: torch.nn.Module, channels_last: bool = False):
 
 
 def _refine(latent_model, x, size, lmbda, config, y, z, on_step, keep_history, start_step=0, adam=None,
-            select=None) -> RefineResult:
+            select=None, on_tile=None) -> RefineResult:
     start = time.perf_counter()
     torch.manual_seed(config.seed)
     device = x.device
@@ -222,6 +234,8 @@ def _refine(latent_model, x, size, lmbda, config, y, z, on_step, keep_history, s
                 if tau_t is not None:
                     tau_t.fill_(tau)
                     tau = tau_t
+                if on_tile is not None:
+                    step_fns.on_tile = lambda share, step=step: on_tile(step + share)
                 step_fns.backward(optimiser, latent_model, x, size, y, z, lmbda, config, tau)
                 optimiser.step()
                 steps = step + 1

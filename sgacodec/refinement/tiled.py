@@ -89,6 +89,7 @@ class TiledSteps:
 
     def __init__(self, latent_model: LatentModel, grid, batch: int = 1):
         self.latent_model, self.grid = latent_model, grid
+        self.on_tile = None  # called with the share of a step done, after each batch of tiles
         groups: dict[tuple, list[Plan]] = {}
         for plan in plans(latent_model.net, grid):
             groups.setdefault(plan.shape, []).append(plan)
@@ -148,10 +149,12 @@ class TiledSteps:
             return soft_round(y_crops - mu, config.method, tau, noise=crop_noise, **opts) + mu
 
         relaxed.source = y
-        for plans_ in self.batches:
+        for k, plans_ in enumerate(self.batches):
             terms, pixels = self._terms(x, size, relaxed, z_leaf, lmbda, plans_, False, config.precision)
             loss, _, _ = self._loss(terms, pixels, lmbda)
             loss.sum().backward()
+            if self.on_tile is not None:
+                self.on_tile((k + 1) / len(self.batches))
         z_tilde.backward(z_leaf.grad)  # the tiles' gradients through z~ into z
 
     @torch.no_grad()
