@@ -181,12 +181,19 @@ def _coding_pool() -> ThreadPoolExecutor:
 
 
 def check_memory(model: LoadedModel, n_images: int, height: int, width: int, device: torch.device,
-                 tile: int | None = None) -> None:
+                 tile: int | None = None, refine_tile: int = 0) -> None:
     """ResourceError before any work when the images cannot be coded in this machine's memory
     (memory.py): refinement on the CPU holds the whole batch; coding holds one image at least.
-    ``tile``: no refinement, the analysis and coding in tiles of that side (0: the whole image)."""
+    ``tile``: no refinement, the analysis and coding in tiles of that side (0: the whole image);
+    ``refine_tile``: the refinement's tiles (an image of several is refined in tiles)."""
     if tile is not None:
         memory.check_coding(synthesis_channels(model.net), Grid(height, width, tile), "encoding")
+        return
+    grid = Grid(height, width, refine_tile)
+    if refine_tile and len(grid) > 1 and not LatentModel(model.net).has_context:  # refined in tiles
+        each = memory.estimate("refine", synthesis_channels(model.net), grid, workers=1) - memory.PROCESS_BYTES
+        many = f" ({n_images} images)" if n_images > 1 else ""
+        memory.check(each * n_images, f"encoding {width}x{height}{many}")
         return
     per_image = memory.image_bytes(synthesis_channels(model.net), height, width)
     count = n_images if device.type == "cpu" else 1
@@ -215,7 +222,7 @@ def encode_batch(
     container.check_size(*size)  # refuse before refining what the decoder would refuse
     device = torch.device(device)
     refines = config.refines or keep_history
-    check_memory(model, len(images), *size, device, config.tile_size if not refines else None)
+    check_memory(model, len(images), *size, device, config.tile_size if not refines else None, config.tile_size)
     try:
         if not refines:  # the analysis alone, tile by tile on the CPU: no whole image in float
             grid = Grid(*size, config.tile_size)

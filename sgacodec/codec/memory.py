@@ -45,7 +45,11 @@ def image_bytes(channels: int, height: int, width: int, multiple: int = 64) -> i
 PROCESS_BYTES = 450 << 20
 TILE_BYTES_PER_PIXEL = 1200
 TILE_HALO = 64  # pixels added to a tile's side for its halo, in the estimate
-IMAGE_BYTES_PER_PIXEL = {"decode": 8, "encode": 16}
+IMAGE_BYTES_PER_PIXEL = {"decode": 8, "encode": 16, "refine": 64}
+# Refinement in tiles: one batch of tiles forward and backward in float32 (autograd keeps g_s's and
+# h_s's activations), per pixel of a tile with its halo; the image's share adds the image in float
+# (12 bytes a pixel), the latents, their gradients, Adam's moments, the best iterate and the noise.
+REFINE_TILE_BYTES_PER_PIXEL = 1800
 
 
 def tile_bytes(channels: int, tile: int) -> int:
@@ -65,13 +69,18 @@ def workers_for(channels: int, grid) -> int:
     return fitting(each, max(1, min(os.cpu_count() or 1, len(grid.blocks))))
 
 
-def estimate(path: str, channels: int, grid, workers: int | None = None) -> int:
-    """The peak memory of ``path`` ('encode' without refinement, or 'decode') on ``grid``'s image:
-    the process, the image's per-pixel share, and the workers' tiles."""
+def estimate(path: str, channels: int, grid, workers: int | None = None, batch: int = 1) -> int:
+    """The peak memory of ``path`` ('encode' without refinement, 'refine': encoding with a
+    refinement in tiles, or 'decode') on ``grid``'s image: the process, the image's per-pixel
+    share, and the workers' tiles (refinement: ``batch`` tiles forward and backward, then coding)."""
     workers = workers or max(1, min(os.cpu_count() or 1, len(grid.blocks)))
     height, width = grid.padded
-    return (PROCESS_BYTES + height * width * IMAGE_BYTES_PER_PIXEL[path]
-            + workers * tile_bytes(channels, _side(grid)))
+    coding = workers * tile_bytes(channels, _side(grid))
+    if path == "refine":
+        side = min(grid.tile or max(grid.padded), max(grid.padded)) + TILE_HALO
+        coding = max(coding, batch * side * side * REFINE_TILE_BYTES_PER_PIXEL * max(channels, 1)
+                     // REFERENCE_CHANNELS)
+    return PROCESS_BYTES + height * width * IMAGE_BYTES_PER_PIXEL[path] + coding
 
 
 def check_coding(channels: int, grid, what: str) -> int:
