@@ -117,7 +117,7 @@ def estimates(width: int, height: int, tile: int) -> dict:
     from sgacodec.network.grid import Grid
 
     grid = Grid(height, width, tile)
-    return {path: round(memory.estimate(path, 128, grid) / (1 << 20)) for path in ("encode", "decode")}
+    return {path: round(memory.estimate(path, 128, grid) / (1 << 20)) for path in ("encode", "decode", "refine")}
 
 
 def large(args, folder: Path) -> list[dict]:
@@ -146,10 +146,27 @@ def large(args, folder: Path) -> list[dict]:
                 entry["region"] = {**region, "region": REGION, "share_of_full_decode":
                                    round(region["wall_s"] / dec["wall_s"], 4),
                                    "identical": same_region(decoded, folder / "region.png")}
+            if tile is None and width == SIZES[0][0] and args.refine_iterations:
+                entry.update(refinement(sgacodec, path, folder, args.refine_iterations))
             results.append(entry)
             print(json.dumps({k: v for k, v in entry.items() if k not in ("encode", "decode", "region")}), entry
                   .get("encode", {}).get("wall_s"), entry.get("decode", {}).get("wall_s"), flush=True)
     return results
+
+
+def refinement(sgacodec: list[str], path: Path, folder: Path, iterations: int) -> dict:
+    """The 12 MP photo encoded with default settings (what a CPU does then), and refined for
+    ``iterations`` steps: time, memory, and the gain against no refinement, from --json records."""
+    out = {}
+    for name, more in (("default", []), ("refine", ["--iterations", str(iterations)])):
+        r = run(sgacodec + ["encode", str(path), "-o", str(folder / f"{name}.bin"), "--force", "--json", *more])
+        try:
+            record = json.loads(r["stdout"].strip().splitlines()[-1])
+        except (ValueError, IndexError):
+            record = {}
+        keep = ("bpp", "psnr", "base_bpp", "base_psnr", "iterations", "seconds", "bytes")
+        out[name] = {**r, "record": {k: record.get(k) for k in keep}}
+    return out
 
 
 def same_region(full: Path, region: Path) -> bool:
@@ -227,10 +244,10 @@ def page(results: dict) -> str:
         if "skipped" in e:
             lines.append(f"| {e['photo']} | {e['tile']} | encode, decode | - | - | - | - | {e['skipped']} |")
             continue
-        for what in ("encode", "decode", "region"):
+        for what in ("encode", "decode", "region", "default", "refine"):
             if what in e:
                 r = e[what]
-                est = e["estimate_mb"].get(what if what != "region" else "decode", "")
+                est = e["estimate_mb"].get({"region": "decode", "default": "encode"}.get(what, what), "")
                 lines.append(f"| {e['photo']} | {e['tile']} | {what} | {r['wall_s']} | {r['cpu_s']} | "
                              f"{r['maxrss_mb']} | {r['tree_pss_peak_mb']} | {est if what != 'region' else '-'} |")
     for e in results.get("large", []):
@@ -239,6 +256,16 @@ def page(results: dict) -> str:
             lines += ["", f"Region {r['region']} of the {e['photo']} file: {r['wall_s']} s, "
                           f"{100 * r['share_of_full_decode']:.1f}% of its full decode, pixels identical to the "
                           f"full decode's: {r['identical']}."]
+    for e in results.get("large", []):
+        if "refine" in e:
+            d, r = e["default"]["record"], e["refine"]["record"]
+            notes = [line for line in e["default"]["stderr"].splitlines() if "refin" in line]
+            lines += ["", f"`sgacodec encode` of the {e['photo']} photo with default settings on this CPU "
+                          f"refined {d.get('iterations')} steps ({d.get('bpp') or 0:.4f} bpp, "
+                          f"{d.get('psnr') or 0:.2f} dB); its note: \"{notes[0].strip() if notes else ''}\"",
+                      "", f"With `--iterations {r.get('iterations')}` (the `refine` row): "
+                          f"{r.get('seconds') or 0:.0f} s refining, {r.get('base_bpp') or 0:.4f} -> "
+                          f"{r.get('bpp') or 0:.4f} bpp, {r.get('base_psnr') or 0:.3f} -> {r.get('psnr') or 0:.3f} dB."]
     rd = results.get("rate_distortion")
     if rd:
         lines += ["", f"Tiles ({results['provenance'].get('tile_size', TILE_SIZE)} px) against one tile "
@@ -272,6 +299,8 @@ def main(argv=None) -> int:
     ap.add_argument("--kodak", type=Path, default=SHARED / "kodak")
     ap.add_argument("--out", type=Path, required=True, help="the results file (JSON)")
     ap.add_argument("--skip", choices=("large", "rd"), action="append", default=[])
+    ap.add_argument("--refine-iterations", type=int, default=4,
+                    help="steps of the 12 MP refinement run (0: skip it)")
     ap.add_argument("--page", type=Path, default=None, help="rewrite this page's section from --out; measure nothing")
     args = ap.parse_args(argv)
     if args.page:
