@@ -173,3 +173,29 @@ def test_refine_on_ray_gives_the_local_records_and_resumes_them(tmp_path, six_im
     assert again.exit_code == 0, again.output
     assert "12 record(s) resumed, 0 computed" in " ".join(again.stderr.split())
     assert len(measured(tmp_path / "ray.jsonl")) == 12
+
+
+@needs_ray
+@pytest.mark.slow
+@pytest.mark.parametrize("options", [[], ["--metadata", "none", "--alpha", "drop"]], ids=["all", "none"])
+def test_a_ray_run_keeps_the_metadata_alpha_and_grayness_as_a_local_run(tmp_path, tiny_checkpoint, ray_cluster,
+                                                                        options):
+    """An RGBA picture with an ICC profile and a grayscale one: the files Ray's workers write hold
+    what a local run's hold (the metadata, alpha and colour encode's options keep)."""
+    import numpy as np
+    from PIL import Image
+
+    folder = tmp_path / "pictures"
+    folder.mkdir()
+    rng = np.random.default_rng(3)
+    icc = (Path(__file__).parent / "fixtures" / "display-p3.icc").read_bytes()
+    Image.fromarray(rng.integers(0, 256, (40, 56, 4), dtype=np.uint8), "RGBA").save(folder / "rgba.png",
+                                                                                    icc_profile=icc)
+    Image.fromarray(rng.integers(0, 256, (48, 40), dtype=np.uint8), "L").save(folder / "gray.png")
+    common = ["--checkpoint", tiny_checkpoint, "--method", "none", *options]
+    local = cli("encode", folder, "-o", tmp_path / "local", *common)
+    assert local.exit_code == 0, local.output
+    on_ray = cli("encode", folder, "-o", tmp_path / "ray", *common, "--ray", "--workers", 1)
+    assert on_ray.exit_code == 0, on_ray.output
+    assert files(tmp_path / "ray") == files(tmp_path / "local")
+    assert len(files(tmp_path / "ray")["rgba.bin"]) > (500 if not options else 0)  # the profile is in it

@@ -107,7 +107,7 @@ def encode(inputs, output, force, as_json, ray_address, workers, worker_cpus, me
 
     if on_ray:
         encode_on_ray(ray_address, model, config, opts, workers, worker_cpus, paths, outputs, force, as_json,
-                      console, failures, report)
+                      console, failures, report, pictures)
         failures.finish()
         return
     if cpu_default:
@@ -137,7 +137,7 @@ def encode(inputs, output, force, as_json, ray_address, workers, worker_cpus, me
 
 
 def encode_on_ray(address, model, config, opts, workers, worker_cpus, paths, outputs, force, as_json, console,
-                  failures, report):
+                  failures, report, pictures):
     """The --ray path: RayEncoder's outcomes printed as they come; skipped outputs counted."""
     from .. import RayEncoder, json_line
 
@@ -146,7 +146,7 @@ def encode_on_ray(address, model, config, opts, workers, worker_cpus, paths, out
     try:
         with records_on_stdout() as echo, progress_bar(console) as progress:
             encoder = RayEncoder(model, config, opts["device"], opts["batch_size"], workers, worker_cpus,
-                                 address=address)
+                                 address=address, keep=pictures.keep, alpha=pictures.alpha)
             for outcome in encoder.encode_files(paths, outputs, force, task_progress(progress), note):
                 if outcome.skipped:
                     skipped += 1
@@ -160,6 +160,8 @@ def encode_on_ray(address, model, config, opts, workers, worker_cpus, paths, out
         raise UserError(str(exc)) from None
     if skipped:
         note(f"{skipped} of {len(paths)} output(s) exist and were skipped (resume); --force encodes them again")
+
+
 def encode_files_to_target(paths, outputs, protected, target, console, force, as_json, opts, pictures):
     """Each input with its own search for ``target`` (sgacodec.targets does the work)."""
     from .. import encode_sources_to_target, iterations_for, json_line, resolve_device, write_output

@@ -56,8 +56,6 @@ class Pictures:
         """``data`` (the encoder's file of ``path``) with the picture's metadata, alpha and colour;
         what was kept and dropped is said on stderr. ``record`` (the file's JSON record) gets
         ``psnr_srgb``, the PSNR as a colour-managed viewer shows it, for a picture with a profile."""
-        from .. import with_metadata
-
         picture = self.held.pop(path, None)
         if picture is None:
             return data
@@ -67,16 +65,10 @@ class Pictures:
             record["psnr_srgb"] = psnr_srgb(picture.rgb, record.pop("recon"), picture.icc)
         elif record is not None:
             record.pop("recon", None)
-        kept, dropped = picture.kept_and_dropped(self.keep, self.alpha)
-        if kept or dropped:
-            turned = f"; EXIF orientation {picture.orientation} applied to the pixels and reset to 1" \
-                if picture.orientation not in (None, 1) and "exif" in self.keep else ""
-            note(f"{path}: kept {', '.join(kept) or 'nothing'}" + (f"; dropped {', '.join(dropped)}" if dropped
-                                                                   else "") + turned)
-        chunks = picture.chunks(self.keep, self.alpha)
-        if not chunks and not picture.grayscale:
-            return data
-        return with_metadata(data, chunks, picture.grayscale)
+        line = picture.kept_note(path, self.keep, self.alpha)
+        if line:
+            note(line)
+        return picture.into_file(data, self.keep, self.alpha)
 
     def forget(self, path: str) -> None:
         self.held.pop(path, None)

@@ -57,7 +57,8 @@ class FileOutcome:
 class Worker:
     """A Ray actor: the models on its device, a BatchEncoder per model, units in, records out."""
 
-    def __init__(self, config: RefineConfig, device: str, batch_size: int | None, threads: int):
+    def __init__(self, config: RefineConfig, device: str, batch_size: int | None, threads: int,
+                 keep: frozenset | None = None, alpha: bool = True):
         import torch
 
         from ..network.compressai_import import import_compressai
@@ -65,6 +66,7 @@ class Worker:
         torch.set_num_threads(threads)
         import_compressai()  # seconds: before the worker says it is ready (and without torchvision's warning)
         self.config, self.device, self.batch_size = config, device, batch_size
+        self.keep, self.alpha = keep, alpha  # the metadata (None: all) and alpha each file keeps
         self.models = None
         self.notes: list[str] = []
         self.encoders: dict = {}
@@ -90,16 +92,28 @@ class Worker:
 
     def encode(self, models: list, sources: list[str], outputs: list[str]):
         """([(record, None) or (None, error)] per source, notes, 'HOST:PID')."""
-        from ..files.images import read_image
+        from ..files.images import read_picture
+        from ..files.pictures import METADATA
 
         self.load(models)
         self.notes.clear()  # in place: the encoders' on_note appends to it
-        results = []
-        read = lambda src: read_image(src, self.notes)
+        results, pictures = [], {}
+
+        def read(src):
+            pictures[src] = read_picture(src, self.notes)
+            return pictures[src].rgb
+
         for outcome in self.encoder().encode_sources(sources, read, errors=(Exception,)):
+            picture = pictures.pop(sources[outcome.index], None)
             if outcome.error is None:
                 try:
-                    atomic_write(outputs[outcome.index], outcome.report.data)
+                    data = outcome.report.data
+                    if picture is not None:
+                        keep = self.keep if self.keep is not None else METADATA
+                        data = picture.into_file(data, keep, self.alpha)
+                        line = picture.kept_note(sources[outcome.index], keep, self.alpha)
+                        self.notes.extend([line] if line else [])
+                    atomic_write(outputs[outcome.index], data)
                 except OSError as exc:
                     outcome.error = exc
             if outcome.error is not None:
@@ -146,8 +160,11 @@ class RayEncoder:
 
     def __init__(self, model, config: RefineConfig = RefineConfig(), device: str = "auto",
                  batch_size: int | None = None, workers: int | None = None, worker_cpus: int | None = None,
-                 retries: int = RAY_RETRIES, address: str | None = None):
+                 retries: int = RAY_RETRIES, address: str | None = None, keep: Sequence[str] | None = None,
+                 alpha: bool = True):
         self.model, self.config, self.device, self.batch_size = model, config, device, batch_size
+        # the metadata (icc, exif, xmp; None: all) and alpha put into each file, as encode's options
+        self.keep, self.alpha = (frozenset(keep) if keep is not None else None), alpha
         self.workers, self.worker_cpus, self.retries = workers, worker_cpus, retries
         self.address = check_address(address)
 
@@ -172,7 +189,7 @@ class RayEncoder:
         size = unit_size(len(todo), place, self.batch_size)
         units = [todo[k : k + size] for k in range(0, len(todo), size)]
         pool = WorkerPool(Worker, place, len(units), self.config, place.device, self.batch_size, place.cpus,
-                          shared=[self.model], retries=self.retries)
+                          self.keep, self.alpha, shared=[self.model], retries=self.retries)
         submit = lambda actor, unit: actor.encode.remote(pool.shared, [sources[i] for i in unit],
                                                          [outputs[i] for i in unit])
         finished = 0

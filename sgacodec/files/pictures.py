@@ -89,6 +89,26 @@ class Picture:
             (kept if alpha else dropped).append("alpha")
         return kept, dropped
 
+    def kept_note(self, name: str, keep=METADATA, alpha: bool = True) -> str | None:
+        """The line that tells the user what ``name``'s file keeps and drops (None: nothing to say)."""
+        kept, dropped = self.kept_and_dropped(keep, alpha)
+        if not (kept or dropped):
+            return None
+        turned = (f"; EXIF orientation {self.orientation} applied to the pixels and reset to 1"
+                  if self.orientation not in (None, 1) and "exif" in keep else "")
+        return (f"{name}: kept {', '.join(kept) or 'nothing'}" + (f"; dropped {', '.join(dropped)}" if dropped else "")
+                + turned)
+
+    def into_file(self, data: bytes, keep=METADATA, alpha: bool = True) -> bytes:
+        """``data``, the version 3 file coded from this picture's pixels, with the picture's kept
+        metadata, its alpha and its colour (grayscale) added: the same streams and pixels."""
+        chunks = self.chunks(keep, alpha)
+        if not chunks and not self.grayscale:
+            return data
+        from ..codec.container import with_metadata
+
+        return with_metadata(data, chunks, self.grayscale)
+
 
 def metadata_of(img) -> dict:
     """ICC, EXIF (TIFF bytes) and XMP of a Pillow image, from its info (before any transpose)."""
