@@ -425,6 +425,72 @@ def check_cli_batch(items, references, checkpoint, workdir: Path, timeout) -> tu
                  f"{len(items) - failed} decoded, exit {res.returncode}"
 
 
+def classify_info(data: bytes, workdir: Path, timeout) -> tuple[str, str]:
+    """(outcome, detail) of ``sgacodec info FILE`` in a fresh process: 'described' (exit 0, a
+    description on stdout, nothing on stderr) when the container parses, 'refused' (exit 1, one
+    stderr line, nothing on stdout) when it does not; anything else, or a verdict that disagrees
+    with the library's parse, is a traceback."""
+    path = workdir / "info.bin"
+    path.write_bytes(data)
+    try:
+        res = subprocess.run(_cli_command("info", path), capture_output=True, timeout=timeout, env=_env())
+    except subprocess.TimeoutExpired:
+        return "hang", f"no exit in {timeout} s"
+    if res.returncode < 0:
+        return "crash", f"signal {-res.returncode}"
+    try:
+        B.unpack(data)
+        parses = True
+    except Exception:  # noqa: BLE001 - any refusal of the parser
+        parses = False
+    err, out = res.stderr.decode("utf-8", "replace"), res.stdout.decode("utf-8", "replace")
+    lines = err.strip().splitlines()
+    if res.returncode == 0 and parses and out.strip() and not err.strip():
+        return "described", out.strip().splitlines()[0]
+    if res.returncode == 1 and not parses and len(lines) == 1 and not out.strip() and "Traceback" not in err:
+        return "refused", lines[0]
+    return "traceback", f"exit {res.returncode}, parses {parses}, {len(lines)} stderr lines: {err[-300:]}"
+
+
+def process_seconds(command: list[str], runs: int) -> float:
+    """The median wall time of a whole process (``command``) over ``runs`` runs."""
+    times = []
+    for _ in range(runs):
+        begin = time.perf_counter()
+        subprocess.run(command, capture_output=True, env=_env())
+        times.append(time.perf_counter() - begin)
+    return sorted(times)[len(times) // 2]
+
+
+def info_section(items, workdir: Path, timeout) -> tuple[list[str], list]:
+    """``sgacodec info`` on the golden files and on ``items`` (mutants), one process each; its
+    whole-process time against ``python -c pass``."""
+    golden = sorted((ROOT / "tests" / "golden").glob("*.bin"))
+    counts, bad, refused = collections.Counter(), [], collections.Counter()
+    golden_ok = 0
+    for path in golden:
+        outcome, detail = classify_info(path.read_bytes(), workdir, timeout)
+        golden_ok += outcome == "described"
+        if outcome != "described":
+            bad.append(("info", path.name, detail, path.read_bytes()))
+    for name, _k, data in items:
+        outcome, detail = classify_info(data, workdir, timeout)
+        counts[outcome] += 1
+        if outcome == "refused":
+            refused[reason(detail)] += 1
+        if outcome in BAD:
+            bad.append(("info", name, detail, data))
+    info = process_seconds(_cli_command("info", golden[-1]), 7)
+    bare = process_seconds([sys.executable, "-c", "pass"], 7)
+    lines = [f"sgacodec info, one process per file: golden files {golden_ok} of {len(golden)} described "
+             f"({', '.join(p.name for p in golden)}); {len(items)} mutants: "
+             + ", ".join(f"{o} {counts[o]}" for o in ("described", "refused", *BAD)),
+             "  refused by: " + "; ".join(f"{n} {c}" for n, c in refused.most_common()),
+             f"  whole-process time (median of 7): sgacodec info {info:.3f} s, python -c pass {bare:.3f} s "
+             f"({info / bare:.1f}x)"]
+    return lines, bad
+
+
 # --- setup --------------------------------------------------------------------------------------
 
 def make_seeds(model, sizes=((70, 100), (1, 1), (64, 128), (130, 65), (150, 200))) -> list[bytes]:
@@ -498,6 +564,7 @@ def main(argv=None) -> int:
     parser.add_argument("-n", type=int, default=10000, help="mutants through the library path")
     parser.add_argument("--cli", type=int, default=50, help="of which this many also through the CLI, one process each")
     parser.add_argument("--cli-batch", type=int, default=200, help="mutants decoded by one CLI process")
+    parser.add_argument("--info", type=int, default=200, help="mutants given to sgacodec info, one process each")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--checkpoint", default=None,
                         help="model to encode the seeds with (default: the embedded default model)")
@@ -545,12 +612,15 @@ def main(argv=None) -> int:
                 cli_counts[outcome] += 1
                 if outcome in BAD:
                     bad.append(("cli", name, detail, data))
-            if len(batch) < args.cli_batch:
+            if len(batch) < max(args.cli_batch, args.info):
                 batch.append((name, k, data))
             if (i + 1) % 1000 == 0:
                 print(f"{i + 1} mutants, {time.monotonic() - begin:.0f} s: {dict(counts)}", file=sys.stderr,
                       flush=True)
         batch_result = ("skipped", "")
+        info_lines, info_bad = info_section(batch[: args.info], workdir, args.timeout) if args.info else ([], [])
+        bad += info_bad
+        batch = batch[: args.cli_batch]
         if batch:
             batch_result = check_cli_batch(batch, references, checkpoint, workdir, args.timeout * 4)
             if batch_result[0] in BAD:
@@ -565,6 +635,7 @@ def main(argv=None) -> int:
         lines.append(f"CLI, one process each ({sum(cli_counts.values())}):  "
                      + ", ".join(f"{o} {cli_counts[o]}" for o in outcomes))
     lines.append(f"CLI, one process for a batch of {len(batch)}: {batch_result[0]} ({batch_result[1]})")
+    lines += info_lines
     lines.append("refused by (library path):")
     lines += [f"  {count:6d}  {name}" for name, count in reasons.most_common()]
     lines.append("by mutator (library path):")
