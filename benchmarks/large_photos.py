@@ -108,8 +108,8 @@ def run(command: list[str]) -> dict:
     return {"command": " ".join(Path(c).name if c.endswith(".png") or c.endswith(".bin") else c for c in command),
             "exit": proc.returncode, "wall_s": round(time.perf_counter() - begin, 2),
             "cpu_s": round(usage.ru_utime + usage.ru_stime, 2), "maxrss_mb": round(usage.ru_maxrss / 1024),
-            "tree_pss_peak_mb": round(peak[0] / (1 << 20)), "stdout": out.decode()[-400:],
-            "stderr": err.decode()[-400:]}
+            "tree_pss_peak_mb": round(peak[0] / (1 << 20)), "stdout": out.decode()[-4000:],
+            "stderr": err.decode()[-2000:]}
 
 
 def estimates(width: int, height: int, tile: int) -> dict:
@@ -129,7 +129,7 @@ def large(args, folder: Path) -> list[dict]:
         width, height = (int(v) for v in path.stem.split("-")[1].split("x"))
         for tile in (None, 0):
             est = estimates(width, height, TILE_SIZE if tile is None else tile)
-            if tile == 0 and max(est.values()) << 20 > (memory.available_bytes() or 0):
+            if tile == 0 and max(est["encode"], est["decode"]) << 20 > (memory.available_bytes() or 0):
                 results.append({"photo": f"{width}x{height}", "tile": 0, "skipped": f"estimated {est} MB, more than "
                                 f"this machine has ({(memory.available_bytes() or 0) >> 20} MB available)"})
                 continue

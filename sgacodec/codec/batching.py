@@ -174,19 +174,19 @@ class BatchEncoder:
                     outcome.image = read(outcome.source)
                 except errors as exc:
                     outcome.error = exc
-            readable = [o for o in outcomes.values() if o.error is None]
-            for group in self.batches([o.image for o in readable]):
+            readable = [outcome for outcome in outcomes.values() if outcome.error is None]
+            for group in self.batches([outcome.image for outcome in readable]):
                 members = [readable[j] for j in group]
                 more = f" (+{len(members) - 1} more)" if len(members) > 1 else ""
                 try:
                     with progress(f"encode {name(members[0].source)}{more}", self.steps_per_batch()) as bar:
-                        got = self.encode_group([o.image for o in members], on_step=bar)
+                        got = self.encode_group([member.image for member in members], on_step=bar)
                 except errors as exc:
-                    for o in members:
-                        o.error = exc
+                    for member in members:
+                        member.error = exc
                     continue
-                for o, report in zip(members, got):
-                    o.report = report
+                for member, report in zip(members, got):
+                    member.report = report
             yield from outcomes.values()
 
     def worth_refining(self, config: RefineConfig, image: np.ndarray) -> RefineConfig:

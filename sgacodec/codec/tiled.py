@@ -224,23 +224,30 @@ class TileDecoder:
             self.on_tile()
             return out
 
-        for n, i in enumerate(rows):
-            tiles = blocks[i]
-            decode(needed[i])
-            for k in needed[i]:
-                if k in pending:
-                    pending.pop(k).result()
-            keep_from = min(y.row for y in needed[i].values())
-            for k in [k for k in self.y_hat if self.y_strings and self.grid.tiles[k].row < keep_from]:
-                del self.y_hat[k]  # rows above the halo of this row and the rows below
-            synthesised = [self.pool.submit(synth, t) for t in tiles]
-            if n + 1 < len(rows):  # the next row's y tiles, decoded as workers come free
-                decode(needed[rows[n + 1]])
-            parts = [f.result() for f in synthesised]  # the blocks of this row
+        def strip_of(tiles, synthesised) -> np.ndarray:
+            parts = [f.result() for f in synthesised]  # the blocks of a row
             top, bottom = max(tiles[0].pixels[0], r0), min(tiles[0].pixels[1], r1)
             strip = np.empty((bottom - top, c1 - c0, parts[0].shape[2]), dtype=np.uint8)
             for t, part in zip(tiles, parts):
                 a, b = max(t.pixels[2], c0), min(t.pixels[3], c1)
                 inside = slice(top - t.pixels[0], bottom - t.pixels[0]), slice(a - t.pixels[2], b - t.pixels[2])
                 strip[:, a - c0 : b - c0] = part[inside]
-            yield strip
+            return strip
+
+        in_flight: list = []  # (row, its blocks, their futures): at most this row and the one before
+        for n, i in enumerate(rows):
+            decode(needed[i])
+            for k in needed[i]:
+                if k in pending:
+                    pending.pop(k).result()
+            keep_from = min(y.row for j in [i] + [row for row, _, _ in in_flight] for y in needed[j].values())
+            for k in [k for k in self.y_hat if self.y_strings and self.grid.tiles[k].row < keep_from]:
+                del self.y_hat[k]  # rows above the halos of the rows in flight, and the rows below
+            in_flight.append((i, blocks[i], [self.pool.submit(synth, t) for t in blocks[i]]))
+            if n + 1 < len(rows):  # the next row's y tiles, decoded as workers come free
+                decode(needed[rows[n + 1]])
+            if len(in_flight) > 1:  # the row before: its blocks ran while this row's were queued
+                _, tiles, synthesised = in_flight.pop(0)
+                yield strip_of(tiles, synthesised)
+        for _, tiles, synthesised in in_flight:
+            yield strip_of(tiles, synthesised)

@@ -1,8 +1,7 @@
 """A streaming PNG writer: rows go in strip by strip, the file comes out with bounded memory.
 
-Pillow writes a PNG only from a whole image in memory
-the decoder of a very large photo has it
-only a tile-row at a time. ``PNGWriter`` takes strips of rows, filters them (numpy, a strip at a
+Pillow writes a PNG only from a whole image in memory, while the decoder of a very large photo
+has it a row of tiles at a time. ``PNGWriter`` takes strips of rows, filters them (numpy, a strip at a
 time), deflates them (zlib) and writes IDAT chunks of at most ``idat_size`` bytes as the
 compressed data grows. It filters at most ``BATCH_BYTES`` of raw rows at a time, so it holds
 about 9 MB whatever the image's size (measured with tracemalloc), plus the caller's strip:
@@ -52,9 +51,9 @@ def _cost(f: np.ndarray) -> np.ndarray:
 def filter_rows(buf: np.ndarray, n: int, length: int, bpp: int) -> np.ndarray:
     """PNG-filtered rows, [n, 1 + length] uint8, each with its cheapest filter. ``buf`` is 1-D
     uint8: ``bpp`` zeros, the row above the first (zeros at the top of the image), the n rows.
-    Every filter is computed on flat, contiguous views (fast)
-    the first pixel of each row, whose
-    left neighbours are wrongly the end of the row above, is redone at the end."""
+    Every filter is computed on flat, contiguous views (fast); the first pixel of each row, whose
+    left neighbours are then wrongly the end of the row above, is redone at the end. Names as in
+    the PNG specification: x the byte, a its left, b its upper and c its upper-left neighbour."""
     N = n * length
     o = bpp + length
     x, a, b, c = buf[o:o + N], buf[o - bpp:o - bpp + N], buf[bpp:bpp + N], buf[:N]

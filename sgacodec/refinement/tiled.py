@@ -97,7 +97,7 @@ class TiledSteps:
 
     def _terms(self, x, size, y_hat_of, z_source, lmbda, plans_, clamp, precision="fp32"):
         """Per image: (squared error, y bits, z bits) of the tiles ``plans_`` (a batch)."""
-        lm, net, images = self.latent_model, self.latent_model.net, x.size(0)
+        model, net, images = self.latent_model, self.latent_model.net, x.size(0)
         height, width = size
         z_crops = _stack(z_source, [p.z_crop for p in plans_])
         first = plans_[0]
@@ -105,7 +105,7 @@ class TiledSteps:
         (py0, py1, pc0, pc1) = rel[3]  # the y crop inside h_s's output over the z crop
         with autocast(x, precision):
             params = run_tile(net.h_s, z_crops, (py0, pc0), (py1, pc1))
-        if lm.has_means:
+        if model.has_means:
             scales, means = (t.float() for t in params.chunk(2, 1))
         else:
             scales, means = params.float(), None
@@ -119,9 +119,9 @@ class TiledSteps:
         target = _stack(x, [p.pixels for p in plans_])
         se = (x_hat - target).pow(2).flatten(1).sum(1)
         core = rel[0]
-        y_bits = lm.y_bits(_crop(y_tilde, core), YParams(_crop(scales, core),
+        y_bits = model.y_bits(_crop(y_tilde, core), YParams(_crop(scales, core),
                                                          None if means is None else _crop(means, core)))
-        z_bits = lm.z_bits(_crop(z_crops, rel[6]))
+        z_bits = model.z_bits(_crop(z_crops, rel[6]))
         per_image = [t.view(len(plans_), images).sum(0) for t in (se, y_bits, z_bits)]
         return per_image, height * width
 
