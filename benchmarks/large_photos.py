@@ -268,8 +268,10 @@ def page(results: dict) -> str:
                           f"{r.get('bpp') or 0:.4f} bpp, {r.get('base_psnr') or 0:.3f} -> {r.get('psnr') or 0:.3f} dB."]
     rd = results.get("rate_distortion")
     if rd:
-        lines += ["", f"Tiles ({results['provenance'].get('tile_size', TILE_SIZE)} px) against one tile "
-                      "(`--tile-size 0`), method none, real bytes:", "",
+        source = rd.get("provenance", p)
+        lines += ["", f"Tiles ({source.get('tile_size', TILE_SIZE)} px) against one tile "
+                      f"(`--tile-size 0`), method none, real bytes (measured by `{source['command']}` on "
+                      f"{source['date']} at commit {str(source['commit'])[:12]}):", "",
                   "| set | images | mean bpp, tiled | mean bpp, one tile | mean rate | mean PSNR difference dB "
                   "| worst image (rate) | largest PSNR difference dB |", "|---|---|---|---|---|---|---|---|"]
         for name, s in rd["summary"].items():
@@ -299,6 +301,8 @@ def main(argv=None) -> int:
     ap.add_argument("--kodak", type=Path, default=SHARED / "kodak")
     ap.add_argument("--out", type=Path, required=True, help="the results file (JSON)")
     ap.add_argument("--skip", choices=("large", "rd"), action="append", default=[])
+    ap.add_argument("--rd-from", type=Path, default=None,
+                    help="take the R-D part from an earlier results file (with its provenance) instead of measuring")
     ap.add_argument("--refine-iterations", type=int, default=4,
                     help="steps of the 12 MP refinement run (0: skip it)")
     ap.add_argument("--page", type=Path, default=None, help="rewrite this page's section from --out; measure nothing")
@@ -310,7 +314,10 @@ def main(argv=None) -> int:
     if "large" not in args.skip:
         with tempfile.TemporaryDirectory() as tmp:
             results["large"] = large(args, Path(tmp))
-    if "rd" not in args.skip:
+    if args.rd_from:  # the R-D part of an earlier run, with that run's provenance
+        earlier = json.loads(args.rd_from.read_text())
+        results["rate_distortion"] = {**earlier["rate_distortion"], "provenance": earlier["provenance"]}
+    elif "rd" not in args.skip:
         results["rate_distortion"] = rate_distortion(args)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=1) + "\n")
