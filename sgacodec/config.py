@@ -70,6 +70,10 @@ MODEL_CHOICES = (DEFAULT_MODEL,) + ZOO_NAMES
 ZOO_DEFAULT_QUALITY = 3
 LATENT_MULTIPLE = 64  # images are padded to a multiple of this: g_a downsamples by 16, h_a by 4 more
 TILE_SIZE = 512  # the tile grid's side in pixels (docs/method.md, "Tiled coding"); 0: the whole image
+# Refinement of an image of several tiles (docs/method.md, "Refinement in tiles"): whole (compiled
+# on a GPU: the measured fast path) while a batch holds at most this many megapixels on the
+# device, in tiles beyond (memory bounded by the tile); the same refinement up to float rounding.
+WHOLE_REFINE_MEGAPIXELS = {"cpu": 2.0, "cuda": AUTO_BATCH_MEGAPIXELS}
 MIN_TILE_SIZE, MAX_TILE_SIZE = 64, 65472  # multiples of LATENT_MULTIPLE (the file stores a u16)
 
 # --- coding (codec/; docs/reliability.md) -----------------------------------------------------
@@ -160,6 +164,8 @@ class RefineConfig:
     precision: str = "tf32"
     channels_last: bool | None = None
     tile_size: int = TILE_SIZE  # the file's tile grid, pixels (0: the whole image as one tile)
+    refine_tiles: bool | None = None  # refine an image of several tiles in tiles: None = beyond
+    # WHOLE_REFINE_MEGAPIXELS, True = always, False = never (the whole image at once)
 
     def __post_init__(self):
         for name in ("lr", "a", "factor", "power", "tau_max", "temp_rate", "lmbda", "time_budget", "tau_end",

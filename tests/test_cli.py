@@ -109,16 +109,16 @@ def test_outputs_get_ordinary_file_permissions(tmp_path, png_333x217, tiny_check
 
 HUNG_CODER = """
 import pathlib, sys
-from sgacodec.network import latent_model as hyperprior
+from sgacodec.network import streams
 from sgacodec.cli import run
 
-real = hyperprior.LatentModel.compress_latents
+real = streams.encode_y
 
-def nan_latents(self, y, z):  # what a NaN model gives, past every earlier check: CompressAI's
-    pathlib.Path(sys.argv[1]).write_text("coding")  # rANS encoder then loops in C++ for good
-    return real(self, y * float("nan"), z * float("nan"))
+def nan_latents(net, y, scales, means):  # what a NaN model gives, past every earlier check:
+    pathlib.Path(sys.argv[1]).write_text("coding")  # CompressAI's rANS encoder then loops in C++ for good
+    return real(net, y * float("nan"), scales, means)
 
-hyperprior.LatentModel.compress_latents = nan_latents
+streams.encode_y = nan_latents
 run(sys.argv[2:])
 """
 

@@ -312,3 +312,18 @@ def test_latents_rans_cannot_code_are_refused_before_coding(tiny_model, value):
     y[0, 0, 0, 0] = value
     with pytest.raises(codec.EncodeError, match="cannot entropy-code this image: the latent y"):
         codec.code_latents(tiny_model, y, z, (32, 40))
+
+
+def test_an_image_refined_in_tiles_is_coded_as_when_refined_whole(tiny_model):
+    """encode with the refinement forced into tiles (as a large photo's runs): the same
+    refinement, so the file's rate and PSNR are the whole refinement's (within what a hard
+    rounding flipped by float noise moves), its progress heard per batch of tiles."""
+    image = make_image(150, 260, seed=4)
+    config = RefineConfig(iterations=6, tile_size=64, eval_every=1)
+    heard: list[float] = []
+    [tiled] = encode(tiny_model, [image], config.with_(refine_tiles=True), on_step=heard.append)
+    [whole] = encode(tiny_model, [image], config.with_(refine_tiles=False))
+    assert tiled.iterations == whole.iterations == 6
+    assert tiled.bpp == pytest.approx(whole.bpp, rel=0.01) and tiled.psnr == pytest.approx(whole.psnr, abs=0.05)
+    assert any(step != int(step) for step in heard)  # shares of a step, batch of tiles by batch
+    assert np.array_equal(decode(tiled.data, tiny_model).rgb, tiled.recon)

@@ -279,7 +279,8 @@ def test_refinement_in_tiles_is_the_whole_images(tiny_model, method):
     assert tiled_steps(latent_model, Grid(150, 260, 64)) is not None  # 3 x 5 tiles
     assert tiled_steps(latent_model, Grid(150, 260, 512)) is None  # one tile: the whole image
     results = {tile: refine(latent_model, x, image.shape[:2], TINY_LMBDA,
-                            RefineConfig(method=method, iterations=8, tile_size=tile, eval_every=1), y, z)
+                            RefineConfig(method=method, iterations=8, tile_size=tile, eval_every=1,
+                                         refine_tiles=True), y, z)
                for tile in (0, 64, 512)}
     whole = results[0]
     for tile in (64, 512):
@@ -288,6 +289,26 @@ def test_refinement_in_tiles_is_the_whole_images(tiny_model, method):
         for a, b in ((tiled.base, whole.base), (tiled.best, whole.best)):
             assert torch.allclose(a.loss, b.loss, rtol=1e-5) and torch.allclose(a.bpp, b.bpp, rtol=1e-5)
     assert whole.best.loss < whole.base.loss
+
+
+def test_small_images_refine_whole_and_large_ones_in_tiles():
+    """The automatic choice (refine_tiles None): whole while the batch's padded pixels fit
+    WHOLE_REFINE_MEGAPIXELS on the device, in tiles beyond; never in tiles for one tile or a
+    context model; True and False force it."""
+    from sgacodec.config import WHOLE_REFINE_MEGAPIXELS
+    from sgacodec.network.grid import Grid
+    from sgacodec.refinement.tiled import refines_in_tiles
+
+    auto = RefineConfig()
+    kodak, photo = Grid(512, 768, 512), Grid(3000, 4000, 512)
+    assert not refines_in_tiles(auto, kodak, "cpu") and refines_in_tiles(auto, photo, "cpu")
+    assert refines_in_tiles(auto, kodak, "cpu", images=int(WHOLE_REFINE_MEGAPIXELS["cpu"] * 1e6 // (512 * 768)) + 1)
+    assert not refines_in_tiles(auto, Grid(2048, 2048, 512), "cuda")  # 4 MP: whole on a GPU
+    assert refines_in_tiles(auto, Grid(6000, 8000, 512), "cuda")
+    assert not refines_in_tiles(auto, photo, "cpu", has_context=True)
+    assert not refines_in_tiles(auto, Grid(3000, 4000, 0), "cpu")  # one tile
+    assert refines_in_tiles(auto.with_(refine_tiles=True), kodak, "cpu")
+    assert not refines_in_tiles(auto.with_(refine_tiles=False), photo, "cpu")
 
 
 def test_tiles_of_one_shape_refine_as_one_batch_and_a_continued_run_continues(tiny_model):
@@ -304,7 +325,7 @@ def test_tiles_of_one_shape_refine_as_one_batch_and_a_continued_run_continues(ti
         y, z = latent_model.analysis(x)
     steps = tiled_steps(latent_model, Grid(400, 400, 64), batch=4)
     assert max(len(b) for b in steps.batches) == 4 and sum(len(b) for b in steps.batches) == 49
-    config = RefineConfig(iterations=4, tile_size=64, eval_every=1, schedule="paper")
+    config = RefineConfig(iterations=4, tile_size=64, eval_every=1, schedule="paper", refine_tiles=True)
     batched = refine(latent_model, x, (400, 400), TINY_LMBDA, config, y, z)
     whole = refine(latent_model, x, (400, 400), TINY_LMBDA, config.with_(tile_size=0), y, z)
     assert torch.allclose(batched.best.loss, whole.best.loss, rtol=1e-4)  # float32 sums in another order

@@ -242,3 +242,17 @@ def test_corrections_keep_the_iterate_inside_the_band_with_the_best_quality(tiny
         "inside, sharper": terms(985, 1e-3), "inside": terms(990, 2e-3), "over, near": terms(1003, 1e-4),
         "under, near": terms(965, 1e-4), "under, far": terms(800, 1e-4)}.items()}
     assert sorted(score, key=score.get) == ["inside, sharper", "inside", "over, near", "under, near", "under, far"]
+
+
+def test_a_target_is_met_when_the_refinement_runs_in_tiles(tiny_model):
+    """Targets refine, measure the true loss and code in tiles as a large photo's search does; the
+    rate reported is the file's (a file of two tiles: a few bytes more than one, so the target is
+    set from a plain encode in the same tiles)."""
+    config = CONFIG.with_(tile_size=64, refine_tiles=True)
+    [plain] = encode(tiny_model, [IMAGE], config)
+    target = Target("bpp", plain.bpp * 1.01)
+    result = encode_to_target(tiny_model, IMAGE, target, config)
+    data = result.report.data
+    assert metrics.bpp(len(data), *IMAGE.shape[:2]) <= target.value and result.within
+    assert result.achieved == pytest.approx(8 * len(data) / IMAGE[..., 0].size)
+    assert decode(data, tiny_model, strict=True).rgb.shape == IMAGE.shape

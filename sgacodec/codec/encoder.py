@@ -32,6 +32,7 @@ from ..network.coding_net import coding_net
 from ..network.grid import Grid
 from ..network.latent_model import LatentModel
 from ..refinement.loop import refine_latents
+from ..refinement.tiled import refines_in_tiles
 from . import container, isolate, memory, tiled
 from .devices import device_model
 from .pixels import pad, recon_hash, to_tensor, to_uint8
@@ -181,16 +182,17 @@ def _coding_pool() -> ThreadPoolExecutor:
 
 
 def check_memory(model: LoadedModel, n_images: int, height: int, width: int, device: torch.device,
-                 tile: int | None = None, refine_tile: int = 0) -> None:
+                 tile: int | None = None, config: RefineConfig | None = None) -> None:
     """ResourceError before any work when the images cannot be coded in this machine's memory
     (memory.py): refinement on the CPU holds the whole batch; coding holds one image at least.
     ``tile``: no refinement, the analysis and coding in tiles of that side (0: the whole image);
-    ``refine_tile``: the refinement's tiles (an image of several is refined in tiles)."""
+    ``config``: the refinement's, whose images may refine in tiles (refinement.tiled.refines_in_tiles)."""
     if tile is not None:
         memory.check_coding(synthesis_channels(model.net), Grid(height, width, tile), "encoding")
         return
-    grid = Grid(height, width, refine_tile)
-    if refine_tile and len(grid) > 1 and not LatentModel(model.net).has_context:  # refined in tiles
+    grid = Grid(height, width, config.tile_size if config is not None else 0)
+    if config is not None and refines_in_tiles(config, grid, device.type, n_images if device.type == "cpu" else 1,
+                                               LatentModel(model.net).has_context):
         each = memory.estimate("refine", synthesis_channels(model.net), grid, workers=1) - memory.PROCESS_BYTES
         many = f" ({n_images} images)" if n_images > 1 else ""
         memory.check(each * n_images, f"encoding {width}x{height}{many}")
@@ -222,7 +224,7 @@ def encode_batch(
     container.check_size(*size)  # refuse before refining what the decoder would refuse
     device = torch.device(device)
     refines = config.refines or keep_history
-    check_memory(model, len(images), *size, device, config.tile_size if not refines else None, config.tile_size)
+    check_memory(model, len(images), *size, device, config.tile_size if not refines else None, config)
     try:
         if not refines:  # the analysis alone, tile by tile on the CPU: no whole image in float
             grid = Grid(*size, config.tile_size)

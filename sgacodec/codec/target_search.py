@@ -127,7 +127,7 @@ class Search:
         self.y0, self.z0, self.base_coded = unrefined_coding(unrefined, model, self.latent_model,
                                                              self.image_tensor, self.size, config.tile_size)
         base = true_terms(self.latent_model, self.image_tensor, self.size, self.y0, self.z0, self.lmbda0,
-                          config.tile_size)
+                          config)
         self.base_bits = float(base.bpp[0]) * axis.pixels
         self.base_mse = float(base.mse[0])
         self.offset = 0.0  # real minus estimated: bits of a rate, dB of PSNR

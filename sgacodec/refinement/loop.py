@@ -30,7 +30,7 @@ from ..network.latent_model import LatentModel
 from .rounding import soft_round
 from .schedules import BUDGET_PROBE_STEPS, effective_schedule, iterations_for_budget, schedule_at, temperature
 from .speed import CompiledSteps, autocast, compile_mode, precision_scope
-from .tiled import tiled_steps
+from .tiled import refines_in_tiles, tiled_steps
 
 
 def tile_batch(config: RefineConfig, device: torch.device) -> int:
@@ -103,10 +103,12 @@ def relaxed_rd(latent_model: LatentModel, x, size, y, z, lmbda, config: RefineCo
     return rd_terms(latent_model, x, size, y_tilde, params, z_tilde, lmbda, precision=config.precision)
 
 
-def true_terms(latent_model: LatentModel, x, size, y, z, lmbda, tile_size: int = 0) -> RDTerms:
-    """``true_rd``, computed in tiles of ``tile_size`` pixels when the image has several (bounded
-    memory; the same terms up to float rounding)."""
-    steps = tiled_steps(latent_model, Grid(*size, tile_size))
+def true_terms(latent_model: LatentModel, x, size, y, z, lmbda, config: RefineConfig = RefineConfig()) -> RDTerms:
+    """``true_rd``, computed in tiles of ``config.tile_size`` pixels when the refinement would run
+    in tiles (refines_in_tiles: bounded memory; the same terms up to float rounding)."""
+    grid = Grid(*size, config.tile_size)
+    steps = tiled_steps(latent_model, grid) if refines_in_tiles(config, grid, x.device.type, x.size(0),
+                                                                 latent_model.has_context) else None
     if steps is None:
         return true_rd(latent_model, x, size, y, z, lmbda)
     return RDTerms(*steps.evaluate(latent_model, x, size, y, z, lmbda))
@@ -189,7 +191,9 @@ def _refine(latent_model, x, size, lmbda, config, y, z, on_step, keep_history, s
         if y is None or z is None:
             y, z = latent_model.analysis(x)
         y, z = y.detach().clone(), z.detach().clone()  # latents stay contiguous (fused Adam)
-        step_fns = tiled_steps(latent_model, Grid(*size, config.tile_size), tile_batch(config, device))
+        grid = Grid(*size, config.tile_size)
+        step_fns = (tiled_steps(latent_model, grid, tile_batch(config, device))
+                    if refines_in_tiles(config, grid, device.type, x.size(0), latent_model.has_context) else None)
         if step_fns is None:  # one tile: the whole image at once, compiled where asked
             step_fns = CompiledSteps(compile_mode(config, device) if config.method != "none" and config.iterations > 0
                                      else None, _relaxed_sum, _true_tuple)

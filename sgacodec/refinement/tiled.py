@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..config import RefineConfig
+from ..config import WHOLE_REFINE_MEGAPIXELS, RefineConfig
 from ..metrics import rd_loss
 from ..network.latent_model import LatentModel, YParams
 from ..network.tiling import needs, run_tile
@@ -170,6 +170,20 @@ class TiledSteps:
             terms, pixels = self._terms(x, size, hard, z_hat, lmbda, plans_, True)
             totals = terms if totals is None else [a + b for a, b in zip(totals, terms)]
         return self._loss(totals, pixels, lmbda)
+
+
+def refines_in_tiles(config: RefineConfig, grid, device_type: str = "cpu", images: int = 1,
+                     has_context: bool = False) -> bool:
+    """Whether a batch of ``images`` on ``grid`` refines in tiles: never for one tile or a context
+    model; else as ``config.refine_tiles`` says, or (None) when the batch's padded pixels exceed
+    WHOLE_REFINE_MEGAPIXELS on this kind of device."""
+    if grid.tile == 0 or len(grid) < 2 or has_context or config.refine_tiles is False:
+        return False
+    if config.refine_tiles:
+        return True
+    height, width = grid.padded
+    limit = WHOLE_REFINE_MEGAPIXELS.get(device_type, WHOLE_REFINE_MEGAPIXELS["cpu"])
+    return images * height * width > limit * 1e6
 
 
 def tiled_steps(latent_model: LatentModel, grid, batch: int = 1) -> TiledSteps | None:
