@@ -130,8 +130,9 @@ def large(args, folder: Path) -> list[dict]:
         for tile in (None, 0):
             est = estimates(width, height, TILE_SIZE if tile is None else tile)
             if tile == 0 and max(est["encode"], est["decode"]) << 20 > (memory.available_bytes() or 0):
-                results.append({"photo": f"{width}x{height}", "tile": 0, "skipped": f"estimated {est} MB, more than "
-                                f"this machine has ({(memory.available_bytes() or 0) >> 20} MB available)"})
+                results.append({"photo": f"{width}x{height}", "tile": 0,
+                                "skipped": f"estimated {est['encode']} MB to encode, {est['decode']} MB to decode, "
+                                f"more than this machine has ({(memory.available_bytes() or 0) >> 20} MB available)"})
                 continue
             more = [] if tile is None else ["--tile-size", str(tile)]
             coded, decoded = folder / f"{path.stem}-{tile}.bin", folder / f"{path.stem}-{tile}.png"
@@ -167,6 +168,17 @@ def refinement(sgacodec: list[str], path: Path, folder: Path, iterations: int) -
         keep = ("bpp", "psnr", "base_bpp", "base_psnr", "iterations", "seconds", "bytes")
         out[name] = {**r, "record": {k: record.get(k) for k in keep}}
     return out
+
+
+def _refine_line(run_: dict) -> str:
+    """The refine row's outcome: from its --json record, or (a record not kept, as in runs before
+    the stdout tail grew) the summary line the CLI printed on stderr."""
+    r, asked = run_["record"], run_["command"].split("--iterations")[-1].split()[0]
+    if r.get("bpp") is not None:
+        return (f"With `--iterations {asked}` (the `refine` row): {r.get('seconds') or 0:.0f} s refining, "
+                f"{r['base_bpp']:.4f} -> {r['bpp']:.4f} bpp, {r['base_psnr']:.3f} -> {r['psnr']:.3f} dB.")
+    said = [line.split(": ", 1)[-1] for line in run_["stderr"].splitlines() if " bpp, " in line]
+    return f"With `--iterations {asked}` (the `refine` row), the CLI reported: {said[-1] if said else 'nothing'}."
 
 
 def same_region(full: Path, region: Path) -> bool:
@@ -242,7 +254,7 @@ def page(results: dict) -> str:
              "|---|---|---|---|---|---|---|---|"]
     for e in results.get("large", []):
         if "skipped" in e:
-            lines.append(f"| {e['photo']} | {e['tile']} | encode, decode | - | - | - | - | {e['skipped']} |")
+            lines.append(f"| {e['photo']} | {e['tile']} | encode, decode | - | - | - | - | not run: {e['skipped']} |")
             continue
         for what in ("encode", "decode", "region", "default", "refine"):
             if what in e:
@@ -263,9 +275,7 @@ def page(results: dict) -> str:
             lines += ["", f"`sgacodec encode` of the {e['photo']} photo with default settings on this CPU "
                           f"refined {d.get('iterations')} steps ({d.get('bpp') or 0:.4f} bpp, "
                           f"{d.get('psnr') or 0:.2f} dB); its note: \"{notes[0].strip() if notes else ''}\"",
-                      "", f"With `--iterations {r.get('iterations')}` (the `refine` row): "
-                          f"{r.get('seconds') or 0:.0f} s refining, {r.get('base_bpp') or 0:.4f} -> "
-                          f"{r.get('bpp') or 0:.4f} bpp, {r.get('base_psnr') or 0:.3f} -> {r.get('psnr') or 0:.3f} dB."]
+                      "", _refine_line(e["refine"])]
     rd = results.get("rate_distortion")
     if rd:
         source = rd.get("provenance", p)
