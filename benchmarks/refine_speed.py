@@ -326,6 +326,9 @@ def main(argv=None):
                     help="Run the naive loop on the first N images only (default: all).")
     ap.add_argument("--crop", type=int, default=None, help="Centre-crop every image to CxC (CPU runs).")
     ap.add_argument("--large", default=None, help="WxH: refine the first image resized to this size.")
+    ap.add_argument("--refine-tiles", choices=("auto", "on", "off"), default="auto",
+                    help="Refine an image of several tiles in tiles: auto = beyond WHOLE_REFINE_MEGAPIXELS "
+                         "(docs/method.md, 'Refinement in tiles'), on = always, off = the whole image.")
     ap.add_argument("--iterations", type=int, default=None,
                     help="Iterations per run (default 2000; with --cpu: timed steps per run, 10).")
     ap.add_argument("--target-iterations", type=int, default=2000,
@@ -376,7 +379,8 @@ def main(argv=None):
     channels_last = {"auto": None, "on": True, "off": False}[args.channels_last]
     fast_config = RefineConfig(method=args.method, iterations=args.iterations, seed=args.seed,
                                eval_every=args.eval_every, compile=args.compile,
-                               precision=args.precision, channels_last=channels_last)
+                               precision=args.precision, channels_last=channels_last,
+                               refine_tiles={"auto": None, "on": True, "off": False}[args.refine_tiles])
     naive_config = RefineConfig(method=args.method, iterations=args.iterations, seed=args.seed,
                                 compile="off", precision=args.naive_precision, channels_last=False)
 
@@ -399,7 +403,8 @@ def main(argv=None):
         "sizes": sorted({f"{im.shape[1]}x{im.shape[0]}" for im in images}),
         "iterations": args.iterations, "method": args.method, "seed": args.seed,
         "fast": {"batch_size": args.batch_size, "eval_every": args.eval_every, "compile": mode or "off",
-                 "precision": args.precision, "channels_last": args.channels_last, "warmup": warmup},
+                 "precision": args.precision, "channels_last": args.channels_last, "warmup": warmup,
+                 "refine_tiles": args.refine_tiles},
         "naive": {"images": n_naive, "precision": args.naive_precision},
     }
     for k, v in header.items():

@@ -350,10 +350,30 @@ def _leftovers(folder: Path) -> list[str]:
     return [p.name for p in folder.iterdir() if p.name.endswith(".part")]
 
 
-def classify_cli(data, reference, checkpoint, workdir: Path, timeout) -> tuple[str, str]:
-    """(outcome, detail) of ``sgacodec decode mutant.bin -o out.png`` in a fresh process."""
+def expected_output(data: bytes, reference):
+    """The pixels a CLI decode of ``data`` must write (PNG layout: [H, W] or [H, W, C]): the seed's
+    reconstruction in the mutant's own mode, for a header may legitimately say grayscale or carry
+    alpha (files/pictures.decoded_picture); None where the mutant cannot decode at all."""
+    from sgacodec.errors import SgacodecError
+    from sgacodec.files.pictures import decoded_picture
+
+    try:
+        return decoded_picture(reference, B.unpack(data)).output()
+    except (SgacodecError, ValueError):
+        return None
+
+
+def same_output(written: Path, expected) -> bool:
     import numpy as np
     from PIL import Image
+
+    with Image.open(written) as im:
+        pixels = np.asarray(im)
+    return expected is not None and pixels.shape == expected.shape and np.array_equal(pixels, expected)
+
+
+def classify_cli(data, reference, checkpoint, workdir: Path, timeout) -> tuple[str, str]:
+    """(outcome, detail) of ``sgacodec decode mutant.bin -o out.png`` in a fresh process."""
 
     src, dst = workdir / "mutant.bin", workdir / "out" / "mutant.png"
     dst.parent.mkdir(exist_ok=True)
@@ -371,8 +391,7 @@ def classify_cli(data, reference, checkpoint, workdir: Path, timeout) -> tuple[s
     if _leftovers(dst.parent):
         return "traceback", f"left a temporary file: {_leftovers(dst.parent)}"
     if res.returncode == 0:
-        rgb = np.asarray(Image.open(dst).convert("RGB"))
-        if reference is not None and rgb.shape == reference.shape and np.array_equal(rgb, reference):
+        if reference is not None and same_output(dst, expected_output(data, reference)):
             return "decoded-identical", ""
         return "wrong-output", "the CLI wrote other pixels"
     lines = err.splitlines()
@@ -385,8 +404,6 @@ def classify_cli(data, reference, checkpoint, workdir: Path, timeout) -> tuple[s
 def check_cli_batch(items, references, checkpoint, workdir: Path, timeout) -> tuple[str, str]:
     """One ``sgacodec decode m0.bin m1.bin ... -o dir/`` over many mutants: every bad file is
     listed, every good one is written with the right pixels, the exit status is 1 if any failed."""
-    import numpy as np
-    from PIL import Image
 
     folder, out = workdir / "batch", workdir / "batch-out"
     folder.mkdir(exist_ok=True)
@@ -409,11 +426,10 @@ def check_cli_batch(items, references, checkpoint, workdir: Path, timeout) -> tu
     if _leftovers(out):
         return "traceback", f"batch: temporary files left: {_leftovers(out)}"
     failed = 0
-    for p, (_, k, _) in zip(paths, items):
+    for p, (_, k, data) in zip(paths, items):
         written = out / (p.stem + ".png")
         if written.exists():
-            rgb = np.asarray(Image.open(written).convert("RGB"))
-            if not np.array_equal(rgb, references[k]):
+            if not same_output(written, expected_output(data, references[k])):
                 return "wrong-output", f"batch: {p.name} decoded to other pixels"
         else:
             failed += 1

@@ -9,12 +9,14 @@
 #   scripts/gpu_session.sh speed         # issue 4: bf16, eager vs compiled, CUDA graphs (~8 min)
 #   scripts/gpu_session.sh results       # issue 5: continue the full protocol (stops at LIMIT s)
 #   scripts/gpu_session.sh tests         # the CUDA paths of the suite against the CPU
+#   scripts/gpu_session.sh large         # issue 30: refinement of a 12 MP photo in tiles and whole,
+#                                        # and of a 48 MP one in tiles (time, peak GPU memory)
 #
 # Every step first installs the wheels into /tmp/site (a few seconds; a fresh machine has none).
 # sgacodec itself is not installed there: PYTHONPATH names the checkout (the scripts edit no sys.path).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-case ${1:-} in portability|speed|results|tests) ;; *) sed -n 2,14p "$0"; exit 2 ;; esac
+case ${1:-} in portability|speed|results|tests|large) ;; *) sed -n 2,16p "$0"; exit 2 ;; esac
 OUT=${OUT:-runs/gpu-session}
 mkdir -p "$OUT"
 if ! python3 -c "import compressai" 2>/dev/null; then
@@ -41,6 +43,13 @@ case ${1:-} in
   results)
     KODAK=.kodak DEVICE=cuda timeout "${LIMIT:-540}" scripts/make_results.sh || true
     cp docs/results/full.jsonl docs/results/full.stage*.cmd "$OUT/" ;;
+  large)
+    L="python3 -W ignore benchmarks/refine_speed.py --images .kodak --iterations 200 --modes fast"
+    for run in "--large 4000x3000 --refine-tiles on" "--large 4000x3000 --refine-tiles off" \
+               "--large 8000x6000 --refine-tiles on"; do
+      name=$(echo "$run" | tr -c 'a-z0-9' _)
+      echo "=== $run"; $L $run --json "$OUT/large$name.json" 2>&1 | tee -a "$OUT/large.txt" || true
+    done ;;
   tests)
     python3 -m pytest -q -rs tests/test_refine.py::test_cuda_fast_paths_match_the_cpu_and_decode_exactly \
       2>&1 | tee "$OUT/tests.txt" ;;

@@ -38,9 +38,10 @@ def test_mutants_through_the_library_decode_path(fuzz, corpus):
 
 
 def test_mutants_through_one_cli_process(fuzz, corpus, tiny_checkpoint, tmp_path):
-    """40 random mutants, three forged ones (a huge size, a forged y string, a wrong hash) and a
-    good file, in one ``sgacodec decode`` process: every bad file is named on stderr, no traceback,
-    the good ones are written with the right pixels, exit status 1."""
+    """40 random mutants, three forged ones (a huge size, a forged y string, a wrong hash), a file
+    whose header says grayscale (a valid file: written as its gray, which the harness expects) and
+    a good file, in one ``sgacodec decode`` process: every bad file is named on stderr, no
+    traceback, the good ones are written with the right pixels, exit status 1."""
     import dataclasses
 
     from sgacodec.codec import container as B
@@ -52,7 +53,7 @@ def test_mutants_through_one_cli_process(fuzz, corpus, tiny_checkpoint, tmp_path
     forged = [fuzz.raw_pack(bs, height=2048, width=2048, y_strings=[bs.y_strings[0]] * tiles),
               B.pack(dataclasses.replace(bs, y_strings=(bs.y_strings[0][:-4] + b"\x13\x37\x00\x01",)
                                          + bs.y_strings[1:])),
-              fuzz.raw_pack(bs, recon_hash=bytes(8))]
+              fuzz.raw_pack(bs, recon_hash=bytes(8)), fuzz.raw_pack(bs, colour=1)]
     items = [fuzz.mutant(rng, seeds) for _ in range(40)] + [("forged", 2, d) for d in forged] \
         + [("seed", 0, seeds[0])]
     outcome, detail = fuzz.check_cli_batch(items, references, tiny_checkpoint, tmp_path, timeout=300)
