@@ -79,7 +79,8 @@ def provenance(argv, threads: int) -> dict:
 
     return {"command": "python benchmarks/pillow_open.py " + " ".join(argv),
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "commit": source_commit(),
-            "machine": f"{platform.platform()}, CPU {cpu_model()} ({os.cpu_count()} cores), torch threads {threads}",
+            "machine": f"{platform.platform()}, CPU {cpu_model()} ({os.cpu_count()} cores), torch threads {threads}, "
+            f"load average {os.getloadavg()[0]:.1f} at the start",
             "versions": {"python": platform.python_version(), "torch": torch.__version__, "pillow": PIL.__version__}}
 
 
