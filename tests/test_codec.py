@@ -327,3 +327,48 @@ def test_an_image_refined_in_tiles_is_coded_as_when_refined_whole(tiny_model):
     assert tiled.bpp == pytest.approx(whole.bpp, rel=0.01) and tiled.psnr == pytest.approx(whole.psnr, abs=0.05)
     assert any(step != int(step) for step in heard)  # shares of a step, batch of tiles by batch
     assert np.array_equal(decode(tiled.data, tiny_model).rgb, tiled.recon)
+
+
+@pytest.fixture(scope="module")
+def tiled_file(tiny_model):
+    """A 150x200 file in tiles of 64 (3 x 4 tiles, each its own synthesis block) and its full decode."""
+    [report] = encode(tiny_model, [make_image(150, 200, seed=11)], RefineConfig(method="none", tile_size=64))
+    return report.data, decode(report.data, tiny_model, strict=True).rgb
+
+
+@pytest.mark.parametrize("region", [(0, 0, 1, 1), (37, 21, 50, 70), (63, 63, 2, 2), (130, 90, 500, 500),
+                                    (0, 0, 200, 150), (199, 149, 1, 1)])
+def test_a_region_decodes_to_the_full_decodes_pixels_from_the_tiles_it_needs(tiny_model, tiled_file, region):
+    """The region's pixels equal the full decode's (clipped to the image); only the blocks the
+    region meets are synthesised; the hash, which covers the whole image, is not claimed."""
+    from sgacodec.codec.decoder import tiles_to_decode
+
+    data, full = tiled_file
+    x, y, w, h = region
+    done = []
+    result = decode(data, tiny_model, region=region, on_progress=done.append)
+    assert np.array_equal(result.rgb, full[y : y + h, x : x + w]) and result.exact is None
+    header = unpack(data)
+    meets = len({(r // 64, c // 64) for r in range(y, min(y + h, 150)) for c in range(x, min(x + w, 200))})
+    assert tiles_to_decode(header, region) == meets == sum(done)
+    assert (meets < 12) == (region != (0, 0, 200, 150))
+
+
+@pytest.mark.parametrize("region", [(200, 0, 1, 1), (0, 150, 1, 1), (-1, 0, 5, 5), (0, 0, 0, 5)])
+def test_a_region_outside_the_image_is_refused(tiny_model, tiled_file, region):
+    with pytest.raises(DecodeError, match="not inside the 200x150 image"):
+        decode(tiled_file[0], tiny_model, region=region)
+
+
+def test_a_region_of_a_version_1_or_2_file_is_the_crop_of_its_full_decode():
+    """Golden files of the fixed layout: decoded whole, then cropped (no tiles to choose from)."""
+    from sgacodec.models.checkpoints import load_checkpoint
+
+    from .support import ROOT
+
+    golden_model = load_checkpoint(ROOT / "tests" / "golden" / "tiny.safetensors")
+    for name in ("example-tiny-v1.bin", "example-tiny-v2.bin"):
+        data = (ROOT / "tests" / "golden" / name).read_bytes()
+        full = decode(data, golden_model).rgb
+        assert unpack(data).version < 3 and full.shape[0] > 30 and full.shape[1] > 40
+        assert np.array_equal(decode(data, golden_model, region=(5, 7, 33, 21)).rgb, full[7:28, 5:38])
