@@ -13,8 +13,9 @@ WHOLE_REFINE_MEGAPIXELS is by default) and with ``tile_size=0`` (one tile, refin
 Every figure is the coded file's: bpp from its bytes, PSNR of the decoded 8-bit image.
 
 The gain of a refinement is its PSNR gain at equal rate against no refinement, from the local
-slope of the R-D curve the loss optimises: at lambda, a bit per pixel is worth
-lambda 255^2 MSE in distortion, so
+slope of the R-D curve the loss optimises (bpp + lambda 255^2 MSE, MSE on the [0, 1] scale): at
+its optimum a bit per pixel buys lambda 255^2 of MSE, a relative change of 1 / (lambda 255^2 MSE),
+so
 
     gain_dB = (PSNR_ssl - PSNR_none) - (10 / ln 10) (bpp_ssl - bpp_none) / (lambda 255^2 MSE_none)
 
@@ -67,20 +68,28 @@ def encode_one(path: str, side: int, method: str, tile: int, iterations: int) ->
                           refine_tiles=bool(tile))  # in tiles even below WHOLE_REFINE_MEGAPIXELS
     begin = time.perf_counter()
     report = encode(load_model(), [image], config)[0]
-    mse = float(np.mean((report.recon.astype(np.float64) - image.astype(np.float64)) ** 2))
+    mse = float(np.mean((report.recon.astype(np.float64) - image.astype(np.float64)) ** 2))  # 8-bit scale
     return {"image": Path(path).name, "method": method, "tile": tile, "iterations": report.iterations,
             "bpp": report.bpp, "psnr": report.psnr, "mse": mse, "lmbda": report.lmbda,
             "bytes": len(report.data), "seconds": round(time.perf_counter() - begin, 1)}
 
 
+def unit_mse(r: dict) -> float:
+    """A row's MSE on the [0, 1] scale of the loss (rows hold it on the 8-bit scale, 0-255^2)."""
+    return r["mse"] / 255**2
+
+
 def equal_rate_db(a: dict, b: dict) -> float:
     """a's PSNR advantage over b at b's rate, by the local R-D slope at b (see the docstring)."""
-    slope = 10 / math.log(10) / (b["lmbda"] * 255**2 * b["mse"])
+    slope = 10 / math.log(10) / (b["lmbda"] * 255**2 * unit_mse(b))
     return (a["psnr"] - b["psnr"]) - slope * (a["bpp"] - b["bpp"])
 
 
 def loss(r: dict) -> float:
-    return r["bpp"] + r["lmbda"] * 255**2 * r["mse"]
+    """bpp + lambda 255^2 MSE: the loss the refinement minimises (metrics.rd_loss)."""
+    from sgacodec.metrics import rd_loss
+
+    return rd_loss(r["lmbda"], unit_mse(r), r["bpp"])
 
 
 def summarise(rows: list[dict]) -> dict:
@@ -181,10 +190,14 @@ def main(argv=None) -> int:
     ap.add_argument("--iterations", type=int, default=200)
     ap.add_argument("--jobs", type=int, default=1, help="encodes at once (one torch thread each)")
     ap.add_argument("--out", type=Path, required=True, help="the results file (JSON)")
-    ap.add_argument("--page", type=Path, default=None, help="rewrite this page's section from --out; measure nothing")
+    ap.add_argument("--page", type=Path, default=None,
+                    help="rewrite this page's section (and --out's summary) from --out's rows; measure nothing")
     args = ap.parse_args(argv)
-    if args.page:
-        write_page(args.page, json.loads(args.out.read_text()))
+    if args.page:  # the summary is derived from the rows: computed again, kept in --out as well
+        results = json.loads(args.out.read_text())
+        results["summary"] = summarise(results["rows"])
+        args.out.write_text(json.dumps(results, indent=1) + "\n")
+        write_page(args.page, results)
         return 0
     paths = sorted(args.clic.glob("*.png"))[: args.images]
     results = {"provenance": provenance(argv), "iterations": args.iterations, "crop": args.crop, "rows": []}
