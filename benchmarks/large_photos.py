@@ -294,13 +294,9 @@ def page(results: dict) -> str:
 
 
 def write_page(path: Path, results: dict) -> None:
-    text = path.read_text()
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        text = head + page(results) + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip() + "\n\n" + page(results) + "\n"
-    path.write_text(text)
+    from sgacodec.evaluation.records import write_section
+
+    write_section(path, page(results), BEGIN, END)
 
 
 def main(argv=None) -> int:

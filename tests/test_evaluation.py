@@ -303,3 +303,14 @@ def test_schedules_in_a_grid_keep_the_paper_records_keys(tiny_model):
     assert json.loads(ev.record_key("a.png", 0, "ab", budget, 0.01, budget.config(RefineConfig())))["schedule"] == \
         "budget"
     assert ev.curve_name("ssl", 50, None, "budget") == "ssl 50it budget" != ev.curve_name("ssl", 50)
+
+
+def test_write_section_replaces_between_its_markers_or_appends(tmp_path):
+    from sgacodec.evaluation.records import write_section
+
+    page = tmp_path / "page.md"
+    page.write_text("# Title\n\n<!-- b -->\nold\n<!-- e -->\n\nafter\n")
+    write_section(page, "<!-- b -->\nnew\n<!-- e -->", "<!-- b -->", "<!-- e -->")
+    assert page.read_text() == "# Title\n\n<!-- b -->\nnew\n<!-- e -->\n\nafter\n"
+    write_section(page, "<!-- x -->\nmore\n<!-- y -->", "<!-- x -->", "<!-- y -->")
+    assert page.read_text().endswith("after\n\n<!-- x -->\nmore\n<!-- y -->\n")

@@ -266,3 +266,17 @@ def rewrite_records(path, keep) -> tuple[int, int]:
     return len(kept), dropped
 
 
+
+
+def write_section(page: Path, section: str, begin: str, end: str) -> None:
+    """Put ``section`` (which starts with the ``begin`` marker and ends with ``end``) in place of
+    the page's text between those markers, or at its end where it has none: how a benchmark
+    writes its figures into a docs page from its results file."""
+    page = Path(page)
+    text = page.read_text()
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        text = head + section + rest.split(end, 1)[1]
+    else:
+        text = text.rstrip() + "\n\n" + section + "\n"
+    page.write_text(text)
