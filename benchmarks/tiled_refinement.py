@@ -23,7 +23,11 @@ and the tiled run's difference at equal rate against the whole run's is the same
 the two refined files. The loss gain (bpp + lambda 255^2 MSE, the refined objective) is reported
 beside. ``--jobs N`` runs N encodes at once, each with one torch thread; the results file is
 rewritten after each encode, so a run that is cut short keeps what it measured (and the page says
-how many of the images it covers).
+how many of the images it covers). ``--resume`` continues such a run: it keeps the rows already in
+``--out`` (same iterations, crop and tile size) and encodes only the missing ones; every row names
+the commit that measured it, and the page lists the runs.
+
+    python benchmarks/tiled_refinement.py --out docs/results/tiled_refinement.json --jobs 2 --resume
 """
 
 from __future__ import annotations
@@ -61,6 +65,7 @@ def encode_one(path: str, side: int, method: str, tile: int, iterations: int) ->
     import torch
 
     from sgacodec import RefineConfig, encode, load_model
+    from sgacodec.evaluation.records import source_commit
 
     torch.set_num_threads(1)
     image = crop(Path(path), side)
@@ -71,7 +76,7 @@ def encode_one(path: str, side: int, method: str, tile: int, iterations: int) ->
     mse = float(np.mean((report.recon.astype(np.float64) - image.astype(np.float64)) ** 2))  # 8-bit scale
     return {"image": Path(path).name, "method": method, "tile": tile, "iterations": report.iterations,
             "bpp": report.bpp, "psnr": report.psnr, "mse": mse, "lmbda": report.lmbda,
-            "bytes": len(report.data), "seconds": round(time.perf_counter() - begin, 1)}
+            "bytes": len(report.data), "seconds": round(time.perf_counter() - begin, 1), "commit": source_commit()}
 
 
 def unit_mse(r: dict) -> float:
@@ -163,6 +168,12 @@ def page(results: dict) -> str:
         lines += ["", f"Mean gain: {s['mean_gain_db_tiled']:+.4f} dB in tiles, {s['mean_gain_db_whole']:+.4f} dB "
                       f"whole (ratio {s['mean_gain_ratio']:.3f}); the worst image in tiles against whole at "
                       f"equal rate: {s['worst_tiled_vs_whole_db']:+.4f} dB."]
+    runs = results.get("earlier_runs", [])
+    if runs:
+        commits = sorted({str(r.get("commit", p["commit"]))[:12] for r in results["rows"]})
+        lines += ["", f"Resumed run: the rows were measured by {len(runs) + 1} runs of the same settings (" +
+                  "; ".join(f"`{q['command']}` on {q['date']} at commit {str(q['commit'])[:12]}"
+                            for q in runs + [p]) + f"); the commits that measured rows: {', '.join(commits)}."]
     planned = results.get("images_planned", [])
     if len(s["images"]) < len(planned):
         lines += ["", f"**Partial run:** {len(s['images'])} of the {len(planned)} images it was started on "
@@ -177,6 +188,19 @@ def write_page(path: Path, results: dict) -> None:
     write_section(path, page(results), BEGIN, END)
 
 
+def resumable(earlier: dict, results: dict) -> dict:
+    """The rows of an earlier results file that a run of ``results``' settings keeps (each named by
+    the commit that measured it), and that file's runs; SystemExit if its settings differ."""
+    mine = (results["iterations"], results["crop"], results["provenance"]["tile_size"])
+    theirs = (earlier.get("iterations"), earlier.get("crop"), earlier["provenance"].get("tile_size"))
+    if mine != theirs:
+        raise SystemExit(f"--resume: {theirs} (iterations, crop, tile size) in the results file, not {mine}")
+    commit = earlier["provenance"]["commit"]
+    rows = [{**r, "commit": r.get("commit", commit)} for r in earlier["rows"]
+            if r["image"] in results["images_planned"]]
+    return {"rows": rows, "runs": earlier.get("earlier_runs", []) + [earlier["provenance"]]}
+
+
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -186,6 +210,8 @@ def main(argv=None) -> int:
     ap.add_argument("--iterations", type=int, default=200)
     ap.add_argument("--jobs", type=int, default=1, help="encodes at once (one torch thread each)")
     ap.add_argument("--out", type=Path, required=True, help="the results file (JSON)")
+    ap.add_argument("--resume", action="store_true",
+                    help="keep the rows already in --out (same settings) and encode only the missing ones")
     ap.add_argument("--page", type=Path, default=None,
                     help="rewrite this page's section (and --out's summary) from --out's rows; measure nothing")
     args = ap.parse_args(argv)
@@ -198,9 +224,16 @@ def main(argv=None) -> int:
     paths = sorted(args.clic.glob("*.png"))[: args.images]
     results = {"provenance": provenance(argv), "iterations": args.iterations, "crop": args.crop, "rows": []}
     results["images_planned"] = [p.name for p in paths]
+    if args.resume and args.out.exists():
+        earlier = resumable(json.loads(args.out.read_text()), results)
+        results["rows"], results["earlier_runs"] = earlier["rows"], earlier["runs"]
+    done = {(r["image"], r["method"], r["tile"]) for r in results["rows"]}
     # the cheap baselines first, then each image's two refinements side by side: a run cut short
     # keeps whole images
-    jobs = [(str(p), args.crop, m, t, args.iterations) for m in ("none", "ssl") for p in paths for t in (TILE_SIZE, 0)]
+    jobs = [(str(p), args.crop, m, t, args.iterations) for m in ("none", "ssl") for p in paths for t in (TILE_SIZE, 0)
+            if (p.name, m, t) not in done]
+    print(f"{len(jobs)} encodes to run ({len(done)} rows kept from {args.out})" if done else f"{len(jobs)} encodes to run",
+          file=sys.stderr)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
         futures = [pool.submit(encode_one, *job) for job in jobs]
