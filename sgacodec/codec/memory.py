@@ -52,34 +52,38 @@ IMAGE_BYTES_PER_PIXEL = {"decode": 8, "encode": 16, "refine": 64}
 REFINE_TILE_BYTES_PER_PIXEL = 1800
 
 
-def tile_bytes(channels: int, tile: int) -> int:
-    """Peak memory of one worker computing one tile of side ``tile`` pixels (with its halo)."""
-    return (tile + TILE_HALO) ** 2 * TILE_BYTES_PER_PIXEL * max(channels, 1) // REFERENCE_CHANNELS
+def tile_bytes(channels: int, rows: int, cols: int | None = None) -> int:
+    """Peak memory of one worker computing one tile of ``rows`` x ``cols`` pixels (square when
+    ``cols`` is omitted), with its halo: (rows + halo)(cols + halo) TILE_BYTES_PER_PIXEL."""
+    cols = rows if cols is None else cols
+    return (rows + TILE_HALO) * (cols + TILE_HALO) * TILE_BYTES_PER_PIXEL * max(channels, 1) // REFERENCE_CHANNELS
 
 
-def _side(grid) -> int:
-    """The side of the largest computation one worker runs: a synthesis block (or the image)."""
-    blocks = grid.blocks
-    return min(blocks.tile or max(grid.padded), max(grid.padded))
+def _extent(grid, side: int | None) -> tuple[int, int]:
+    """The rows and columns of the largest piece of ``grid``'s padded image that one worker
+    computes: a square of ``side`` pixels clipped to the image, or the whole image (None or 0)."""
+    height, width = grid.padded
+    return (min(side, height), min(side, width)) if side else (height, width)
 
 
 def workers_for(channels: int, grid) -> int:
     """Tiles computed at once: one per CPU, as many as the memory allows (at least one)."""
-    each = tile_bytes(channels, _side(grid))
+    each = tile_bytes(channels, *_extent(grid, grid.blocks.tile))
     return fitting(each, max(1, min(os.cpu_count() or 1, len(grid.blocks))))
 
 
 def estimate(path: str, channels: int, grid, workers: int | None = None, batch: int = 1) -> int:
     """The peak memory of ``path`` ('encode' without refinement, 'refine': encoding with a
     refinement in tiles, or 'decode') on ``grid``'s image: the process, the image's per-pixel
-    share, and the workers' tiles (refinement: ``batch`` tiles forward and backward, then coding)."""
+    share, and the workers' tiles (a synthesis block each, or the whole image when it is one tile;
+    refinement: ``batch`` tiles forward and backward, then coding)."""
     workers = workers or max(1, min(os.cpu_count() or 1, len(grid.blocks)))
     height, width = grid.padded
-    coding = workers * tile_bytes(channels, _side(grid))
+    coding = workers * tile_bytes(channels, *_extent(grid, grid.blocks.tile))
     if path == "refine":
-        side = min(grid.tile or max(grid.padded), max(grid.padded)) + TILE_HALO
-        coding = max(coding, batch * side * side * REFINE_TILE_BYTES_PER_PIXEL * max(channels, 1)
-                     // REFERENCE_CHANNELS)
+        rows, cols = _extent(grid, grid.tile)
+        coding = max(coding, batch * (rows + TILE_HALO) * (cols + TILE_HALO) * REFINE_TILE_BYTES_PER_PIXEL
+                     * max(channels, 1) // REFERENCE_CHANNELS)
     return PROCESS_BYTES + height * width * IMAGE_BYTES_PER_PIXEL[path] + coding
 
 
