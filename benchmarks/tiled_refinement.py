@@ -232,8 +232,8 @@ def main(argv=None) -> int:
     # keeps whole images
     jobs = [(str(p), args.crop, m, t, args.iterations) for m in ("none", "ssl") for p in paths for t in (TILE_SIZE, 0)
             if (p.name, m, t) not in done]
-    print(f"{len(jobs)} encodes to run ({len(done)} rows kept from {args.out})" if done else f"{len(jobs)} encodes to run",
-          file=sys.stderr)
+    kept = f" ({len(done)} rows kept from {args.out})" if done else ""
+    print(f"{len(jobs)} encodes to run{kept}", file=sys.stderr)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
         futures = [pool.submit(encode_one, *job) for job in jobs]
