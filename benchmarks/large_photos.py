@@ -10,7 +10,8 @@ resized with Lanczos to 4000x3000 and 8000x6000, saved as PNG in a temporary fol
 runs as its own process; its peak memory is measured two ways: ``ru_maxrss`` from wait4 (what
 /usr/bin/time -v reports: the largest single process of the command, the forked coding child
 included), and the peak of the summed proportional set size (PSS, shared pages split between
-processes) of the whole process tree, sampled every 100 ms. The memory each path estimates
+processes) of the whole process tree, sampled every 200 ms or more
+(SAMPLE_INTERVAL_S). The memory each path estimates
 (sgacodec.codec.memory) is recorded beside. ``--tile-size 0`` runs where its estimate fits.
 
 The R-D part encodes every image of ``--clic`` and ``--kodak`` with method none, tiled (the
@@ -86,6 +87,13 @@ def _pss(pid: int) -> int:
     return 0
 
 
+# The tree's PSS is sampled every SAMPLE_INTERVAL_S, or SAMPLE_COST_FACTOR times what the last
+# sample took if longer (at most ~2% of a core). Sampled every 0.1 s, the benchmark's own process
+# took 6 CPU minutes in a 19-minute run (19% of a core in top) from the 2-core runs it timed.
+# ru_maxrss (the largest process's peak) is exact whatever the sampling.
+SAMPLE_INTERVAL_S, SAMPLE_COST_FACTOR = 0.2, 50
+
+
 def run(command: list[str]) -> dict:
     """Run a command; its wall and CPU seconds, ru_maxrss and sampled tree PSS peak, exit code."""
     env = dict(os.environ, SGACODEC_MEMORY_LIMIT="off")  # as a user runs it: torch's own thread count
@@ -93,10 +101,11 @@ def run(command: list[str]) -> dict:
     proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     peak, stop = [0], threading.Event()
 
-    def sample():
+    def sample():  # reading smaps_rollup walks the page tables: paced to cost at most ~2% of a core
         while not stop.is_set():
+            began = time.perf_counter()
             peak[0] = max(peak[0], sum(_pss(p) for p in _tree(proc.pid)))
-            stop.wait(0.1)
+            stop.wait(max(SAMPLE_INTERVAL_S, SAMPLE_COST_FACTOR * (time.perf_counter() - began)))
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
