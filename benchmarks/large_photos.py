@@ -331,7 +331,8 @@ def main(argv=None) -> int:
             results["large"] = large(args, Path(tmp))
     if args.rd_from:  # the R-D part of an earlier run, with that run's provenance
         earlier = json.loads(args.rd_from.read_text())
-        results["rate_distortion"] = {**earlier["rate_distortion"], "provenance": earlier["provenance"]}
+        rd = earlier["rate_distortion"]  # the run that measured it: its own, when it was carried too
+        results["rate_distortion"] = {**rd, "provenance": rd.get("provenance", earlier["provenance"])}
     elif "rd" not in args.skip:
         results["rate_distortion"] = rate_distortion(args)
     args.out.parent.mkdir(parents=True, exist_ok=True)
