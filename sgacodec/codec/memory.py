@@ -52,11 +52,10 @@ IMAGE_BYTES_PER_PIXEL = {"decode": 8, "encode": 16, "refine": 64}
 REFINE_TILE_BYTES_PER_PIXEL = 1800
 
 
-def tile_bytes(channels: int, rows: int, cols: int | None = None) -> int:
-    """Peak memory of one worker computing one tile of ``rows`` x ``cols`` pixels (square when
-    ``cols`` is omitted), with its halo: (rows + halo)(cols + halo) TILE_BYTES_PER_PIXEL."""
-    cols = rows if cols is None else cols
-    return (rows + TILE_HALO) * (cols + TILE_HALO) * TILE_BYTES_PER_PIXEL * max(channels, 1) // REFERENCE_CHANNELS
+def tile_bytes(channels: int, rows: int, cols: int, per_pixel: int = TILE_BYTES_PER_PIXEL) -> int:
+    """Peak memory of one worker computing one tile of ``rows`` x ``cols`` pixels with its halo:
+    (rows + halo)(cols + halo) per_pixel, scaled by the channels."""
+    return (rows + TILE_HALO) * (cols + TILE_HALO) * per_pixel * max(channels, 1) // REFERENCE_CHANNELS
 
 
 def _extent(grid, side: int | None) -> tuple[int, int]:
@@ -81,9 +80,7 @@ def estimate(path: str, channels: int, grid, workers: int | None = None, batch: 
     height, width = grid.padded
     coding = workers * tile_bytes(channels, *_extent(grid, grid.blocks.tile))
     if path == "refine":
-        rows, cols = _extent(grid, grid.tile)
-        coding = max(coding, batch * (rows + TILE_HALO) * (cols + TILE_HALO) * REFINE_TILE_BYTES_PER_PIXEL
-                     * max(channels, 1) // REFERENCE_CHANNELS)
+        coding = max(coding, batch * tile_bytes(channels, *_extent(grid, grid.tile), REFINE_TILE_BYTES_PER_PIXEL))
     return PROCESS_BYTES + height * width * IMAGE_BYTES_PER_PIXEL[path] + coding
 
 

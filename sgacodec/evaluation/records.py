@@ -266,8 +266,6 @@ def rewrite_records(path, keep) -> tuple[int, int]:
     return len(kept), dropped
 
 
-
-
 def write_section(page: Path, section: str, begin: str, end: str) -> None:
     """Put ``section`` (which starts with the ``begin`` marker and ends with ``end``) in place of
     the page's text between those markers, or at its end where it has none: how a benchmark
