@@ -372,3 +372,27 @@ def test_a_region_of_a_version_1_or_2_file_is_the_crop_of_its_full_decode():
         full = decode(data, golden_model).rgb
         assert unpack(data).version < 3 and full.shape[0] > 30 and full.shape[1] > 40
         assert np.array_equal(decode(data, golden_model, region=(5, 7, 33, 21)).rgb, full[7:28, 5:38])
+
+
+def test_strips_are_the_decode_row_by_row_and_check_the_hash_at_the_end(tiny_model, tiled_file):
+    """Strips (Decoder.strips) hands the image over in row strips (a row of synthesis blocks each:
+    the image is never held whole), the same pixels as decode's, and says exact after the last."""
+    from sgacodec.codec.decoder import Strips
+
+    data, full = tiled_file
+    strips = Strips(B.unpack(data), tiny_model)
+    parts = []
+    for part in strips:
+        assert strips.exact is None  # said only once every row has been hashed
+        parts.append(part)
+    assert len(parts) == 3 and all(len(p) <= 64 for p in parts)  # 150 rows in blocks of 64
+    assert np.array_equal(np.concatenate(parts), full) and strips.exact is True
+    region = Strips(B.unpack(data), tiny_model, region=(37, 21, 50, 70))
+    assert np.array_equal(np.concatenate(list(region)), full[21:91, 37:87]) and region.exact is None
+    bs = B.unpack(data)
+    forged_hash = forged(data, recon_hash=bytes(b ^ 1 for b in bs.recon_hash))
+    inexact = Strips(B.unpack(forged_hash), tiny_model)
+    assert np.array_equal(np.concatenate(list(inexact)), full) and inexact.exact is False
+    assert "hash mismatch" in inexact.warning
+    with pytest.raises(DecodeError, match="reconstruction hash mismatch"):
+        list(Strips(B.unpack(forged_hash), tiny_model, strict=True))

@@ -82,3 +82,43 @@ def test_declared_sizes_beyond_the_encoders_limit_are_refused_before_allocation(
         data = forged(coded.data, height=h, width=w)
         with pytest.raises(B.BitstreamError, match="out of range"):
             B.unpack(data)
+
+
+@pytest.mark.parametrize("isolated", ["1", "0"])
+def test_a_stream_hands_over_each_item_as_the_child_sends_it(monkeypatch, isolated):
+    """isolate.stream yields the items in order while the child computes the next (the parent
+    holds one at a time); an error in the computation is raised where the items stop."""
+    monkeypatch.setenv("SGACODEC_ISOLATE", isolated)
+    sent = [np.full((2, 3, 3), k, np.uint8) for k in range(4)]
+    got = list(isolate.stream(lambda: iter(sent), timeout=30))
+    assert [g.tolist() for g in got] == [s.tolist() for s in sent]
+
+    def failing():
+        yield sent[0]
+        raise ValueError("the third tile is damaged")
+
+    items = isolate.stream(failing, timeout=30)
+    assert np.array_equal(next(items), sent[0])
+    with pytest.raises(isolate.IsolatedError, match="the third tile is damaged"):
+        next(items)
+
+
+def test_a_stream_given_up_by_its_consumer_stops_the_child(tmp_path):
+    """An error in the consumer (a full disk while writing the PNG) passes through unchanged, and
+    the child, which would go on computing, is stopped."""
+    marker = tmp_path / "child-went-on"
+
+    def endless():
+        yield np.zeros(1, np.uint8)
+        time.sleep(5)
+        marker.write_text("the child was not stopped")
+        yield np.zeros(1, np.uint8)
+
+    begin = time.monotonic()
+    with pytest.raises(OSError, match="disk full"):
+        for _ in isolate.stream(endless, timeout=60):
+            raise OSError("disk full")
+    time.sleep(0.2)
+    assert time.monotonic() - begin < 4 and not marker.exists()
+    time.sleep(5)
+    assert not marker.exists()

@@ -208,3 +208,22 @@ def test_models_lists_the_embedded_models_and_the_zoo(monkeypatch, tmp_path):
     mean3 = next(e for e in zoo if e["name"] == "mbt2018-mean" and e["quality"] == 3)
     assert (mean3["kodak_bpp"], mean3["kodak_psnr"]) == (0.307, 31.13) and mean3["available"] is False
     assert "--model mbt2018-mean --quality 3" in mean3["use"]
+
+
+def test_a_png_written_strip_by_strip_is_the_whole_decodes_with_its_alpha(tmp_path, tiny_checkpoint):
+    """decode writes the PNG as the strips come (write_decoded_png): the same pixels, alpha and
+    mode as the picture of a whole decode, for the image and for a region, over several strips."""
+    import sgacodec
+
+    rgba = np.dstack([make_image(150, 200, seed=5), (np.arange(150 * 200) % 253).reshape(150, 200).astype(np.uint8)])
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "a.png")
+    _, streamed, _ = round_trip(tmp_path, tmp_path / "a.png", tiny_checkpoint, "--tile-size", "64", name="a64")
+    data = (tmp_path / "a64.bin").read_bytes()
+    whole = sgacodec.decode(data, sgacodec.load_checkpoint(tiny_checkpoint))
+    picture = sgacodec.decoded_picture(whole.rgb, whole.header)
+    assert streamed.mode == "RGBA" and np.array_equal(np.asarray(streamed), picture.output())
+    assert np.array_equal(np.asarray(streamed)[..., 3], rgba[..., 3])
+    res = cli("decode", tmp_path / "a64.bin", "-o", tmp_path / "r.png", "--checkpoint", tiny_checkpoint,
+              "--region", "37,21,50,70")
+    assert res.exit_code == 0, res.output
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "r.png")), picture.output()[21:91, 37:87])

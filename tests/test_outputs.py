@@ -228,3 +228,30 @@ def test_dev_stdout_is_written_in_place_never_replaced(tmp_path, png, tiny_check
                                  stdout=appended, stderr=subprocess.PIPE, env=env, timeout=300)
         assert res.returncode == 1 and b"input" in res.stderr
     assert os.path.islink("/dev/stdout")
+
+
+def test_an_output_written_piece_by_piece_appears_whole_or_not_at_all(tmp_path, capfdbinary):
+    """open_output (decode writes its PNG as the strips come): the file appears when the block
+    ends, never after an error (nor its temporary file); stdout gets everything at the end."""
+    dst = tmp_path / "out.png"
+    with outputs.open_output(str(dst), force=False) as f:
+        f.write(b"first ")
+        assert not dst.exists()  # still the temporary file
+        f.write(b"second")
+    assert dst.read_bytes() == b"first second"
+    with pytest.raises(RuntimeError, match="hash mismatch"):
+        with outputs.open_output(str(dst), force=True) as f:
+            f.write(b"half")
+            raise RuntimeError("hash mismatch")
+    assert dst.read_bytes() == b"first second" and leftovers(tmp_path) == []
+    with pytest.raises(OutputError, match="exists"):
+        with outputs.open_output(str(dst), force=False) as f:
+            f.write(b"other")
+    with pytest.raises(RuntimeError):
+        with outputs.open_output("-") as f:
+            f.write(b"never shown")
+            raise RuntimeError
+    with outputs.open_output("-") as f:
+        f.write(b"to ")
+        f.write(b"stdout")
+    assert capfdbinary.readouterr().out == b"to stdout"

@@ -46,16 +46,15 @@ def decode(inputs, output, checkpoint, force, as_json, allow_download, region, s
         Decoder,
         check_outputs,
         container_header,
-        decoded_picture,
-        encode_png,
         expand_files,
         input_identities,
         json_line,
         names_collection,
+        open_output,
         plan_outputs,
         read_limited,
         tiles_to_decode,
-        write_output,
+        write_decoded_png,
     )
 
     if output == "-" and as_json:
@@ -89,19 +88,18 @@ def decode(inputs, output, checkpoint, force, as_json, allow_download, region, s
                         if on_step is not None:
                             on_step(done[0])
 
-                    decoded = decoder.decode(data, bounds, on_progress=advance)
-                picture = decoded_picture(decoded.rgb, decoded.header, bounds)
-                write_output(dst, encode_png(picture.output(), **picture.png_metadata()), force, protected)
+                    strips = decoder.strips(data, bounds, on_progress=advance)
+                    with open_output(dst, force, protected) as f:  # the PNG written as the strips come
+                        write_decoded_png(strips, f)
             except errors as exc:
                 failures.add(src, exc)
                 continue
-            if decoded.warning:
-                click.echo(f"sgacodec: warning: {src}: {decoded.warning}; written anyway (--strict refuses)",
+            if strips.warning:
+                click.echo(f"sgacodec: warning: {src}: {strips.warning}; written anyway (--strict refuses)",
                            err=True)
             if as_json:
-                height, width = decoded.rgb.shape[:2]
-                click.echo(json_line({"input": src, "output": dst, "height": height, "width": width,
-                                       "bytes": len(data), "exact": decoded.exact}))
+                click.echo(json_line({"input": src, "output": dst, "height": strips.height, "width": strips.width,
+                                       "bytes": len(data), "exact": strips.exact}))
     failures.finish()
 
 

@@ -5,11 +5,13 @@ against the reconstruction hash their encoder stored.
     decoder = Decoder(checkpoint=None)           # many files: each parsed once, models loaded once
     for data in files:
         decoded = decoder.decode(data)
+    strips = decoder.strips(data)                # the same, strip by strip (never held whole)
+    for strip in strips: ...                     # then strips.exact
 """
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from typing import Callable, Iterator, NamedTuple
 
 import numpy as np
 
@@ -24,7 +26,7 @@ from ..network.grid import Grid
 from ..network.latent_model import LatentModel
 from . import container, isolate, memory
 from .encoder import tile_pool
-from .pixels import recon_hash, to_uint8
+from .pixels import ReconHash, to_uint8
 from .tiled import TileDecoder
 
 MISMATCH_TEXT = ("decoded pixels differ from what the encoder computed (reconstruction hash mismatch): "
@@ -40,10 +42,8 @@ class Decoded(NamedTuple):
     header: container.Bitstream
     exact: bool | None
 
-    @property
-    def warning(self) -> str | None:
-        """Why these pixels are not the encoder's (the hash did not match), or None."""
-        return MISMATCH_TEXT if self.exact is False else None
+    warning = property(lambda self: MISMATCH_TEXT if self.exact is False else None,
+                       doc="Why these pixels are not the encoder's (the hash did not match), or None.")
 
 
 def decode(data: bytes, model: LoadedModel | None = None, checkpoint=None, verify: bool = True,
@@ -88,27 +88,63 @@ def region_bounds(header: container.Bitstream, region) -> tuple[int, int, int, i
 def decode_parsed(data: bytes, header: container.Bitstream, model: LoadedModel, verify: bool = True,
                   strict: bool = False, region=None, on_progress: Callable[[int], None] | None = None) -> Decoded:
     """``decode`` of a file already parsed into ``header``, with its model loaded."""
-    if model.identity.weights_sha != header.model.weights_sha:
-        raise ModelError(f"model mismatch: the file needs {header.model.describe()}, "
-                         f"not {model.identity.describe()}")
-    bounds = region_bounds(header, region)
-    # Untrusted strings: padded, checked, and decoded in a child process where possible, because
-    # CompressAI's rANS decoder reads past the end of a forged string (network/streams.py).
-    net = coding_net(model.net, header.version)
-    run = _tiled_run(net, header, bounds) if header.version >= 3 else _legacy_run(net, header, bounds)
-    try:
-        rgb = isolate.call(run, timeout=coding_timeout(256 * header.y_shape[0] * header.y_shape[1]),
-                           on_progress=on_progress)
-    except isolate.OutOfMemory as exc:
-        raise ResourceError(f"not enough memory to decode {header.width}x{header.height} ({exc})") from None
-    except isolate.IsolatedError as exc:
-        legacy = ("; a version 1 file, coded in float32, may not decode on a CPU other than its "
-                  "encoder's (docs/format.md)") if header.version < 2 else ""
-        raise DecodeError(f"the entropy-coded data does not decode: {exc}{legacy}") from None
-    exact = recon_hash(rgb) == header.recon_hash if verify and bounds is None else None
-    if strict and exact is False:
-        raise DecodeError(MISMATCH_TEXT)
-    return Decoded(rgb, header, exact)
+    strips = Strips(header, model, verify, strict, region, on_progress)
+    rgb = None
+    for strip in strips:
+        if rgb is None:
+            rgb, row = np.empty((strips.height, strips.width, 3), np.uint8), 0
+        rgb[row : row + len(strip)] = strip
+        row += len(strip)
+    return Decoded(rgb, header, strips.exact)
+
+
+class Strips:
+    """A file's pixels (or ``region``'s) as uint8 RGB row strips [h, width, 3], top to bottom,
+    each handed over as soon as it is decoded while the next is computed (in a forked child
+    where available): a decode that holds a bounded part of the image. After the last strip,
+    ``exact`` says whether the whole image matched the encoder's hash (None: a region, or not
+    verified); with ``strict`` a mismatch raises DecodeError there instead. Errors (damaged data,
+    memory) are raised where the strips stop. Versions 1 and 2 come as one strip."""
+
+    def __init__(self, header: container.Bitstream, model: LoadedModel, verify: bool = True,
+                 strict: bool = False, region=None, on_progress: Callable[[int], None] | None = None):
+        if model.identity.weights_sha != header.model.weights_sha:
+            raise ModelError(f"model mismatch: the file needs {header.model.describe()}, "
+                             f"not {model.identity.describe()}")
+        self.header, self.verify, self.strict, self.on_progress = header, verify, strict, on_progress
+        self.bounds = region_bounds(header, region)
+        r0, r1, c0, c1 = self.bounds or (0, header.height, 0, header.width)
+        self.height, self.width = r1 - r0, c1 - c0
+        self.exact: bool | None = None
+        # Untrusted strings: padded, checked, and decoded in a child process where possible, because
+        # CompressAI's rANS decoder reads past the end of a forged string (network/streams.py).
+        net = coding_net(model.net, header.version)
+        self._run = (_tiled_run(net, header, self.bounds) if header.version >= 3
+                     else _legacy_run(net, header, self.bounds))
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        header = self.header
+        hashed = ReconHash() if self.verify and self.bounds is None else None
+        timeout = coding_timeout(256 * header.y_shape[0] * header.y_shape[1])
+        try:
+            for strip in isolate.stream(self._run, timeout=timeout, on_progress=self.on_progress):
+                if hashed is not None:
+                    hashed.update(strip)
+                yield strip
+        except isolate.OutOfMemory as exc:
+            raise ResourceError(f"not enough memory to decode {header.width}x{header.height} ({exc})") from None
+        except isolate.IsolatedError as exc:
+            legacy = ("; a version 1 file, coded in float32, may not decode on a CPU other than its "
+                      "encoder's (docs/format.md)") if header.version < 2 else ""
+            raise DecodeError(f"the entropy-coded data does not decode: {exc}{legacy}") from None
+        self.exact = hashed.digest() == header.recon_hash if hashed is not None else None
+        if self.strict and self.exact is False:
+            raise DecodeError(MISMATCH_TEXT)
+
+    @property
+    def warning(self) -> str | None:
+        """Why the pixels are not the encoder's (the hash did not match), or None."""
+        return MISMATCH_TEXT if self.exact is False else None
 
 
 def _legacy_run(net, header: container.Bitstream, bounds):
@@ -119,7 +155,7 @@ def _legacy_run(net, header: container.Bitstream, bounds):
 
     def run():
         x_hat = streams.decompress_untrusted(net, header.y_strings[0], header.z_string, header.z_shape)
-        return to_uint8(x_hat[0, :, r0:r1, c0:c1])
+        yield to_uint8(x_hat[0, :, r0:r1, c0:c1])
 
     return run
 
@@ -138,7 +174,7 @@ def _tiled_run(net, header: container.Bitstream, bounds):
         with isolate.single_thread(), tile_pool(workers) as pool:
             decoder = TileDecoder.from_streams(net, grid, context, header.z_string, header.y_strings, pool,
                                                on_tile=isolate.progress)
-            return decoder.image(bounds)
+            yield from decoder.strips(bounds)
 
     return run
 
@@ -161,3 +197,8 @@ class Decoder:
     def decode(self, data: bytes, region=None, on_progress: Callable[[int], None] | None = None) -> Decoded:
         header = container.unpack(data)
         return decode_parsed(data, header, self.model_for(header), self.verify, self.strict, region, on_progress)
+
+    def strips(self, data: bytes, region=None, on_progress: Callable[[int], None] | None = None) -> Strips:
+        """``decode`` strip by strip (Strips): the image is never held whole."""
+        header = container.unpack(data)
+        return Strips(header, self.model_for(header), self.verify, self.strict, region, on_progress)

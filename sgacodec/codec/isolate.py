@@ -23,7 +23,7 @@ import signal
 import struct
 import sys
 import time
-from typing import Callable
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -162,100 +162,58 @@ def call(fn: Callable[[], object], timeout: float, what: str = "decoding",
     them (nested lists too). A crash, a run past ``timeout`` seconds or an exception there is an
     IsolatedError of one line; Ctrl-C or SIGTERM in the parent stops the child too. What ``fn``
     reports with ``progress(n)`` reaches ``on_progress(n)`` (in the parent's thread)."""
+    [value] = stream(lambda: [fn()], timeout, what, on_progress)
+    return value
+
+
+def stream(fn: Callable[[], Iterable], timeout: float, what: str = "decoding",
+           on_progress: Callable[[int], None] | None = None) -> Iterator:
+    """The items of the iterable ``fn()`` (each what ``call`` returns), computed in a forked child
+    where available and yielded here as the child sends them, while it computes the next: the
+    parent holds one item at a time. ``timeout`` bounds the whole run; failures as in ``call``
+    (raised where the items stop). Stopping early (an error in the consumer) stops the child."""
     if not available():
-        _PROGRESS["report"] = on_progress
-        try:
-            with single_thread():
-                return _normalise(fn())
-        except (RuntimeError, ValueError, IndexError, OverflowError, MemoryError, TypeError) as exc:
-            raise (OutOfMemory if is_allocation_failure(exc) else IsolatedError)(_first_line(exc)) from None
-        finally:
-            _PROGRESS.pop("report", None)
+        yield from _in_process(fn, on_progress)
+        return
     read_fd, write_fd = os.pipe()
     progress_read, progress_write = os.pipe()
     pid = os.fork()
     if pid == 0:  # child: compute, send, and leave without running the parent's exit handlers
         code = 1
         try:
-            global _IN_CHILD
-            _IN_CHILD = True
             os.close(read_fd)
             os.close(progress_read)
-            import threading
-
-            lock = threading.Lock()
-
-            def report(done: int) -> None:
-                with lock:
-                    _write_all(progress_write, struct.pack(">I", done))
-
-            _PROGRESS["report"] = report
-            import faulthandler
-
-            faulthandler.disable()  # a crash here is reported by the parent in one line
-            signal.signal(signal.SIGINT, signal.SIG_DFL)
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            import torch
-
-            torch.set_num_threads(1)
-            try:
-                buffers = _pack(_normalise(fn()))
-                kind = b"K"
-            except BaseException as exc:  # reported to the parent as one line
-                buffers, kind = [_first_line(exc).encode("utf-8", "replace")], b"E"
-            _write_all(write_fd, kind + struct.pack(">Q", sum(len(b) for b in buffers)))
-            for buffer in buffers:
-                _write_all(write_fd, buffer)
+            _child(fn, write_fd, progress_write)
             code = 0
         finally:
             os._exit(code)
     os.close(write_fd)
     os.close(progress_write)
     os.set_blocking(progress_read, False)
-    head, payload, filled, done = bytearray(), None, 0, False
-    heard, watched = bytearray(), [read_fd, progress_read]
-    deadline = time.monotonic() + timeout
+    done, status = False, 0
     try:
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise IsolatedError(f"{what} took longer than {timeout:.0f} s; stopped")
-            ready, _, _ = select.select(watched, [], [], min(left, 1.0))
-            if progress_read in ready:
-                try:
-                    chunk = os.read(progress_read, 4096)
-                    heard += chunk
-                    if not chunk:  # the child closed it (exited): stop watching
-                        watched = [read_fd]
-                except BlockingIOError:
-                    pass
-                whole = len(heard) - len(heard) % 4
-                if whole and on_progress is not None:
-                    on_progress(sum(struct.unpack(f">{whole // 4}I", heard[:whole])))
-                del heard[:whole]
-            if read_fd not in ready:
-                continue
-            if payload is None:  # the kind and the length, then the payload read in place
-                chunk = os.read(read_fd, 9 - len(head))
-                if not chunk:
-                    break
-                head += chunk
-                if len(head) == 9:
-                    payload = bytearray(min(struct.unpack(">Q", head[1:])[0], MAX_RESULT_BYTES))
-                continue
-            with memoryview(payload) as view:
-                n = os.readv(read_fd, [view[filled : filled + (1 << 24)]]) if filled < len(payload) else 0
-            if n == 0:
-                if os.read(read_fd, 1) == b"":
-                    break
-                raise IsolatedError(f"the {what} process sent more than it announced")
-            filled += n
+        messages = _messages(read_fd, progress_read, timeout, what, on_progress)
+        for kind, payload in messages:
+            if kind == b"P":
+                value, end = _unpack(memoryview(payload), 0)
+                if end != len(payload):
+                    raise IsolatedError(f"the {what} process sent an incomplete result")
+                yield value
+            elif kind == b"E":
+                message = payload.decode("utf-8", "replace")
+                raise (OutOfMemory if message == OUT_OF_MEMORY else IsolatedError)(message)
+            elif kind == b"D":
+                break
+            else:
+                raise IsolatedError(f"the {what} process exited without a result")
+        else:  # the pipe closed before the end: the child died, its status says how
+            kind = None
         try:
             _, status = os.waitpid(pid, 0)
-        except ChildProcessError:  # SIGCHLD ignored: reaped already; the payload tells
+        except ChildProcessError:  # SIGCHLD ignored: reaped already; the messages tell
             status = 0
         done = True
-    finally:  # a timeout, Ctrl-C or SIGTERM (SystemExit) in the parent: the child goes too
+    finally:  # a timeout, an error, Ctrl-C or SIGTERM (SystemExit) in the parent: the child goes too
         os.close(read_fd)
         os.close(progress_read)
         if not done:
@@ -272,14 +230,115 @@ def call(fn: Callable[[], object], timeout: float, what: str = "decoding",
         if sig == signal.SIGKILL:  # the kernel's out-of-memory killer, most likely
             raise OutOfMemory(f"the {what} process was killed ({name}, out of memory?)")
         raise IsolatedError(f"the {what} process crashed ({name}, invalid data)")
-    if payload is None or filled != len(payload):
+    if kind != b"D":
         raise IsolatedError(f"the {what} process exited without a result")
-    if head[:1] == b"E":
-        message = payload.decode("utf-8", "replace")
-        raise (OutOfMemory if message == OUT_OF_MEMORY else IsolatedError)(message)
-    if head[:1] != b"K":
-        raise IsolatedError(f"the {what} process exited without a result")
-    value, end = _unpack(memoryview(payload), 0)
-    if end != len(payload):
-        raise IsolatedError(f"the {what} process sent an incomplete result")
-    return value
+
+
+_CAUGHT = (RuntimeError, ValueError, IndexError, OverflowError, MemoryError, TypeError)
+
+
+def _in_process(fn: Callable[[], Iterable], on_progress) -> Iterator:
+    """``stream`` without a child: the items computed here, on one torch thread, with the same
+    errors (only the computation's own: an error in the consumer passes through unchanged)."""
+    _PROGRESS["report"] = on_progress
+    try:
+        with single_thread():
+            try:
+                items = iter(fn())
+            except _CAUGHT as exc:
+                raise (OutOfMemory if is_allocation_failure(exc) else IsolatedError)(_first_line(exc)) from None
+        while True:
+            with single_thread():
+                try:
+                    item = _normalise(next(items))
+                except StopIteration:
+                    return
+                except _CAUGHT as exc:
+                    raise (OutOfMemory if is_allocation_failure(exc) else IsolatedError)(_first_line(exc)) from None
+            yield item
+    finally:
+        _PROGRESS.pop("report", None)
+
+
+def _child(fn: Callable[[], Iterable], write_fd: int, progress_write: int) -> None:
+    """In the forked child: each item of ``fn()`` sent as a message P, then D; or E and one line."""
+    global _IN_CHILD
+    _IN_CHILD = True
+    import threading
+
+    lock = threading.Lock()
+
+    def report(done: int) -> None:
+        with lock:
+            _write_all(progress_write, struct.pack(">I", done))
+
+    _PROGRESS["report"] = report
+    import faulthandler
+
+    faulthandler.disable()  # a crash here is reported by the parent in one line
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    import torch
+
+    torch.set_num_threads(1)
+
+    def send(kind: bytes, buffers: list) -> None:
+        _write_all(write_fd, kind + struct.pack(">Q", sum(len(b) for b in buffers)))
+        for buffer in buffers:
+            _write_all(write_fd, buffer)
+
+    try:
+        for item in fn():
+            send(b"P", _pack(_normalise(item)))
+        send(b"D", [])
+    except BaseException as exc:  # reported to the parent as one line
+        send(b"E", [_first_line(exc).encode("utf-8", "replace")])
+
+
+def _messages(read_fd: int, progress_read: int, timeout: float, what: str, on_progress) -> Iterator:
+    """(kind, payload) of each message the child sends (kind, 8-byte length, payload), read in
+    place; what it reports on the progress pipe goes to ``on_progress`` meanwhile. Ends when
+    the child closes the pipe; IsolatedError past ``timeout`` seconds from the start."""
+    deadline = time.monotonic() + timeout
+    head, payload, filled = bytearray(), None, 0
+    heard, watched = bytearray(), [read_fd, progress_read]
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise IsolatedError(f"{what} took longer than {timeout:.0f} s; stopped")
+        ready, _, _ = select.select(watched, [], [], min(left, 1.0))
+        if progress_read in ready:
+            try:
+                chunk = os.read(progress_read, 4096)
+                heard += chunk
+                if not chunk:  # the child closed it (exited): stop watching
+                    watched = [read_fd]
+            except BlockingIOError:
+                pass
+            whole = len(heard) - len(heard) % 4
+            if whole and on_progress is not None:
+                on_progress(sum(struct.unpack(f">{whole // 4}I", heard[:whole])))
+            del heard[:whole]
+        if read_fd not in ready:
+            continue
+        if payload is None:  # the kind and the length, then the payload read in place
+            chunk = os.read(read_fd, 9 - len(head))
+            if not chunk:
+                return
+            head += chunk
+            if len(head) == 9:
+                length = struct.unpack(">Q", head[1:])[0]
+                if length > MAX_RESULT_BYTES:
+                    raise IsolatedError(f"the {what} process sent more than it may")
+                payload, filled = bytearray(length), 0
+            else:
+                continue
+        if filled < len(payload):
+            with memoryview(payload) as view:
+                n = os.readv(read_fd, [view[filled : filled + (1 << 24)]])
+            if n == 0:
+                return
+            filled += n
+        if filled == len(payload):
+            yield bytes(head[:1]), payload
+            head, payload = bytearray(), None

@@ -39,13 +39,14 @@ def image_bytes(channels: int, height: int, width: int, multiple: int = 64) -> i
 # Tiled coding (version 3), per path (docs/reliability.md, "Memory"; benchmarks/large_photos.py
 # measures each against its estimate). What every process holds (torch, CompressAI, the model and
 # its float64 coding network), one worker's tile (its float64 synthesis, per pixel of the tile with
-# its halo, N = 128), and what the image holds per pixel, by path: the decoder's pixels (in the
-# coding child, and in the parent with the PNG made of them), the encoder's input pixels, y, y^
-# and its reconstruction (float32 latents of M = 192 channels at 1/256 of the pixels: 3 bytes).
+# its halo, N = 128), and what the image holds per pixel, by path: the decoder's alpha plane and
+# the rows in flight (its pixels stream into the PNG; decode() holds them whole, 3 bytes), the
+# encoder's input pixels, y, y^ and its reconstruction (float32 latents of M = 192 channels at
+# 1/256 of the pixels: 3 bytes).
 PROCESS_BYTES = 450 << 20
 TILE_BYTES_PER_PIXEL = 1200
 TILE_HALO = 64  # pixels added to a tile's side for its halo, in the estimate
-IMAGE_BYTES_PER_PIXEL = {"decode": 8, "encode": 16, "refine": 64}
+IMAGE_BYTES_PER_PIXEL = {"decode": 4, "encode": 16, "refine": 64}
 # Refinement in tiles: one batch of tiles forward and backward in float32 (autograd keeps g_s's and
 # h_s's activations), per pixel of a tile with its halo; the image's share adds the image in float
 # (12 bytes a pixel), the latents, their gradients, Adam's moments, the best iterate and the noise.

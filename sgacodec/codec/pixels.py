@@ -31,4 +31,18 @@ def pad(x: torch.Tensor, multiple: int = LATENT_MULTIPLE) -> torch.Tensor:
 
 def recon_hash(rgb: np.ndarray) -> bytes:
     """The first 8 bytes of the SHA-256 of the pixels' bytes (row-major, channels last)."""
-    return hashlib.sha256(np.ascontiguousarray(rgb).tobytes()).digest()[:8]
+    return ReconHash().update(rgb).digest()
+
+
+class ReconHash:
+    """``recon_hash`` of an image given strip by strip, top to bottom (whole rows)."""
+
+    def __init__(self):
+        self._sha = hashlib.sha256()
+
+    def update(self, rows: np.ndarray) -> "ReconHash":
+        self._sha.update(np.ascontiguousarray(rows))
+        return self
+
+    def digest(self) -> bytes:
+        return self._sha.digest()[:8]

@@ -153,10 +153,10 @@ def pixels_of(img, name: str = "input", notes: list | None = None) -> tuple[np.n
 def encode_png(pixels: np.ndarray, **metadata) -> bytes:
     """A PNG of uint8 pixels ([H, W] gray, [H, W, C] with C 1 to 4), written by png.py (which
     writes large images in strips, deflating in parallel); ``metadata``: icc_profile, exif, xmp."""
-    from .png import write_png
+    from .png import deflate_workers, write_png
 
     buf = io.BytesIO()
-    write_png(buf, pixels, workers=min(os.cpu_count() or 1, 4) if pixels.size > 1 << 22 else 1, **metadata)
+    write_png(buf, pixels, workers=deflate_workers(pixels.size), **metadata)
     return buf.getvalue()
 
 

@@ -5,6 +5,8 @@ records that strict parsers accept.
     outputs = plan_outputs(["a.png", "b.png"], "coded/", ".bin")   # coded/a.bin, coded/b.bin
     check_outputs(["a.png", "b.png"], outputs, force=False)         # OutputError: one line
     write_output(outputs[0], data, force=False, protected=input_identities(inputs))
+    with open_output(outputs[1], force=False) as f:                # the same, written piece by piece
+        f.write(part_one); f.write(part_two)
 
 The rules (docs/reliability.md, "No data lost"):
 
@@ -22,6 +24,7 @@ The rules (docs/reliability.md, "No data lost"):
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import math
@@ -31,6 +34,7 @@ import stat
 import sys
 import tempfile
 from pathlib import Path
+from typing import Iterator
 
 from ..errors import OutputError
 
@@ -186,15 +190,28 @@ def write_output(dst: str, data: bytes, force: bool = True, protected: frozenset
     """Stdout, a stream (FIFO or character device) written in place, or a file written
     atomically; without ``force`` an output that appeared since the check is not replaced, and a
     file in ``protected`` (input_identities) never is."""
-    if dst == STDIO:
-        sys.stdout.buffer.write(data)
-        sys.stdout.buffer.flush()
-        return
-    if output_kind(dst) == "stream":
-        _write_stream(dst, data)
+    with open_output(dst, force, protected) as f:
+        f.write(data)
+
+
+@contextlib.contextmanager
+def open_output(dst: str, force: bool = True, protected: frozenset = frozenset()) -> Iterator:
+    """``write_output`` for data written piece by piece into the binary file object this yields:
+    a file's pieces go to its temporary file as they come (the file appears whole, when the
+    block ends without an error, or not at all); stdout's and a stream's are kept in memory and
+    written at the end (an error leaves them untouched)."""
+    if dst == STDIO or output_kind(dst) == "stream":
+        buf = io.BytesIO()
+        yield buf
+        if dst == STDIO:
+            sys.stdout.buffer.write(buf.getbuffer())
+            sys.stdout.buffer.flush()
+        else:
+            _write_stream(dst, buf.getbuffer())
         return
     try:
-        atomic_write(dst, data, overwrite=force, protected=protected)
+        with atomic_file(dst, overwrite=force, protected=protected) as f:
+            yield f
     except FileExistsError:
         raise OutputError(f"{dst} exists; pass --force to overwrite") from None
 
@@ -222,13 +239,21 @@ def atomic_write(path, data: bytes, overwrite: bool = True, protected: frozenset
     ``overwrite``, an existing ``path`` is left alone and FileExistsError is raised. Only a
     regular file is ever replaced, never one in ``protected`` (OutputError); a symbolic link is
     written through (the file it points to is replaced, in that file's folder)."""
+    with atomic_file(path, overwrite, protected) as f:
+        f.write(data)
+
+
+@contextlib.contextmanager
+def atomic_file(path, overwrite: bool = True, protected: frozenset = frozenset()) -> Iterator:
+    """``atomic_write`` of what is written into the binary file object this yields: the file
+    appears under ``path`` when the block ends without an error, and never otherwise."""
     path = Path(path)
     if path.is_symlink():
         path = Path(os.path.realpath(path))
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            yield f
             f.flush()
             os.fchmod(f.fileno(), 0o666 & ~_umask())  # mkstemp makes 0600; give what open() would
             os.fsync(f.fileno())

@@ -5,6 +5,7 @@ XMP, an alpha channel, grayness), carried into sgacodec files and back into PNG
     picture = picture_from(pil_image)                   # after EXIF orientation is applied
     chunks = picture.chunks(keep={"icc", "exif", "xmp"}, alpha=True)    # for the container
     picture = decoded_picture(rgb, header)              # pixels in the file's mode, its metadata
+    write_decoded_png(decoder.strips(data), file)       # the same as a PNG, strip by strip
 
 The coded image is always RGB: a grayscale picture is coded as three equal channels and decoded
 back to one (ITU-R 601 luma, as Pillow converts); alpha is coded losslessly, apart, as a PNG in its
@@ -56,10 +57,7 @@ class Picture:
 
     def output(self) -> np.ndarray:
         """The pixels with alpha, as a PNG writer takes them: [H, W] or [H, W, C]."""
-        if self.alpha is None:
-            return self.pixels
-        base = self.pixels[..., None] if self.grayscale else self.pixels
-        return np.ascontiguousarray(np.concatenate([base, self.alpha[..., None]], axis=2))
+        return with_alpha(self.pixels, self.alpha)
 
     def chunks(self, keep=METADATA, alpha: bool = True) -> dict[str, bytes]:
         """The container's metadata of this picture: the ``keep`` ones it has, and its alpha plane
@@ -160,16 +158,55 @@ def alpha_from_png(data: bytes, height: int, width: int) -> np.ndarray:
         raise DecodeError(f"the alpha chunk does not decode ({type(exc).__name__})") from None
 
 
+def with_alpha(pixels: np.ndarray, alpha: np.ndarray | None) -> np.ndarray:
+    """Pixels ([h, w] gray or [h, w, 3]) with ``alpha`` [h, w] as their last channel, as a PNG
+    writer takes them; the pixels themselves when there is no alpha."""
+    if alpha is None:
+        return pixels
+    base = pixels[..., None] if pixels.ndim == 2 else pixels
+    return np.ascontiguousarray(np.concatenate([base, alpha[..., None]], axis=2))
+
+
+def decoded_alpha(header, bounds=None) -> np.ndarray | None:
+    """A file's alpha plane, uint8 [h, w] (cropped to ``bounds``, (r0, r1, c0, c1)), or None."""
+    if "alpha" not in header.metadata:
+        return None
+    alpha = alpha_from_png(header.metadata["alpha"], header.height, header.width)
+    if bounds is not None:
+        r0, r1, c0, c1 = bounds
+        alpha = np.ascontiguousarray(alpha[r0:r1, c0:c1])
+    return alpha
+
+
 def decoded_picture(rgb: np.ndarray, header, region=None) -> Picture:
     """The picture a decoded file gives: its RGB pixels in the file's mode (grayscale to one
     channel), its alpha (cropped to ``region``, (x, y, width, height), when the pixels are a
     region's), its metadata."""
     pixels = gray_of(rgb) if header.grayscale else rgb
-    alpha = None
-    if "alpha" in header.metadata:
-        alpha = alpha_from_png(header.metadata["alpha"], header.height, header.width)
-        if region is not None:
-            x, y = int(region[0]), int(region[1])
-            alpha = np.ascontiguousarray(alpha[y : y + rgb.shape[0], x : x + rgb.shape[1]])
+    bounds = None
+    if region is not None:
+        x, y = int(region[0]), int(region[1])
+        bounds = (y, y + rgb.shape[0], x, x + rgb.shape[1])
     meta = header.metadata
-    return Picture(pixels, alpha, meta.get("icc"), meta.get("exif"), meta.get("xmp"))
+    return Picture(pixels, decoded_alpha(header, bounds), meta.get("icc"), meta.get("exif"), meta.get("xmp"))
+
+
+def write_decoded_png(strips, file) -> None:
+    """The PNG of a decode given strip by strip (codec.decoder.Strips: ``header``, ``bounds``,
+    ``height``, ``width``, and its uint8 RGB strips), written into the binary ``file`` as the
+    strips come: the pixels in the file's mode, its alpha, colour profile, EXIF and XMP, as
+    ``decoded_picture(...).output()`` with ``png_metadata()`` would give them whole."""
+    from .png import PNGWriter, deflate_workers
+
+    header = strips.header
+    alpha = decoded_alpha(header, strips.bounds)
+    mode = ("L" if header.grayscale else "RGB") + ("A" if alpha is not None else "")
+    channels = len(mode)
+    meta = header.metadata
+    with PNGWriter(file, strips.width, strips.height, mode, icc_profile=meta.get("icc"), exif=meta.get("exif"),
+                   xmp=meta.get("xmp"), workers=deflate_workers(strips.height * strips.width * channels)) as png:
+        row = 0
+        for strip in strips:
+            pixels = gray_of(strip) if header.grayscale else strip
+            png.write_rows(with_alpha(pixels, None if alpha is None else alpha[row : row + len(strip)]))
+            row += len(strip)

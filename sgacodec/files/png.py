@@ -25,6 +25,7 @@ convention that Pillow and exiftool read).
 
 from __future__ import annotations
 
+import os
 import struct
 import zlib
 from pathlib import Path
@@ -221,6 +222,11 @@ def _deflate_segment(data: bytes, primer: bytes, level: int, final: bool) -> byt
     boundary (Z_SYNC_FLUSH), or with the last block (Z_FINISH)."""
     z = zlib.compressobj(level, zlib.DEFLATED, -15, 9, zlib.Z_FILTERED, *([primer] if primer else []))
     return z.compress(data) + z.flush(zlib.Z_FINISH if final else zlib.Z_SYNC_FLUSH)
+
+
+def deflate_workers(size: int) -> int:
+    """Threads that deflate a PNG of ``size`` bytes of pixels: up to 4 CPUs above 4 MiB, else one."""
+    return min(os.cpu_count() or 1, 4) if size > 1 << 22 else 1
 
 
 def write_png(file, array: np.ndarray, mode: str | None = None, **options) -> None:
