@@ -5,7 +5,9 @@ CompressAI's rANS decoder (C++) does not bounds-check its input: a forged or cor
 past the end of its buffer, which can segfault the interpreter (found by scripts/fuzz_bitstreams.py).
 Two defences, both used by the decoder: every string is padded and decoded twice
 (network/streams.py), and, here, ``call`` runs the decode in a forked child process on Linux, with
-one torch thread (OpenMP's thread pool does not survive a fork). A crash, a hang past the time
+one torch thread (OpenMP's thread pool does not survive a fork); ``stream`` does the same for a
+computation that sends its result in pieces (the decoded image, row strip by row strip), each
+handed to the parent as soon as it is sent. A crash, a hang past the time
 limit, or an allocation failure there becomes an ``IsolatedError`` with one line, and the parent
 carries on. Elsewhere, or with ``SGACODEC_ISOLATE=0``, the decode runs in-process.
 
