@@ -42,8 +42,15 @@ class Decoded(NamedTuple):
     header: container.Bitstream
     exact: bool | None
 
-    warning = property(lambda self: MISMATCH_TEXT if self.exact is False else None,
-                       doc="Why these pixels are not the encoder's (the hash did not match), or None.")
+    @property
+    def warning(self) -> str | None:
+        """Why these pixels are not the encoder's (the hash did not match), or None."""
+        return mismatch_warning(self.exact)
+
+
+def mismatch_warning(exact: bool | None) -> str | None:
+    """What a decode whose hash check gave ``exact`` says: MISMATCH_TEXT when it did not match."""
+    return MISMATCH_TEXT if exact is False else None
 
 
 def decode(data: bytes, model: LoadedModel | None = None, checkpoint=None, verify: bool = True,
@@ -144,7 +151,7 @@ class Strips:
     @property
     def warning(self) -> str | None:
         """Why the pixels are not the encoder's (the hash did not match), or None."""
-        return MISMATCH_TEXT if self.exact is False else None
+        return mismatch_warning(self.exact)
 
 
 def _legacy_run(net, header: container.Bitstream, bounds):
