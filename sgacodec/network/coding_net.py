@@ -2,8 +2,8 @@
 file format, docs/format.md), one per model and format version (``coding_net``).
 
 Versions 2 and 3: a copy of the model whose hyper-synthesis h_s and synthesis g_s run in float64
-(``InFloat64``, with g_s's transposed convolutions by kernel taps, deconv.py, and its GDN layers
-as one matrix product, ``MatmulGDN``), with the GaussianConditional's scale table and both
+(``InFloat64``, with their convolutions by minimal filtering, winograd.py, and g_s's GDN layers
+as matrix products, ``MatmulGDN``), with the GaussianConditional's scale table and both
 entropy models' rANS tables computed in float64 (cached, table_cache.py), so that every CPU
 computes the same scale indexes and pixels. Version 1: the model itself with CompressAI's own
 float32 tables (``with_float32_tables``).
@@ -18,7 +18,7 @@ import weakref
 
 import torch
 
-from . import deconv, table_cache
+from . import table_cache, winograd
 from .compressai_import import installed_version
 
 
@@ -42,9 +42,12 @@ class InFloat64(torch.nn.Module):
 
 class MatmulGDN(torch.nn.Module):
     """CompressAI's GDN or inverse GDN ``gdn`` (sharing its parameters) computed with its 1x1
-    convolution as one matrix product per image and the normalisation in place: the same float64
-    operations as GDN.forward (``x * sqrt(beta + gamma x^2)``, rsqrt for GDN) with less memory
-    traffic, which float64 on the CPU is bound by (docs/performance.md)."""
+    convolution as one matrix product per band of a few rows (``PIXELS``, so that the squares and
+    the norms stay in cache): the same float64 operations as GDN.forward
+    (``x * sqrt(beta + gamma x^2)``, rsqrt for GDN) with less memory traffic, which float64 on the
+    CPU is bound by (docs/performance.md)."""
+
+    PIXELS = 1024  # pixels per pass
 
     def __init__(self, gdn: torch.nn.Module):
         super().__init__()
@@ -53,15 +56,19 @@ class MatmulGDN(torch.nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         gdn = self.gdn
         beta, gamma = gdn.beta_reparam(gdn.beta), gdn.gamma_reparam(gdn.gamma)
-        out = None if x.size(0) == 1 else torch.empty_like(x)
+        channels, height, width = x.shape[1:]
+        out = x.new_empty(x.shape)
+        rows = max(1, self.PIXELS // max(width, 1))  # a few rows at a time: the pass stays in cache
+        square = x.new_empty(channels, rows * width)
+        norm = x.new_empty(channels, rows * width)
         for b in range(x.size(0)):
-            flat = x[b].reshape(x.size(1), -1)
-            norm = torch.addmm(beta[:, None], gamma, flat * flat)
-            norm = norm.sqrt_() if gdn.inverse else norm.rsqrt_()
-            norm.mul_(flat)
-            if out is None:  # one image: the normalised product is the output, no copy
-                return norm.view_as(x)
-            out[b] = norm.view_as(x[b])
+            for r0 in range(0, height, rows):
+                n = min(rows, height - r0) * width
+                crop, sq, nm = x[b, :, r0 : r0 + rows], square[:, :n], norm[:, :n]
+                torch.mul(crop, crop, out=sq.view(crop.shape))
+                torch.addmm(beta[:, None], gamma, sq, out=nm)
+                nm.sqrt_() if gdn.inverse else nm.rsqrt_()
+                torch.mul(nm.view(crop.shape), crop, out=out[b, :, r0 : r0 + rows])
         return out
 
 
@@ -81,8 +88,9 @@ def float64_coding_net(net: torch.nn.Module) -> torch.nn.Module:
     """A copy of ``net`` for file format version 2, computing in float64 whatever CompressAI
     computes at load time or while coding, so that every CPU gets the same numbers:
 
-    - h_s and g_s run in float64 (``InFloat64``; their transposed convolutions one matrix product
-      per kernel tap, deconv.py, and g_s's GDN layers one per image, ``MatmulGDN``: faster in
+    - h_s and g_s run in float64 (``InFloat64``; their 5 x 5 transposed and 3 x 3 convolutions
+      by minimal filtering, winograd.py, any other transposed convolution one matrix product per
+      kernel tap, deconv.py, and g_s's GDN layers as matrix products, ``MatmulGDN``: faster in
       float64 than PyTorch's kernels);
     - the GaussianConditional's scale table, exp(linspace(ln 0.11, ln 256, 64)) (CompressAI's
       ``get_scale_table``, which ``update()`` recomputes in float32), is computed in float64 and
@@ -100,8 +108,8 @@ def float64_coding_net(net: torch.nn.Module) -> torch.nn.Module:
     from compressai.models.google import SCALES_LEVELS, SCALES_MAX, SCALES_MIN
 
     coding = copy.deepcopy(net).requires_grad_(False)  # the coding side never backpropagates
-    coding.h_s = InFloat64(deconv.by_taps(coding.h_s))  # coding's own copies: the model stays float32
-    coding.g_s = InFloat64(gdn_by_matmul(deconv.by_taps(coding.g_s)))
+    coding.h_s = InFloat64(winograd.by_winograd(coding.h_s))  # coding's own copies: the model stays float32
+    coding.g_s = InFloat64(gdn_by_matmul(winograd.by_winograd(coding.g_s)))
     gc = coding.gaussian_conditional
     gc.scale_table = torch.exp(torch.linspace(math.log(SCALES_MIN), math.log(SCALES_MAX), SCALES_LEVELS,
                                               dtype=torch.float64)).float()

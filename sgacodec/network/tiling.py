@@ -44,7 +44,7 @@ before it for exactly its crop, and so on down to the input reader; only the cro
 live at a time. sgacodec's float64 wrappers are recognised by shape (nothing is imported from
 sgacodec): ``InFloat64`` (``module(x.double()).to(x.dtype)``) converts each crop read from its
 input once and runs its module tiled; a module whose only parameters are those of its ``.layer``,
-a ConvTranspose2d (TapConvTranspose2d), is that layer; one whose only child is ``.gdn``
+a Conv2d or ConvTranspose2d (TapConvTranspose2d, WinogradConv), is that layer; one whose only child is ``.gdn``
 (MatmulGDN) is pointwise. Anything else raises ``UnsupportedLayer``: compute the whole image.
 """
 
@@ -93,7 +93,7 @@ def _kind(m: nn.Module):
     if t.__name__ == "InFloat64" and isinstance(getattr(m, "module", None), nn.Module):
         return "f64", [m.module]
     layer = getattr(m, "layer", None)
-    if (isinstance(layer, nn.ConvTranspose2d) and not isinstance(m, nn.ConvTranspose2d)
+    if (isinstance(layer, (nn.Conv2d, nn.ConvTranspose2d)) and not isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))
             and {id(p) for p in m.parameters()} == {id(p) for p in layer.parameters()}):
         m, t, ours = layer, type(layer), type(layer).__module__.startswith("compressai.")
     for cls, kind in ((nn.Conv2d, "conv"), (nn.ConvTranspose2d, "deconv")):

@@ -1,0 +1,185 @@
+"""Convolutions in float64 with half the multiplications: Winograd's minimal filtering.
+
+The coding network runs h_s and g_s in float64 (coding_net.py), where the CPU has no fast
+convolution kernel and the time goes into matrix products. Along one axis, output phase a of a
+stride-s transposed convolution is a correlation of the input with that phase's r consecutive
+kernel taps g: out[s i + a] = sum_j g_j x[i + d_a + j] (a stride-1 convolution is one phase).
+Minimal filtering F(2, r) (Winograd; Lavin and Gray, "Fast Algorithms for Convolutional Neural
+Networks", CVPR 2016) gives two consecutive outputs from r + 1 inputs with r + 1 products
+instead of 2 r:
+
+    y = A^T [(G g) * (B^T d)]                       F(2,3): 4 products for 6; F(2,2): 3 for 4
+
+In 2-D, per phase (a, b) and per 2 x 2 block of its outputs, Y = A_a^T [U * V] A_b with
+U = G_a g G_b^T (the weights, transformed once) and V = B_a^T d B_b (the input). Over the
+channels each of the (r_a + 1)(r_b + 1) points is one matrix product (out x in) by (in x blocks).
+The matrices hold only 0, +-1 and 1/2 (interpolation points 0, 1, -1 and infinity), so the
+transforms add no rounding beyond the sums' own: the results differ from PyTorch's float64 ones
+by about 2e-15, less than kernel taps' 5e-15 (deconv.py; tests/test_winograd.py). A 5 x 5
+stride-2 layer (CompressAI's deconv) has phases of 3 x 3, 3 x 2, 2 x 3 and 2 x 2 taps: 49
+products per 2 x 2 input block for the taps' 100; a 3 x 3 convolution 16 per 2 x 2 block for 36.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from . import deconv
+
+# F(2, r): (B^T [n x n], G [n x r], A^T [2 x n]), n = r + 1, for y_i = sum_j g_j d_{i + j}, i = 0, 1
+MINIMAL_FILTERING = {
+    1: ([[1, 0], [0, 1]], [[1], [1]], [[1, 0], [0, 1]]),
+    2: ([[1, -1, 0], [0, 1, 0], [0, -1, 1]], [[1, 0], [1, 1], [0, 1]], [[1, 1, 0], [0, 1, 1]]),
+    3: ([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]],
+        [[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]],
+        [[1, 1, 1, 0], [0, 1, -1, -1]]),
+}
+
+
+def phases(layer: torch.nn.Module) -> list[tuple[int, list[int]]] | None:
+    """Along one axis, per output phase: (offset d of its first input, its kernel indexes in input
+    order), for a ConvTranspose2d that deconv.TapConvTranspose2d computes or a stride-1 "same"
+    3 x 3 Conv2d; None for any other layer or when a phase's taps are not 1 to 3 consecutive."""
+    if deconv.supported(layer):
+        found = []
+        for taps in deconv.TapConvTranspose2d(layer).taps:
+            taps = sorted(taps, key=lambda tap: tap[1])
+            offsets = [d for _, d in taps]
+            if not 1 <= len(taps) <= 3 or offsets != list(range(offsets[0], offsets[0] + len(taps))):
+                return None
+            found.append((offsets[0], [t for t, _ in taps]))
+        return found
+    if (type(layer) is torch.nn.Conv2d and layer.kernel_size == (3, 3) and layer.stride == (1, 1)
+            and layer.padding == (1, 1) and layer.dilation == (1, 1) and layer.groups == 1
+            and layer.padding_mode == "zeros"):
+        return [(-1, [0, 1, 2])]
+    return None
+
+
+def _combine(terms, out: torch.Tensor) -> torch.Tensor:
+    """out = sum of c t over ``terms`` (c, t), every c +-1, added in the order given."""
+    (c0, t0), rest = terms[0], terms[1:]
+    if not rest:
+        return out.copy_(t0) if c0 == 1 else torch.neg(t0, out=out)
+    (c1, t1), rest = rest[0], rest[1:]
+    if c0 == 1:
+        torch.add(t0, t1, alpha=c1, out=out)
+    elif c1 == 1:
+        torch.sub(t1, t0, out=out)
+    else:
+        torch.add(t0, t1, out=out).neg_()
+    for c, t in rest:
+        out.add_(t, alpha=c)
+    return out
+
+
+class WinogradConv(torch.nn.Module):
+    """The function of ``layer`` (one that ``phases`` accepts, sharing its weight and bias), each
+    output phase computed by 2-D minimal filtering F(2 x 2, r_a x r_b)."""
+
+    BLOCKS = 640  # 2 x 2 blocks transformed per pass: bounds the transforms' memory
+
+    def __init__(self, layer: torch.nn.Module):
+        super().__init__()
+        found = phases(layer)
+        if found is None:
+            raise ValueError(f"minimal filtering does not compute {layer}")
+        self.layer, self.phases = layer, found
+        self.transposed = isinstance(layer, torch.nn.ConvTranspose2d)
+        self._weights = (None, None)  # (what the weights were transformed from, the transformed)
+
+    def transformed_weights(self, dtype: torch.dtype) -> dict:
+        """{(a, b): U [n_a n_b, out, in]}, U = G_a g G_b^T for each phase (a, b), recomputed only
+        when the layer's weight changes."""
+        weight = self.layer.weight
+        key = (weight.data_ptr(), weight._version, weight.dtype, dtype)
+        if self._weights[0] == key:
+            return self._weights[1]
+        w = weight.detach().to(dtype)
+        w = w.transpose(0, 1) if self.transposed else w  # [out, in, k, k]
+        weights = {}
+        for a, (_, rows) in enumerate(self.phases):
+            for b, (_, cols) in enumerate(self.phases):
+                g = w[:, :, rows][:, :, :, cols]  # [out, in, r_a, r_b]
+                ga = torch.tensor(MINIMAL_FILTERING[len(rows)][1], dtype=dtype)
+                gb = torch.tensor(MINIMAL_FILTERING[len(cols)][1], dtype=dtype)
+                u = torch.einsum("ki,ocij,lj->kloc", ga, g, gb)
+                weights[a, b] = u.reshape(-1, *u.shape[2:]).contiguous()
+        self._weights = (key, weights)
+        return weights
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weights = self.transformed_weights(x.dtype)
+        if x.size(0) == 1:
+            return self._one(x[0], weights)[None]
+        return torch.stack([self._one(image, weights) for image in x])
+
+    def _one(self, x: torch.Tensor, weights: dict) -> torch.Tensor:
+        """One image [in, h, w] -> [out, s h, s w]."""
+        cin, h, w = x.shape
+        s, bias = len(self.phases), self.layer.bias
+        cout = self.layer.weight.shape[1 if self.transposed else 0]
+        th, tw = -(-h // 2), -(-w // 2)  # 2 x 2 output blocks per phase
+        first = min(d for d, _ in self.phases)
+        lo = -first + (-first) % 2  # even: padded row 2 u + o is row u + o // 2 of row parity o % 2
+        reach = max(d + len(taps) for d, taps in self.phases) + 1  # how far past 2 u a block reads
+        hp, wp = 2 * th + lo + reach, 2 * tw + lo + reach
+        hp, wp = hp + hp % 2, wp + wp % 2
+        padded = F.pad(x, (lo, wp - w - lo, lo, hp - h - lo))
+        poly = padded.view(cin, hp // 2, 2, wp // 2, 2).permute(2, 4, 0, 1, 3).contiguous()  # [2, 2, in, ., .]
+        out = x.new_empty(cout, th, 2, s, tw, 2, s)  # [out, u, i, a, v, j, b]: pixel ((2u+i)s+a, (2v+j)s+b)
+        passes = -(-th * tw // self.BLOCKS)
+        rows = -(-th // passes)  # block rows per pass
+        most = max(len(taps) + 1 for _, taps in self.phases) ** 2 * max(cin, cout) * min(rows, th) * tw
+        scratch = [poly.new_empty(most) for _ in range(3)]  # reused by every pass and phase
+        for u0 in range(0, th, rows):
+            self._pass(poly, weights, out, u0, min(th, u0 + rows), lo, scratch)
+        if bias is not None:
+            out.add_(bias.to(x.dtype).view(cout, 1, 1, 1, 1, 1, 1))
+        return out.view(cout, th * 2 * s, tw * 2 * s)[:, : s * h, : s * w]
+
+    def _pass(self, poly, weights, out, u0, u1, lo, scratch) -> None:
+        """Block rows [u0, u1) of ``out`` from the polyphase padded input ``poly``."""
+        cin, cout, n, tw = poly.size(2), out.size(0), u1 - u0, out.size(4)
+        rows = {}  # B_a^T d per row phase a: [n_a, 2 (column parity), in, n, padded columns / 2]
+        for a, (d, taps) in enumerate(self.phases):
+            bt = MINIMAL_FILTERING[len(taps)][0]
+            rows[a] = poly.new_empty(len(bt), 2, cin, n, poly.size(4))
+            for k, coefs in enumerate(bt):
+                for q in range(2):
+                    _combine([(c, poly[(o := d + lo + i) % 2, q, :, u0 + o // 2 : u1 + o // 2])
+                              for i, c in enumerate(coefs) if c], rows[a][k, q])
+        for a, (_, row_taps) in enumerate(self.phases):
+            at_a = MINIMAL_FILTERING[len(row_taps)][2]
+            for b, (d, col_taps) in enumerate(self.phases):
+                bt, _, at_b = MINIMAL_FILTERING[len(col_taps)]
+                na, nb = len(at_a[0]), len(bt)
+                v = scratch[0][: na * nb * cin * n * tw].view(na, nb, cin, n, tw)  # B_a^T d B_b
+                for k in range(na):
+                    for m, coefs in enumerate(bt):
+                        _combine([(c, rows[a][k, (o := d + lo + i) % 2, :, :, o // 2 : o // 2 + tw])
+                                  for i, c in enumerate(coefs) if c], v[k, m])
+                products = scratch[1][: na * nb * cout * n * tw].view(na * nb, cout, n * tw)  # U * V
+                torch.bmm(weights[a, b], v.view(na * nb, cin, n * tw), out=products)
+                products = products.view(na, nb, cout, n, tw)
+                half = scratch[2][: na * 2 * cout * n * tw].view(na, 2, cout, n, tw)  # [U * V] A_b
+                for k in range(na):
+                    for j in range(2):
+                        _combine([(c, products[k, m]) for m, c in enumerate(at_b[j]) if c], half[k, j])
+                for i in range(2):
+                    for j in range(2):
+                        _combine([(c, half[k, j]) for k, c in enumerate(at_a[i]) if c], out[:, u0:u1, i, a, :, j, b])
+
+
+def by_winograd(module: torch.nn.Module) -> torch.nn.Module:
+    """``module`` with each layer inside it that ``phases`` accepts replaced (in place) by a
+    WinogradConv sharing its parameters, and each other transposed convolution that the taps
+    compute faster by a deconv.TapConvTranspose2d; ``module`` itself when it is one."""
+    if phases(module) is not None:
+        return WinogradConv(module)
+    if deconv.supported(module):
+        return deconv.TapConvTranspose2d(module)
+    for name, child in list(module.named_children()):
+        setattr(module, name, by_winograd(child))
+    return module
