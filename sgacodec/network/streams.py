@@ -17,6 +17,7 @@ network (``encode_y_context``, ``decode_y_context``): their string is padded and
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -39,11 +40,12 @@ def pad_string(data: bytes, n_symbols: int, fill: int = 0) -> bytes:
     return bytes(data) + bytes([fill]) * (8 * max(int(n_symbols), 0) + 16 * len(data) + 1024)
 
 
-def decode_twice(decode, string: bytes, n_symbols: int, what: str) -> torch.Tensor:
-    """``decode(padded string)`` with zero padding and with 0x55 padding, which must agree."""
+def decode_twice(decode, string: bytes, n_symbols: int, what: str):
+    """``decode(padded string)`` with zero padding and with 0x55 padding, which must agree (two
+    tensors, or two lists of symbols)."""
     a = decode(pad_string(string, n_symbols, 0))
     b = decode(pad_string(string, n_symbols, 0x55))
-    if not torch.equal(a, b):
+    if not (torch.equal(a, b) if isinstance(a, torch.Tensor) else a == b):
         raise CorruptData(f"the {what} string ends before its data does (truncated or forged file)")
     return a
 
@@ -80,12 +82,22 @@ def _check_params(scales: torch.Tensor, means: torch.Tensor | None) -> None:
                              "the model's h_s is broken")
 
 
+def scale_indexes(gc, scales: torch.Tensor) -> torch.Tensor:
+    """CompressAI's ``gc.build_indexes(scales)``, int32: per scale (lower-bounded as it does), the
+    number of scale-table entries but the last that are below it. build_indexes counts them with a
+    pass over the scales per entry (64); one binary search gives the same integers
+    (tests/test_streams.py)."""
+    scales = gc.lower_bound_scale(scales)
+    table = gc.scale_table[:-1].to(scales.dtype)
+    return torch.searchsorted(table, scales.contiguous()).int()
+
+
 @torch.no_grad()
 def encode_y(net, y: torch.Tensor, scales: torch.Tensor, means: torch.Tensor | None) -> bytes:
     """One tile of y [1, M, h, w] (or the whole) with its h_s scales and means -> its string."""
     _check_params(scales, means)
     gc = net.gaussian_conditional
-    [string] = gc.compress(y, gc.build_indexes(scales), means=means)
+    [string] = gc.compress(y, scale_indexes(gc, scales), means=means)
     return string
 
 
@@ -99,15 +111,20 @@ def quantized_y(y: torch.Tensor, means: torch.Tensor | None) -> torch.Tensor:
 
 @torch.no_grad()
 def decode_y(net, string: bytes, scales: torch.Tensor, means: torch.Tensor | None) -> torch.Tensor:
-    """y^ of one tile from an untrusted string and the tile's h_s scales and means."""
+    """y^ of one tile from an untrusted string and the tile's h_s scales and means: what
+    ``gc.decompress([string], indexes, means=means)`` computes (its rANS decoder called the same
+    way, its ``dequantize``), with the tables and indexes converted to lists once for both
+    decodes, the symbols compared as lists and converted by numpy (a third of torch.tensor's time,
+    with the interpreter lock held)."""
     _check_params(scales, means)
     gc = net.gaussian_conditional
-    indexes = gc.build_indexes(scales)
-    if means is None:
-        decode = lambda s: gc.decompress([s], indexes, scales.dtype)
-    else:
-        decode = lambda s: gc.decompress([s], indexes, means=means)
-    return decode_twice(decode, string, indexes.numel(), "y")
+    indexes = scale_indexes(gc, scales)
+    tables = (indexes.reshape(-1).tolist(), gc._quantized_cdf.tolist(),
+              gc._cdf_length.reshape(-1).int().tolist(), gc._offset.reshape(-1).int().tolist())
+    symbols = decode_twice(lambda s: gc.entropy_coder.decode_with_indexes(s, *tables), string,
+                           indexes.numel(), "y")
+    values = torch.from_numpy(np.fromiter(symbols, np.int32, len(symbols))).reshape(indexes.shape)
+    return gc.dequantize(values, means, scales.dtype)
 
 
 @torch.no_grad()
