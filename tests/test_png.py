@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from sgacodec.files import png
 from sgacodec.files.png import PNGWriter, filter_rows, write_png
 
 ICC = (Path(__file__).resolve().parent / "fixtures" / "display-p3.icc").read_bytes()
@@ -147,13 +148,27 @@ def test_metadata_read_by_pillow():
     assert {k for k, _ in chunks(encode(img, "RGB"))} == {b"IHDR", b"IDAT", b"IEND"}
 
 
-def test_size_close_to_pillow():
+def test_size_close_to_pillow(monkeypatch):
+    """With Python's zlib the same filters and deflate settings give Pillow's size at every level."""
+    monkeypatch.setattr(png, "zlib_ng", None)
     img = natural(192, 256, 3)
     for level in (1, 6, 9):
         ours = len(encode(img, "RGB", strips=(16,), compress_level=level))
         b = io.BytesIO()
         Image.fromarray(img).save(b, format="PNG", compress_level=level)
         assert abs(ours / len(b.getvalue()) - 1) < 0.02, (level, ours, len(b.getvalue()))
+
+
+@pytest.mark.skipif(png.zlib_ng is None, reason="zlib-ng is not installed")
+def test_zlib_ng_deflates_a_photo_to_pillows_size():
+    """zlib-ng (levels 2 to 9) gives a photo the size Pillow's zlib gives it, and the same pixels."""
+    img = np.asarray(Image.open(Path(__file__).resolve().parents[1] / "docs" / "example.png").convert("RGB"))
+    assert png._deflater(6) is png.zlib_ng and png._deflater(1) is zlib
+    ours = encode(img, "RGB", strips=(64,))
+    b = io.BytesIO()
+    Image.fromarray(img).save(b, format="PNG")
+    assert abs(len(ours) / len(b.getvalue()) - 1) < 0.02, (len(ours), len(b.getvalue()))
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(ours))), img)
 
 
 def test_memory_bounded():
