@@ -268,6 +268,10 @@ def _child(fn: Callable[[], Iterable], write_fd: int, progress_write: int) -> No
     _IN_CHILD = True
     import threading
 
+    from .memory import keep_freed_memory
+
+    keep_freed_memory()
+
     lock = threading.Lock()
 
     def report(done: int) -> None:

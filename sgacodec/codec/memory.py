@@ -160,3 +160,25 @@ def fitting(needed_each: int, most: int) -> int:
     if allowed is None or needed_each <= 0:
         return most
     return max(1, min(most, allowed // needed_each))
+
+
+# glibc's mallopt parameters (malloc.h)
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+KEEP_FREED = 1 << 30
+
+
+def keep_freed_memory() -> bool:
+    """Has glibc's malloc serve large blocks from its heap and keep freed memory for the next ones
+    (``mallopt``: M_MMAP_THRESHOLD and M_TRIM_THRESHOLD at 1 GiB), for this process; False where
+    there is no glibc. By default every block over 32 MB is mapped afresh, which the kernel zeroes
+    page by page, and coding allocates such blocks for every tile (g_a's first layer on a 512-px
+    tile: 37 MB): a third of the analysis went in page faults (docs/performance.md). The peak
+    does not grow, since what is kept is what the next tile reuses. Called by the CLI and in the
+    coding child (isolate.py), never on a library user's own process."""
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return bool(libc.mallopt(M_MMAP_THRESHOLD, KEEP_FREED) and libc.mallopt(M_TRIM_THRESHOLD, KEEP_FREED))
+    except (OSError, AttributeError):
+        return False
