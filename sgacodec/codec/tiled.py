@@ -243,9 +243,9 @@ class TileDecoder:
             keep_from = min(y.row for j in [i] + [row for row, _, _ in in_flight] for y in needed[j].values())
             for k in [k for k in self.y_hat if self.y_strings and self.grid.tiles[k].row < keep_from]:
                 del self.y_hat[k]  # rows above the halos of the rows in flight, and the rows below
+            if n + 1 < len(rows):  # the next row's y tiles, queued before this row's blocks so
+                decode(needed[rows[n + 1]])  # that the next row's blocks can follow on without a gap
             in_flight.append((i, blocks[i], [self.pool.submit(synth, t) for t in blocks[i]]))
-            if n + 1 < len(rows):  # the next row's y tiles, decoded as workers come free
-                decode(needed[rows[n + 1]])
             if len(in_flight) > 1:  # the row before: its blocks ran while this row's were queued
                 _, tiles, synthesised = in_flight.pop(0)
                 yield strip_of(tiles, synthesised)
