@@ -68,6 +68,7 @@ def main(argv=None) -> None:
         ap.error("--baseline is required")
     images = sorted(str(p) for p in args.images.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
     trees = {"this tree": ROOT, "baseline": args.baseline.resolve()}
+    the = {"this tree": "this tree", "baseline": "the baseline"}
     commits = {n: subprocess.run(["git", "-C", str(t), "describe", "--always", "--dirty", "--abbrev=12"],
                                  capture_output=True, text=True).stdout.strip() for n, t in trees.items()}
     lines = [f"# python benchmarks/decoder_change.py {' '.join(sys.argv[1:] if argv is None else argv)}",
@@ -88,8 +89,8 @@ def main(argv=None) -> None:
             got = run(trees[reader], {"do": "decode", "files": [str(f) for f in files[writer]]})
             exact = sum(r["exact"] is True for r in got)
             same_px = sum(r["pixels"] == own[writer][r["file"]]["pixels"] for r in got)
-            lines.append(f"files of the {writer} decoded by the {reader}: exact (hash) {exact}/{len(got)}, "
-                         f"pixels as the {writer}'s own decode {same_px}/{len(got)}")
+            lines.append(f"files of {the[writer]} decoded by {the[reader]}: exact (hash) {exact}/{len(got)}, "
+                         f"pixels as {the[writer]}'s own decode {same_px}/{len(got)}")
     print("\n".join(lines))
     if args.out:
         args.out.write_text("\n".join(lines) + "\n")
