@@ -252,13 +252,37 @@ def provenance(argv) -> dict:
             "threads": os.environ.get("OMP_NUM_THREADS", ""), "tile_size": TILE_SIZE}
 
 
+def host_speed() -> float:
+    """GFLOP/s of a fixed float64 workload on one thread (the median of 7 products of two
+    768 x 768 matrices), timed at the start and the end of a run: this shared machine's speed
+    varies by a quarter from hour to hour, and runs on different days compare through it."""
+    import statistics
+
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        a, b = torch.rand(768, 768, dtype=torch.float64), torch.rand(768, 768, dtype=torch.float64)
+        times = []
+        for _ in range(7):
+            start = time.perf_counter()
+            torch.mm(a, b)
+            times.append(time.perf_counter() - start)
+        return round(2 * 768 ** 3 / statistics.median(times) / 1e9, 2)
+    finally:
+        torch.set_num_threads(threads)
+
+
 def page(results: dict) -> str:
     """The docs section, from the results file."""
     p = results["provenance"]
     lines = [BEGIN, "", f"Measured by `{p['command']}` on {p['date']} at commit {str(p['commit'])[:12]}: "
              f"{p['machine']}; torch {p['versions']['torch']}, CompressAI {p['versions']['compressai']}. "
              "Whole processes; peak memory as /usr/bin/time reports it (the largest process: the coding "
-             "child included) and as the sampled peak of the process tree's summed PSS.", "",
+             "child included) and as the sampled peak of the process tree's summed PSS."
+             + (f" The host's float64 speed (`host_speed`, one thread): {p['host_gflops']['start']} GFLOP/s at "
+                f"the start, {p['host_gflops']['end']} at the end." if "host_gflops" in p else ""), "",
              "| photo | tile | command | wall s | CPU s | peak RSS MB | tree PSS peak MB | estimate MB |",
              "|---|---|---|---|---|---|---|---|"]
     for e in results.get("large", []):
@@ -325,7 +349,7 @@ def main(argv=None) -> int:
     if args.page:
         write_page(args.page, json.loads(args.out.read_text()))
         return 0
-    results = {"provenance": provenance(argv)}
+    results = {"provenance": {**provenance(argv), "host_gflops": {"start": host_speed()}}}
     if "large" not in args.skip:
         with tempfile.TemporaryDirectory() as tmp:
             results["large"] = large(args, Path(tmp))
@@ -335,6 +359,7 @@ def main(argv=None) -> int:
         results["rate_distortion"] = {**rd, "provenance": rd.get("provenance", earlier["provenance"])}
     elif "rd" not in args.skip:
         results["rate_distortion"] = rate_distortion(args)
+    results["provenance"]["host_gflops"]["end"] = host_speed()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=1) + "\n")
     print(page(results))

@@ -20,3 +20,17 @@ def test_rd_from_keeps_the_provenance_of_the_run_that_measured_it(tmp_path, monk
     for earlier in (first, second):
         bench.main(["--skip", "large", "--rd-from", str(earlier), "--out", str(out)])
         assert json.loads(out.read_text())["rate_distortion"]["provenance"] == measured
+
+
+def test_the_host_speed_is_recorded_at_the_start_and_the_end(tmp_path, monkeypatch):
+    bench = load_script("benchmarks/large_photos.py")
+    speeds = iter([31.5, 24.25])
+    monkeypatch.setattr(bench, "host_speed", lambda: next(speeds))
+    out = tmp_path / "out.json"
+    earlier = tmp_path / "earlier.json"
+    earlier.write_text(json.dumps({"provenance": {"command": "c", "commit": "a" * 40},
+                                   "rate_distortion": {"rows": [], "summary": {}}}))
+    monkeypatch.setattr(bench, "page", lambda results: "")
+    bench.main(["--skip", "large", "--rd-from", str(earlier), "--out", str(out)])
+    assert json.loads(out.read_text())["provenance"]["host_gflops"] == {"start": 31.5, "end": 24.25}
+    assert 0 < load_script("benchmarks/large_photos.py").host_speed() < 10_000

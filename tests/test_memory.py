@@ -1,6 +1,10 @@
 """Memory bounded per megapixel: sizes whose coding would not fit are refused before anything is
 allocated, and allocation failures are one line (sgacodec/memory.py)."""
 
+import platform
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -112,3 +116,29 @@ def test_parallel_coding_is_bounded_by_the_memory(monkeypatch):
     assert memory.fitting(each, 16) == 1
     monkeypatch.setenv(memory.LIMIT_ENV, "off")
     assert memory.fitting(each, 16) == 16
+
+
+FAULTS = """
+import resource, torch, sgacodec
+def faults():
+    start = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(5):
+        block = torch.ones(40 << 20, dtype=torch.uint8)  # 40 MB, over glibc's largest mmap threshold
+        del block
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - start
+before = faults()
+kept = sgacodec.keep_freed_memory()
+faults()
+print(kept, before, faults())
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc",
+                    reason="glibc's mallopt")
+def test_kept_memory_is_reused_without_page_faults():
+    """A 40 MB block allocated and freed five times: each time mapped afresh (a page fault per
+    4 kB page) by default, reused once keep_freed_memory has run (in a process of its own)."""
+    out = subprocess.run([sys.executable, "-c", FAULTS], capture_output=True, text=True, check=True).stdout
+    kept, before, after = out.split()
+    assert kept == "True"
+    assert int(before) > 4 * (40 << 20) // 4096 and int(after) < int(before) // 10, (before, after)
