@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -32,18 +31,20 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def run(tree: Path, args: list[str]) -> dict:
-    """One sgacodec process on ``tree``'s sources: wall s, CPU s, peak RSS MB."""
+    """One sgacodec process on ``tree``'s sources: wall s, CPU s and peak RSS MB of that process
+    and its children (``wait4``: its own rusage, the forked coding child included)."""
     env = {**os.environ, "PYTHONPATH": str(tree)}
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "sgacodec", *args], env=env, cwd=tree,
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    wall = time.perf_counter() - start
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    if done.returncode:
-        sys.exit(f"{tree}: sgacodec {' '.join(args)} failed: {done.stderr.decode()[-500:]}")
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return {"wall": wall, "cpu": cpu, "rss": after.ru_maxrss / 1024}
+    with tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen([sys.executable, "-m", "sgacodec", *args], env=env, cwd=tree,
+                                stdout=subprocess.DEVNULL, stderr=err)
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        wall = time.perf_counter() - start
+        if proc.returncode:
+            err.seek(0)
+            sys.exit(f"{tree}: sgacodec {' '.join(args)} failed: {err.read().decode()[-500:]}")
+    return {"wall": wall, "cpu": usage.ru_utime + usage.ru_stime, "rss": usage.ru_maxrss / 1024}
 
 
 def describe(tree: Path) -> str:
