@@ -42,7 +42,7 @@ _API = {
     "Strips": "codec.decoder", "tiles_to_decode": "codec.decoder",
     "encode_to_target": "codec.targets", "TargetResult": "codec.targets", "refine_latents": "refinement.loop",
     "describe_file": "codec.info", "summary_lines": "codec.info", "with_metadata": "codec.container",
-    "container_header": "codec.container", "psnr_srgb": "metrics", "keep_freed_memory": "codec.memory",
+    "container_header": "codec.container", "psnr_srgb": "metrics",
     # files
     "read_image": "files.images", "read_limited": "files.images", "expand_inputs": "files.images",
     "names_collection": "files.images", "center_crop": "files.images", "encode_png": "files.images",

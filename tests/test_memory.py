@@ -119,7 +119,8 @@ def test_parallel_coding_is_bounded_by_the_memory(monkeypatch):
 
 
 FAULTS = """
-import resource, torch, sgacodec
+import resource, torch
+from sgacodec.codec.memory import keep_freed_memory
 def faults():
     start = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     for _ in range(5):
@@ -127,7 +128,7 @@ def faults():
         del block
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - start
 before = faults()
-kept = sgacodec.keep_freed_memory()
+kept = keep_freed_memory()
 faults()
 print(kept, before, faults())
 """
@@ -137,8 +138,10 @@ print(kept, before, faults())
                     reason="glibc's mallopt")
 def test_kept_memory_is_reused_without_page_faults():
     """A 40 MB block allocated and freed five times: each time mapped afresh (a page fault per
-    4 kB page) by default, reused once keep_freed_memory has run (in a process of its own)."""
+    4 kB page) by default; once keep_freed_memory has run (in a process of its own), faulted in
+    at most once and then reused."""
     out = subprocess.run([sys.executable, "-c", FAULTS], capture_output=True, text=True, check=True).stdout
     kept, before, after = out.split()
     assert kept == "True"
-    assert int(before) > 4 * (40 << 20) // 4096 and int(after) < int(before) // 10, (before, after)
+    pages = (40 << 20) // 4096
+    assert int(before) > 4 * pages and int(after) < 1.5 * pages, (before, after)

@@ -55,9 +55,6 @@ def run(argv=None):
 def _run(argv):
     import signal
 
-    from .. import keep_freed_memory
-
-    keep_freed_memory()  # the process is the CLI's own
 
     def terminated(signum, frame):
         raise SystemExit(128 + signum)  # unwinds like an exception: atomic writes clean up

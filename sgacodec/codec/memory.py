@@ -171,10 +171,11 @@ def keep_freed_memory() -> bool:
     """Has glibc's malloc serve large blocks from its heap and keep freed memory for the next ones
     (``mallopt``: M_MMAP_THRESHOLD and M_TRIM_THRESHOLD at 1 GiB), for this process; False where
     there is no glibc. By default every block over 32 MB is mapped afresh, which the kernel zeroes
-    page by page, and coding allocates such blocks for every tile (g_a's first layer on a 512-px
-    tile: 37 MB): a third of the analysis went in page faults (docs/performance.md). The peak
-    does not grow, since what is kept is what the next tile reuses. Called by the CLI and in the
-    coding child (isolate.py), never on a library user's own process."""
+    page by page, and coding allocates such blocks for every tile (g_s's and h_s's float64
+    intermediates of a block and their transforms). Called in the coding child (isolate.py), whose
+    allocations are a few tiles' worth, and nowhere else: in the CLI's own process the refinement's
+    many sizes of blocks left the heap fragmented and raised the peak of a 12 MP refinement by half
+    (benchmarks/large_photos.py), and a library caller's process is not ours to change."""
     import ctypes
 
     try:
