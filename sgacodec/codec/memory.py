@@ -174,8 +174,8 @@ def keep_freed_memory() -> bool:
     page by page, and coding allocates such blocks for every tile (g_s's and h_s's float64
     intermediates of a block and their transforms). Called in the coding child (isolate.py), whose
     allocations are a few tiles' worth, and nowhere else: in the CLI's own process the refinement's
-    many sizes of blocks left the heap fragmented and raised the peak of a 12 MP refinement by half
-    (benchmarks/large_photos.py), and a library caller's process is not ours to change."""
+    many sizes of blocks left the heap fragmented and raised the refinement's peak, and a library
+    caller's process is not ours to change."""
     import ctypes
 
     try:
