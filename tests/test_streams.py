@@ -1,4 +1,4 @@
-"""Entropy-coded streams (sgacodec/network/streams.py): the scale indexes and the y decoding are
+"""Entropy-coded streams (sgacodec/network/streams.py): the scale indexes and the z and y decoding are
 CompressAI's own, computed faster; untrusted strings that run past their end are refused."""
 
 import pytest
@@ -43,3 +43,15 @@ def test_decode_y_is_compressais_decompress(coding, with_means):
     assert torch.equal(got, streams.quantized_y(y, means))
     with pytest.raises(streams.CorruptData, match="ends before its data"):
         streams.decode_y(coding, string[: len(string) // 2], scales, means)
+
+
+def test_decode_z_is_compressais_decompress(coding):
+    eb = coding.entropy_bottleneck
+    torch.manual_seed(2)
+    z = torch.randn(1, eb.channels, 3, 5) * 6
+    string, z_hat = streams.encode_z(coding, z)
+    expected = eb.decompress([streams.pad_string(string, z.numel())], (3, 5))
+    got = streams.decode_z(coding, string, (3, 5))
+    assert got.dtype == expected.dtype and torch.equal(got, expected) and torch.equal(got, z_hat)
+    with pytest.raises(streams.CorruptData, match="the z string ends before its data"):
+        streams.decode_z(coding, string[: len(string) // 2], (3, 5))

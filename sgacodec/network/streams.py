@@ -58,11 +58,29 @@ def encode_z(net, z: torch.Tensor) -> tuple[bytes, torch.Tensor]:
     return string, eb.decompress([string], tuple(z.shape[-2:]))
 
 
+def _decode_symbols(model, string: bytes, indexes: list[int], what: str) -> torch.Tensor:
+    """The int32 symbols [len(indexes)] of an untrusted ``string`` coded with ``model``'s (an
+    EntropyBottleneck's or a GaussianConditional's) tables at ``indexes``: its rANS decoder called
+    as CompressAI's ``EntropyModel.decompress`` calls it, the tables converted to lists once for
+    both decodes (``decode_twice``), the symbols compared as lists and converted by numpy (a
+    third of torch.tensor's time, with the interpreter lock held)."""
+    tables = (indexes, model._quantized_cdf.tolist(), model._cdf_length.reshape(-1).int().tolist(),
+              model._offset.reshape(-1).int().tolist())
+    symbols = decode_twice(lambda s: model.entropy_coder.decode_with_indexes(s, *tables), string, len(indexes), what)
+    return torch.from_numpy(np.fromiter(symbols, np.int32, len(symbols)))
+
+
 @torch.no_grad()
 def decode_z(net, string: bytes, z_shape) -> torch.Tensor:
-    """z^ [1, N, h, w] of an untrusted string."""
-    eb, z_shape = net.entropy_bottleneck, tuple(z_shape)
-    return decode_twice(lambda s: eb.decompress([s], z_shape), string, eb.channels * z_shape[0] * z_shape[1], "z")
+    """z^ [1, N, h, w] of an untrusted string: what ``eb.decompress([string], z_shape)`` computes
+    (channel c's symbols coded with table c, plus its median), decoded by ``_decode_symbols``."""
+    eb, (height, width) = net.entropy_bottleneck, tuple(z_shape)
+    eb._check_cdf_size(), eb._check_cdf_length(), eb._check_offsets_size()  # an updated model
+    channels = eb._quantized_cdf.size(0)
+    indexes = np.repeat(np.arange(channels, dtype=np.int32), height * width).tolist()  # _build_indexes
+    values = _decode_symbols(eb, string, indexes, "z").reshape(1, channels, height, width)
+    medians = eb._get_medians().detach().reshape(1, channels, 1, 1)
+    return eb.dequantize(values, medians, medians.dtype)
 
 
 def split_params(net, params: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -113,17 +131,11 @@ def quantized_y(y: torch.Tensor, means: torch.Tensor | None) -> torch.Tensor:
 def decode_y(net, string: bytes, scales: torch.Tensor, means: torch.Tensor | None) -> torch.Tensor:
     """y^ of one tile from an untrusted string and the tile's h_s scales and means: what
     ``gc.decompress([string], indexes, means=means)`` computes (its rANS decoder called the same
-    way, its ``dequantize``), with the tables and indexes converted to lists once for both
-    decodes, the symbols compared as lists and converted by numpy (a third of torch.tensor's time,
-    with the interpreter lock held)."""
+    way, its ``dequantize``), decoded by ``_decode_symbols``."""
     _check_params(scales, means)
     gc = net.gaussian_conditional
     indexes = scale_indexes(gc, scales)
-    tables = (indexes.reshape(-1).tolist(), gc._quantized_cdf.tolist(),
-              gc._cdf_length.reshape(-1).int().tolist(), gc._offset.reshape(-1).int().tolist())
-    symbols = decode_twice(lambda s: gc.entropy_coder.decode_with_indexes(s, *tables), string,
-                           indexes.numel(), "y")
-    values = torch.from_numpy(np.fromiter(symbols, np.int32, len(symbols))).reshape(indexes.shape)
+    values = _decode_symbols(gc, string, indexes.reshape(-1).tolist(), "y").reshape(indexes.shape)
     return gc.dequantize(values, means, scales.dtype)
 
 
