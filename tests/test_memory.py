@@ -34,17 +34,20 @@ def test_sizes_and_limits_parse():
 
 
 def test_the_estimate_of_a_whole_image_tile_follows_its_rows_and_columns():
-    """With --tile-size 0 one worker computes the whole padded image: (Hp + halo)(Wp + halo) bytes
-    per pixel, not the square of its longer side (a 4000x3000 photo was estimated at 19.8 GB, its
-    measured peak 12.3 GB)."""
+    """With --tile-size 0 one worker computes the whole padded image: Hp Wp times the whole
+    image's bytes per pixel (less than a block's, which includes what every block holds whatever
+    its size), not the square of its longer side (a 4000x3000 photo was estimated at 19.8 GB, its
+    measured peak 12.3 GB) nor a block's bytes per pixel (estimated 15.0 GB, measured 6.4 GB)."""
     from sgacodec.network.grid import Grid
 
     wide, square = Grid(64, 4096, 0), Grid(4096, 4096, 0)
     halo, per = memory.TILE_HALO, memory.TILE_BYTES_PER_PIXEL
-    for path, share in memory.IMAGE_BYTES_PER_PIXEL.items():
+    for path in ("encode", "decode"):
+        share = memory.IMAGE_BYTES_PER_PIXEL[path]
         coding = memory.estimate(path, 128, wide) - memory.PROCESS_BYTES - 64 * 4096 * share
-        assert coding >= (64 + halo) * (4096 + halo) * per
+        assert coding == 64 * 4096 * memory.WHOLE_IMAGE_BYTES_PER_PIXEL
         assert memory.estimate(path, 128, wide) < memory.estimate(path, 128, square) / 10
+        assert memory.estimate(path, 16, wide) - memory.PROCESS_BYTES - 64 * 4096 * share == coding // 8
     tiled = Grid(3000, 4000, 512)  # workers compute blocks of SYNTHESIS_BLOCK, whatever the image
     assert memory.estimate("decode", 128, tiled, workers=1) == (
         memory.PROCESS_BYTES + 3008 * 4032 * memory.IMAGE_BYTES_PER_PIXEL["decode"] + (256 + halo) ** 2 * per)

@@ -156,7 +156,8 @@ class Strips:
 
 def _legacy_run(net, header: container.Bitstream, bounds):
     """Versions 1 and 2: the stock decompress() on the whole image (then the region's crop)."""
-    memory.check(memory.image_bytes(synthesis_channels(net), header.height, header.width),
+    memory.check(memory.image_bytes(synthesis_channels(net), header.height, header.width,
+                                    per_pixel=memory.LEGACY_BYTES_PER_PIXEL),
                  f"decoding {header.width}x{header.height}")
     r0, r1, c0, c1 = bounds or (0, header.height, 0, header.width)
 

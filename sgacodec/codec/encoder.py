@@ -124,7 +124,7 @@ def _code_legacy(model: LoadedModel, net, y: torch.Tensor, z: torch.Tensor, size
     single image), several images in parallel, one per worker thread."""
     latent_model = LatentModel(net)
     height, width = size
-    per_image = memory.image_bytes(synthesis_channels(net), height, width)
+    per_image = memory.image_bytes(synthesis_channels(net), height, width, per_pixel=memory.LEGACY_BYTES_PER_PIXEL)
     memory.check(per_image, f"coding a {width}x{height} image")
     workers = memory.fitting(per_image, min(CODING_THREADS, y.size(0)))
 

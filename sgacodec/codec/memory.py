@@ -1,9 +1,11 @@
 """How much memory coding an image needs, and whether this machine may spend it.
 
 The synthesis transform of the coding network (g_s in float64, docs/method.md "Entropy coding")
-is the largest allocation of both sides: about 2.1 GB per megapixel for the shipped models
-(N = 128 channels), measured with ``getrusage`` (docs/reliability.md, "Memory"); the encoder's
-analysis and refinement stay below it on the CPU. A small file can declare a large image (2.5 kB
+is the largest allocation of both sides. Tiled files (version 3) hold one block of it per worker;
+the whole image (``--tile-size 0``, versions 1 and 2) holds it for every pixel. The constants
+below are peaks measured with ``getrusage`` for the shipped models (N = 128 channels), checked
+against each path's estimate by ``benchmarks/memory_estimates.py`` (docs/reliability.md,
+"Memory"). A small file can declare a large image (2.5 kB
 for a flat 1024 x 1024 one), so every decode and encode is checked against the limit before
 anything is allocated:
 
@@ -23,17 +25,24 @@ from ..config import environ
 from ..errors import ResourceError
 
 LIMIT_ENV = "SGACODEC_MEMORY_LIMIT"
-# Peak bytes per padded pixel of the float64 synthesis with N = 128 channels (2.1 GB/MP measured,
-# rounded up); it grows with the number of channels.
+# A refinement of the whole image (not in tiles): bytes per padded pixel beside the process, with
+# N = 128 channels (it grows with the number of channels); the float64 synthesis before minimal
+# filtering (2.1 GB per megapixel measured, rounded up), which the refinement stayed below.
 BYTES_PER_PIXEL = 2400
+# Versions 1 and 2 (CompressAI's own compress() and decompress() on the whole image), likewise.
+# Measured: version 1's float32 encode (the stock transposed convolutions) about 870, version 2's
+# float64 decode about 770.
+LEGACY_BYTES_PER_PIXEL = 900
 REFERENCE_CHANNELS = 128
 UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 
 
-def image_bytes(channels: int, height: int, width: int, multiple: int = 64) -> int:
-    """Peak memory, in bytes, of coding or decoding one image with a g_s of ``channels``."""
+def image_bytes(channels: int, height: int, width: int, multiple: int = 64,
+                per_pixel: int = BYTES_PER_PIXEL) -> int:
+    """Peak memory, in bytes, of refining one whole image with a g_s of ``channels`` (or, with
+    ``per_pixel=LEGACY_BYTES_PER_PIXEL``, of coding or decoding a version 1 or 2 file)."""
     padded = -(-height // multiple) * multiple * -(-width // multiple) * multiple
-    return padded * BYTES_PER_PIXEL * max(channels, 1) // REFERENCE_CHANNELS
+    return padded * per_pixel * max(channels, 1) // REFERENCE_CHANNELS
 
 
 # Tiled coding (version 3), per path (docs/reliability.md, "Memory"; benchmarks/large_photos.py
@@ -41,12 +50,17 @@ def image_bytes(channels: int, height: int, width: int, multiple: int = 64) -> i
 # its float64 coding network), one worker's tile (its float64 synthesis, per pixel of the tile with
 # its halo, N = 128), and what the image holds per pixel, by path: the decoder's alpha plane and
 # the rows in flight (its pixels stream into the PNG; decode() holds them whole, 3 bytes), the
-# encoder's input pixels, y, y^ and its reconstruction (float32 latents of M = 192 channels at
-# 1/256 of the pixels: 3 bytes).
+# encoder's input pixels (as Pillow read them and as an array), y, y^ (float32 latents of M = 192
+# channels at 1/256 of the pixels: 3 bytes each) and its reconstruction, some of them both in the
+# CLI's process and in its coding child: 25 to 35 bytes measured from 3 to 48 MP.
 PROCESS_BYTES = 450 << 20
 TILE_BYTES_PER_PIXEL = 1200
+# One tile that is the whole image (--tile-size 0): g_s over all of it at once, per padded pixel.
+# Less than a block's per-pixel figure, which includes what every block holds whatever its size
+# (the transforms' scratch buffers); measured about 530 with the image's share.
+WHOLE_IMAGE_BYTES_PER_PIXEL = 540
 TILE_HALO = 64  # pixels added to a tile's side for its halo, in the estimate
-IMAGE_BYTES_PER_PIXEL = {"decode": 4, "encode": 16, "refine": 64}
+IMAGE_BYTES_PER_PIXEL = {"decode": 4, "encode": 32, "refine": 64}
 # Refinement in tiles: one batch of tiles forward and backward in float32 (autograd keeps g_s's and
 # h_s's activations), per pixel of a tile with its halo; the image's share adds the image in float
 # (12 bytes a pixel), the latents, their gradients, Adam's moments, the best iterate and the noise.
@@ -59,6 +73,15 @@ def tile_bytes(channels: int, rows: int, cols: int, per_pixel: int = TILE_BYTES_
     return (rows + TILE_HALO) * (cols + TILE_HALO) * per_pixel * max(channels, 1) // REFERENCE_CHANNELS
 
 
+def synthesis_bytes(channels: int, grid) -> int:
+    """Peak memory of one worker's synthesis on ``grid``: a block with its halo (``tile_bytes``),
+    or for a grid of one tile the whole padded image at WHOLE_IMAGE_BYTES_PER_PIXEL."""
+    if grid.blocks.tile:
+        return tile_bytes(channels, *_extent(grid, grid.blocks.tile))
+    height, width = grid.padded
+    return height * width * WHOLE_IMAGE_BYTES_PER_PIXEL * max(channels, 1) // REFERENCE_CHANNELS
+
+
 def _extent(grid, side: int | None) -> tuple[int, int]:
     """The rows and columns of the largest piece of ``grid``'s padded image that one worker
     computes: a square of ``side`` pixels clipped to the image, or the whole image (None or 0)."""
@@ -68,8 +91,7 @@ def _extent(grid, side: int | None) -> tuple[int, int]:
 
 def workers_for(channels: int, grid) -> int:
     """Tiles computed at once: one per CPU, as many as the memory allows (at least one)."""
-    each = tile_bytes(channels, *_extent(grid, grid.blocks.tile))
-    return fitting(each, max(1, min(os.cpu_count() or 1, len(grid.blocks))))
+    return fitting(synthesis_bytes(channels, grid), max(1, min(os.cpu_count() or 1, len(grid.blocks))))
 
 
 def estimate(path: str, channels: int, grid, workers: int | None = None, batch: int = 1) -> int:
@@ -79,7 +101,7 @@ def estimate(path: str, channels: int, grid, workers: int | None = None, batch: 
     refinement: ``batch`` tiles forward and backward, then coding)."""
     workers = workers or max(1, min(os.cpu_count() or 1, len(grid.blocks)))
     height, width = grid.padded
-    coding = workers * tile_bytes(channels, *_extent(grid, grid.blocks.tile))
+    coding = workers * synthesis_bytes(channels, grid)
     if path == "refine":
         coding = max(coding, batch * tile_bytes(channels, *_extent(grid, grid.tile), REFINE_TILE_BYTES_PER_PIXEL))
     return PROCESS_BYTES + height * width * IMAGE_BYTES_PER_PIXEL[path] + coding
