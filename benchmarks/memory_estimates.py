@@ -13,7 +13,9 @@ validation image (its 4:3 centre, resized with Lanczos). Each command's peak is 
 benchmarks/large_photos.py measures it (``ru_maxrss`` of its largest process, and the sampled
 peak of its process tree's summed PSS), and set beside the estimate the path makes
 (``memory.estimate``, or for versions 1 and 2 the process plus ``memory.image_bytes``). The
-bound checked is the issue's: the estimate within 1.5x of the measured peak, both ways.
+measured peak is the larger of the two: each is at most the tree's true peak (the largest
+process's own, or a sample, which can miss a short peak). The bound checked is the issue's:
+the estimate within 1.5x of the measured peak, both ways.
 """
 
 from __future__ import annotations
@@ -76,13 +78,12 @@ def estimate_mb(path: str, width: int, height: int, tile: int | None) -> int:
 
 def row(what: str, width: int, height: int, tile: int | None, version: int, measured: dict) -> dict:
     est = estimate_mb(what, width, height, tile)
-    peaks = {"maxrss": measured["maxrss_mb"], "tree_pss": measured["tree_pss_peak_mb"]}
-    ratios = {k: round(est / v, 3) if v else None for k, v in peaks.items()}
+    peak = max(measured["maxrss_mb"], measured["tree_pss_peak_mb"])
+    ratio = round(est / peak, 3) if peak else None
     return {"path": what, "width": width, "height": height, "tile": tile, "version": version,
-            "estimate_mb": est, "maxrss_mb": peaks["maxrss"], "tree_pss_peak_mb": peaks["tree_pss"],
-            "estimate_over_maxrss": ratios["maxrss"], "estimate_over_tree_pss": ratios["tree_pss"],
-            "within_bound": measured["exit"] == 0 and all(r is not None and 1 / BOUND <= r <= BOUND
-                                                          for r in ratios.values()),
+            "estimate_mb": est, "maxrss_mb": measured["maxrss_mb"], "tree_pss_peak_mb": measured["tree_pss_peak_mb"],
+            "measured_peak_mb": peak, "estimate_over_peak": ratio,
+            "within_bound": measured["exit"] == 0 and ratio is not None and 1 / BOUND <= ratio <= BOUND,
             "wall_s": measured["wall_s"], "exit": measured["exit"], "command": measured["command"],
             "stderr": measured["stderr"][-500:]}
 
@@ -118,17 +119,17 @@ def page(results: dict) -> str:
              f"Written by `{p['command']}` at commit {p['commit'][:7]} on {p['date']} "
              f"({p['machine']}; torch {p['versions']['torch']}, CompressAI {p['versions']['compressai']}). "
              "Peaks of whole processes: `ru_maxrss` (the largest process) and the sampled peak of the "
-             "process tree's summed PSS; the estimate is what the path computes before it works.", "",
-             "| path | photo | tile | file version | estimate | peak RSS | tree PSS | estimate / RSS | "
-             "estimate / PSS | within 1.5x |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "process tree's summed PSS, the measured peak the larger of the two; the estimate is what "
+             "the path computes before it works.", "",
+             "| path | photo | tile | file version | estimate | peak RSS | tree PSS | estimate / peak | within 1.5x |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in results["rows"]:
         tile = "-" if r["tile"] is None else r["tile"]
         lines.append(f"| {r['path']} | {r['width']}x{r['height']} | {tile} | {r['version']} | {r['estimate_mb']} MB | "
-                     f"{r['maxrss_mb']} MB | {r['tree_pss_peak_mb']} MB | {r['estimate_over_maxrss']} | "
-                     f"{r['estimate_over_tree_pss']} | {'yes' if r['within_bound'] else '**no**'} |")
+                     f"{r['maxrss_mb']} MB | {r['tree_pss_peak_mb']} MB | {r['estimate_over_peak']} | "
+                     f"{'yes' if r['within_bound'] else '**no**'} |")
     ok = sum(r["within_bound"] for r in results["rows"])
-    lines += ["", f"{ok} of {len(results['rows'])} paths within 1.5x of both measured peaks.", "", END]
+    lines += ["", f"{ok} of {len(results['rows'])} paths within 1.5x of the measured peak.", "", END]
     return "\n".join(lines)
 
 

@@ -30,9 +30,9 @@ LIMIT_ENV = "SGACODEC_MEMORY_LIMIT"
 # filtering (2.1 GB per megapixel measured, rounded up), which the refinement stayed below.
 BYTES_PER_PIXEL = 2400
 # Versions 1 and 2 (CompressAI's own compress() and decompress() on the whole image), likewise.
-# Measured: version 1's float32 encode (the stock transposed convolutions) about 870, version 2's
-# float64 decode about 770.
-LEGACY_BYTES_PER_PIXEL = 900
+# Measured at 3 MP: 580 to 870 for version 1 (float32, the stock transposed convolutions; its
+# peak varied from run to run), 700 to 770 for version 2 (float64).
+LEGACY_BYTES_PER_PIXEL = 800
 REFERENCE_CHANNELS = 128
 UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 
