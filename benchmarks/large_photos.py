@@ -41,6 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "datasets"
 SIZES = ((4000, 3000), (8000, 6000))
 REGION = (3000, 2000, 512, 512)  # x, y, w, h in the 48 MP photo
+REGION_RUNS = 3  # the region decode's time is the median of these runs
 BEGIN, END = "<!-- large-photos:begin -->", "<!-- large-photos:end -->"
 
 
@@ -151,11 +152,14 @@ def large(args, folder: Path) -> list[dict]:
                      "tile": TILE_SIZE if tile is None else tile, "encode": enc, "decode": dec, "estimate_mb": est,
                      "bytes": coded.stat().st_size if coded.exists() else None}
             if tile is None and width == SIZES[-1][0]:
-                region = run(sgacodec + ["decode", str(coded), "-o", str(folder / "region.png"), "--force",
-                                         "--region", ",".join(map(str, REGION))])
-                entry["region"] = {**region, "region": REGION, "share_of_full_decode":
-                                   round(region["wall_s"] / dec["wall_s"], 4),
-                                   "identical": same_region(decoded, folder / "region.png")}
+                runs = sorted((run(sgacodec + ["decode", str(coded), "-o", str(folder / "region.png"), "--force",
+                                               "--region", ",".join(map(str, REGION))]) for _ in range(REGION_RUNS)),
+                              key=lambda r: r["wall_s"])
+                region = runs[len(runs) // 2]  # the median run: a few seconds, of which start-up is most
+                entry["region"] = {**region, "region": REGION, "runs_wall_s": [r["wall_s"] for r in runs],
+                                   "share_of_full_decode": round(region["wall_s"] / dec["wall_s"], 4),
+                                   "identical": same_region(decoded, folder / "region.png")
+                                   and all(r["exit"] == 0 for r in runs)}
             if tile is None and width == SIZES[0][0] and args.refine_iterations:
                 entry.update(refinement(sgacodec, path, folder, args.refine_iterations))
             results.append(entry)
@@ -298,7 +302,9 @@ def page(results: dict) -> str:
     for e in results.get("large", []):
         if "region" in e:
             r = e["region"]
-            lines += ["", f"Region {r['region']} of the {e['photo']} file: {r['wall_s']} s, "
+            runs = (f" (the median of {len(r['runs_wall_s'])} runs: {', '.join(map(str, r['runs_wall_s']))} s)"
+                    if "runs_wall_s" in r else "")
+            lines += ["", f"Region {r['region']} of the {e['photo']} file: {r['wall_s']} s{runs}, "
                           f"{100 * r['share_of_full_decode']:.1f}% of its full decode, pixels identical to the "
                           f"full decode's: {r['identical']}."]
     for e in results.get("large", []):
