@@ -1,16 +1,16 @@
-"""Do files decode to the encoder's pixels on another CPU? File version 1 (float32) against 2 (float64).
+"""Do files decode to the encoder's pixels on another CPU? File version 1 (float32) against 2 and 3 (float64).
 
 Every image is encoded here (method none, this machine's best instruction sets) into a version 1
-file (h_s, g_s and the rANS tables in float32) and a version 2 file (float64, what sgacodec writes). Each set of
-files is then decoded in child processes that emulate other CPUs by holding oneDNN, ATen's
-kernels and MKL to older instruction sets, and the decoded pixels are compared with those the
-encoder computed. Printed per model, file version and emulated CPU: files that fail to decode,
+file (h_s, g_s and the rANS tables in float32), a version 2 file (float64, the whole image) and a
+version 3 file (float64 in tiles, what sgacodec writes). Each set of files is then decoded in
+child processes that emulate other CPUs by holding oneDNN, ATen's kernels and MKL to older
+instruction sets, and the decoded pixels are compared with those the encoder computed. Printed per model, file version and emulated CPU: files that fail to decode,
 files that decode to other pixels, and the number of differing values; and each version's mean
-bpp (real bytes) and PSNR, to show that version 2 codes the same rate-distortion point.
+bpp (real bytes) and PSNR, to show that versions 2 and 3 code the same rate-distortion point.
 
     python benchmarks/portability.py --images ../shared/datasets/kodak --quality 1 2 3
     python benchmarks/portability.py --quality 2 --keep /tmp/kodak_q2   # also keep the files:
-        /tmp/kodak_q2/q2/v1/*.bin and .../v2/*.bin (e.g. for benchmarks/startup_speed.py --bins)
+        /tmp/kodak_q2/q2/v1/*.bin, .../v2/*.bin and .../v3/*.bin (e.g. for benchmarks/startup_speed.py --bins)
 
 ``--synthesis`` also measures a cheaper arithmetic for g_s, the largest cost of a decode: whether a
 format with g_s in float32 (h_s and the tables still float64) would decode to the encoder's pixels.
@@ -33,6 +33,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 KODAK = ROOT.parent / "shared" / "datasets" / "kodak"
+VERSIONS = (1, 2, 3)  # file versions written and decoded
 EMULATED_CPUS = {
     "this CPU": {},
     "AVX2": {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"},
@@ -49,7 +50,7 @@ def exact_y_hat(net, data: bytes):
     eb, gc = net.entropy_bottleneck, net.gaussian_conditional
     z_hat = eb.decompress([bs.z_string], bs.z_shape)
     scales, means = net.h_s(z_hat).chunk(2, 1)
-    return gc.decompress([bs.y_string], gc.build_indexes(scales), means=means), bs
+    return gc.decompress([bs.y_strings[0]], gc.build_indexes(scales), means=means), bs
 
 
 def synthesis_pixels(g_s, y_hat, bs) -> np.ndarray:
@@ -58,8 +59,9 @@ def synthesis_pixels(g_s, y_hat, bs) -> np.ndarray:
     return to_uint8(g_s(y_hat).clamp(0, 1)[0, :, : bs.height, : bs.width])
 
 
-def encode_all(images: list[Path], quality: int, out: Path) -> dict:
-    """Both file versions of every image into ``out``; returns mean bpp and PSNR per version."""
+def encode_all(images: list[Path], quality: int, out: Path, synthesis: bool = False) -> dict:
+    """Every file version of every image into ``out``; returns mean bpp and PSNR per version. With
+    ``synthesis``, also the pixels of each version 2 file's y^ through g_s in float32."""
     import torch
 
     from sgacodec import metrics
@@ -72,20 +74,20 @@ def encode_all(images: list[Path], quality: int, out: Path) -> dict:
 
     model = load_embedded(quality)
     lm = LatentModel(model.net)
-    sums = {1: [0.0, 0.0], 2: [0.0, 0.0]}
+    sums = {version: [0.0, 0.0] for version in VERSIONS}
     for path in images:
         rgb = read_image(path)
         with torch.no_grad():
             y, z = lm.analysis(pad(to_tensor(rgb)))
-        for version in (1, 2):
+        for version in VERSIONS:
             [(data, recon)] = code_latents(model, y, z, rgb.shape[:2], version=version)
             folder = out / f"v{version}"
             folder.mkdir(parents=True, exist_ok=True)
             (folder / f"{path.stem}.bin").write_bytes(data)
             np.save(folder / f"{path.stem}.npy", recon)
-            if version == 2:  # the encoder side of a format with g_s in float32
+            if version == 2 and synthesis:  # the encoder side of a format with g_s in float32
                 with torch.no_grad():
-                    y_hat, bs = exact_y_hat(coding_net(model), data)
+                    y_hat, bs = exact_y_hat(coding_net(model.net, 2), data)
                     np.save(folder / f"{path.stem}.f32.npy", synthesis_pixels(model.net.g_s, y_hat, bs))
             sums[version][0] += metrics.bpp(len(data), *rgb.shape[:2]) / len(images)
             sums[version][1] += metrics.psnr(rgb, recon) / len(images)
@@ -108,7 +110,7 @@ def decode_all(folder: Path, synthesis: bool = False) -> dict:
     if synthesis:
         for path in sorted(folder.glob("v2/*.bin")):
             model = load_for_bitstream(unpack(path.read_bytes()).model)
-            net = coding_net(model)
+            net = coding_net(model.net, 2)
             with torch.no_grad():
                 y_hat, bs = exact_y_hat(net, path.read_bytes())
                 for name, g_s, ref in (("g_s float32", model.net.g_s, ".f32.npy"), ("g_s float64", net.g_s, ".npy")):
@@ -135,6 +137,23 @@ def decode_all(folder: Path, synthesis: bool = False) -> dict:
     return counts
 
 
+def provenance() -> str:
+    """What produced this output: the command, date, commit, machine and versions."""
+    import platform
+    import time
+
+    import torch
+
+    from sgacodec.evaluation.records import cpu_model, source_commit
+    from sgacodec.network.compressai_import import installed_version
+
+    return (f"command: python benchmarks/portability.py {' '.join(sys.argv[1:])}\n"
+            f"date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}\ncommit: {source_commit()}\n"
+            f"machine: {platform.platform()}, {cpu_model()}, {os.cpu_count()} cores\n"
+            f"versions: Python {platform.python_version()}, torch {torch.__version__}, "
+            f"CompressAI {installed_version('compressai')}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--images", type=Path, default=KODAK)
@@ -148,12 +167,13 @@ def main() -> None:
         print(json.dumps(decode_all(args.decode_folder, args.synthesis)))
         return
     images = sorted(p for p in args.images.iterdir() if p.suffix.lower() == ".png")
+    print(provenance())
     print(f"{len(images)} images from {args.images}; decode with one thread, SGACODEC_ISOLATE=0")
     print(f"{'model':6} {'version':8} {'emulated CPU':13} {'fail':>5} {'other px':>9} {'values':>9}")
     for quality in args.quality:
         with tempfile.TemporaryDirectory() as scratch:
             tmp = str(args.keep / f"q{quality}") if args.keep else scratch
-            sums = encode_all(images, quality, Path(tmp))
+            sums = encode_all(images, quality, Path(tmp), args.synthesis)
             for cpu, env_extra in EMULATED_CPUS.items():
                 env = dict(os.environ, OMP_NUM_THREADS="1", SGACODEC_ISOLATE="0", **env_extra)
                 res = subprocess.run([sys.executable, __file__, "--decode-folder", tmp], env=env,
