@@ -4,8 +4,9 @@ Every image is encoded here (method none, this machine's best instruction sets) 
 file (h_s, g_s and the rANS tables in float32), a version 2 file (float64, the whole image) and a
 version 3 file (float64 in tiles, what sgacodec writes). Each set of files is then decoded in
 child processes that emulate other CPUs by holding oneDNN, ATen's kernels and MKL to older
-instruction sets, and the decoded pixels are compared with those the encoder computed. Printed per model, file version and emulated CPU: files that fail to decode,
-files that decode to other pixels, and the number of differing values; and each version's mean
+instruction sets, and the decoded pixels are compared with those the encoder computed. Printed
+per model, file version and emulated CPU: files that fail to decode, files that decode to other
+pixels, and the number of differing values; and each version's mean
 bpp (real bytes) and PSNR, to show that versions 2 and 3 code the same rate-distortion point.
 
     python benchmarks/portability.py --images ../shared/datasets/kodak --quality 1 2 3
