@@ -396,3 +396,29 @@ def test_strips_are_the_decode_row_by_row_and_check_the_hash_at_the_end(tiny_mod
     assert "hash mismatch" in inexact.warning
     with pytest.raises(DecodeError, match="reconstruction hash mismatch"):
         list(Strips(B.unpack(forged_hash), tiny_model, strict=True))
+
+
+def test_the_encoders_synthesis_reads_y_hat_in_place_and_gives_the_decoders_pixels(tiny_model):
+    """The encoder synthesises the decoder's pixels from its own y^ (TileDecoder.from_y_hat): each
+    tile read as a view of that y^, never copied whole again, and the pixels those of a decode of
+    the file's streams."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from sgacodec.codec import tiled
+    from sgacodec.network.grid import Grid
+
+    image = make_image(100, 150, seed=4)
+    [report] = encode(tiny_model, [image], RefineConfig(method="none", tile_size=64))
+    header = unpack(report.data)
+    net, grid = coding_net(tiny_model.net, 3), Grid(100, 150, 64)
+    with ThreadPoolExecutor(2) as pool:
+        streams = tiled.TileDecoder.from_streams(net, grid, False, header.z_string, header.y_strings, pool)
+        for t in grid.tiles:
+            streams._decode_y(t)
+        rows = range(grid.shape[0])
+        y_hat = torch.cat([torch.cat([streams.read_y(*t.y) for t in grid.row(i)], -1) for i in rows], -2)
+        kept = tiled.TileDecoder.from_y_hat(net, grid, y_hat, pool)
+        base = y_hat.untyped_storage().data_ptr()
+        assert all(t.untyped_storage().data_ptr() == base for t in kept.y_hat.values())
+        assert np.array_equal(kept.image(), report.recon)
+        assert np.array_equal(streams.image(), report.recon)
