@@ -296,7 +296,7 @@ def page(results: dict) -> str:
         for what in ("encode", "decode", "region", "default", "refine"):
             if what in e:
                 r = e[what]
-                est = e["estimate_mb"].get({"region": "decode", "default": "encode"}.get(what, what), "")
+                est = e["estimate_mb"].get({"region": "decode", "default": "refine"}.get(what, what), "")
                 lines.append(f"| {e['photo']} | {e['tile']} | {what} | {r['wall_s']} | {r['cpu_s']} | "
                              f"{r['maxrss_mb']} | {r['tree_pss_peak_mb']} | {est if what != 'region' else '-'} |")
     for e in results.get("large", []):
