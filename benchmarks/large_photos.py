@@ -45,7 +45,9 @@ REGION_RUNS = 3  # the region decode's time is the median of these runs
 BEGIN, END = "<!-- large-photos:begin -->", "<!-- large-photos:end -->"
 
 
-def make_photos(source: Path, folder: Path) -> list[Path]:
+def make_photos(source: Path, folder: Path, sizes=SIZES) -> list[Path]:
+    """``folder``/photo-WxH.png for each (W, H) of ``sizes``: the 4:3 centre of ``source``
+    resized with Lanczos."""
     from PIL import Image
 
     with Image.open(source) as im:
@@ -55,7 +57,7 @@ def make_photos(source: Path, folder: Path) -> list[Path]:
         ch = cw * 3 // 4
         box = ((w - cw) // 2, (h - ch) // 2, (w - cw) // 2 + cw, (h - ch) // 2 + ch)
         paths = []
-        for width, height in SIZES:
+        for width, height in sizes:
             path = folder / f"photo-{width}x{height}.png"
             im.resize((width, height), Image.LANCZOS, box=box).save(path, compress_level=1)
             paths.append(path)

@@ -27,7 +27,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from large_photos import SHARED, provenance, run  # noqa: E402
+from large_photos import SHARED, make_photos, provenance, run  # noqa: E402
 
 SIZES = ((2048, 1536), (2880, 2160))
 LEGACY_SIZE = SIZES[0]
@@ -48,20 +48,6 @@ y, z = tiled.analyse(model.net, image, Grid(*image.shape[:2], 512), LatentModel(
 [(data, _)] = code_latents(model, y, z, image.shape[:2], version=version)
 open(out, "wb").write(data)
 """
-
-
-def make_photo(source: Path, width: int, height: int, folder: Path) -> Path:
-    from PIL import Image
-
-    with Image.open(source) as im:
-        im = im.convert("RGB")
-        w, h = im.size
-        cw = min(w, h * 4 // 3)
-        ch = cw * 3 // 4
-        box = ((w - cw) // 2, (h - ch) // 2, (w - cw) // 2 + cw, (h - ch) // 2 + ch)
-        path = folder / f"photo-{width}x{height}.png"
-        im.resize((width, height), Image.LANCZOS, box=box).save(path, compress_level=1)
-    return path
 
 
 def estimate_mb(path: str, width: int, height: int, tile: int | None) -> int:
@@ -93,7 +79,7 @@ def measure(args, folder: Path) -> list[dict]:
 
     sgacodec, rows = [sys.executable, "-m", "sgacodec"], []
     for width, height in SIZES:
-        photo = make_photo(args.source, width, height, folder)
+        [photo] = make_photos(args.source, folder, [(width, height)])
         for tile in (TILE_SIZE, 0):
             coded, decoded = folder / f"{photo.stem}-{tile}.bin", folder / f"{photo.stem}-{tile}.png"
             enc = run(sgacodec + ["encode", str(photo), "-o", str(coded), "--method", "none", "--force",
