@@ -6,8 +6,8 @@ version 3 file (float64 in tiles, what sgacodec writes). Each set of files is th
 child processes that emulate other CPUs by holding oneDNN, ATen's kernels and MKL to older
 instruction sets, and the decoded pixels are compared with those the encoder computed. Printed
 per model, file version and emulated CPU: files that fail to decode, files that decode to other
-pixels, and the number of differing values; and each version's mean
-bpp (real bytes) and PSNR, to show that versions 2 and 3 code the same rate-distortion point.
+pixels, and the number of differing values; and each version's mean bpp (real bytes) and PSNR,
+to show that versions 2 and 3 code the same rate-distortion point.
 
     python benchmarks/portability.py --images ../shared/datasets/kodak --quality 1 2 3
     python benchmarks/portability.py --quality 2 --keep /tmp/kodak_q2   # also keep the files:

@@ -40,12 +40,12 @@ def pad_string(data: bytes, n_symbols: int, fill: int = 0) -> bytes:
     return bytes(data) + bytes([fill]) * (8 * max(int(n_symbols), 0) + 16 * len(data) + 1024)
 
 
-def decode_twice(decode, string: bytes, n_symbols: int, what: str):
-    """``decode(padded string)`` with zero padding and with 0x55 padding, which must agree (two
-    tensors, or two lists of symbols)."""
+def decode_twice(decode, string: bytes, n_symbols: int, what: str) -> list[int]:
+    """``decode(padded string)``, a list of symbols, with zero padding and with 0x55 padding,
+    which must agree."""
     a = decode(pad_string(string, n_symbols, 0))
     b = decode(pad_string(string, n_symbols, 0x55))
-    if not (torch.equal(a, b) if isinstance(a, torch.Tensor) else a == b):
+    if a != b:
         raise CorruptData(f"the {what} string ends before its data does (truncated or forged file)")
     return a
 
