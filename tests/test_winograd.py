@@ -37,6 +37,27 @@ def test_minimal_filtering_computes_the_layer(make):
         assert torch.allclose(got, expected, rtol=0, atol=1e-13), (h, w, (got - expected).abs().max())
 
 
+@pytest.mark.parametrize("make", LAYERS)
+def test_a_window_is_that_part_of_the_whole_output(make):
+    """forward_window computes only the blocks a window meets (network/tiling.py asks for the
+    outputs it keeps), each with the same sums as the whole output: equal up to the rounding of
+    the matrix products, whose kernels can sum in another order for another width (~1e-16)."""
+    torch.manual_seed(2)
+    layer = make().double()
+    conv = winograd.WinogradConv(layer)
+    x = torch.randn(2, layer.in_channels, 9, 11, dtype=torch.float64)
+    with torch.no_grad():
+        whole = conv(x)
+        height, width = whole.shape[-2:]
+        for r0, r1, c0, c1 in [(0, height, 0, width), (1, height - 1, 2, width - 3), (3, 4, 0, 1),
+                               (height - 1, height, width - 2, width), (2, height - 1, width // 2, width)]:
+            got = conv.forward_window(x, ((r0, r1), (c0, c1)))
+            assert got.shape == whole[..., r0:r1, c0:c1].shape
+            assert torch.allclose(got, whole[..., r0:r1, c0:c1], rtol=0, atol=1e-14), (r0, r1, c0, c1)
+        with pytest.raises(ValueError, match="not inside"):
+            conv.forward_window(x, ((0, height + 1), (0, width)))
+
+
 def test_rounding_is_below_the_taps():
     """On a g_s-sized layer the error against PyTorch's float64 is at most the taps' (both ~1e-15)."""
     torch.manual_seed(1)

@@ -41,11 +41,13 @@ Alignment. Called on the crop [a, b) of its input (half-open from here on):
 
 Execution (``run_tile``) is lazy and recursive: the last layer of a Sequential asks the layer
 before it for exactly its crop, and so on down to the input reader; only the crops of one tile
-live at a time. sgacodec's float64 wrappers are recognised by shape (nothing is imported from
-sgacodec): ``InFloat64`` (``module(x.double()).to(x.dtype)``) converts each crop read from its
-input once and runs its module tiled; a module whose only parameters are those of its ``.layer``,
-a Conv2d or ConvTranspose2d (TapConvTranspose2d, WinogradConv), is that layer; one whose only child is ``.gdn``
-(MatmulGDN) is pointwise. Anything else raises ``UnsupportedLayer``: compute the whole image.
+live at a time. A layer with a ``forward_window(x, window)`` method (WinogradConv) computes only
+the outputs kept, not its crop's whole output. sgacodec's float64 wrappers are recognised by
+shape (nothing is imported from sgacodec): ``InFloat64`` (``module(x.double()).to(x.dtype)``)
+converts each crop read from its input once and runs its module tiled; a module whose only
+parameters are those of its ``.layer``, a Conv2d or ConvTranspose2d (TapConvTranspose2d,
+WinogradConv), is that layer; one whose only child is ``.gdn`` (MatmulGDN) is pointwise.
+Anything else raises ``UnsupportedLayer``: compute the whole image.
 """
 
 from __future__ import annotations
@@ -259,7 +261,13 @@ def _run(module, read, n, lo, hi):
         return out.to(dtypes[0])
     crop = [_crop(module, kind, x, lo[i], hi[i], n[i], i) for i in (0, 1)]
     span = [_span(module, *crop[i], i) for i in (0, 1)]
-    y = module(read((crop[0][0], crop[1][0]), (crop[0][1], crop[1][1])))
+    inputs = read((crop[0][0], crop[1][0]), (crop[0][1], crop[1][1]))
+    forward_window = getattr(module, "forward_window", None)
+    if forward_window is not None:  # a layer that computes only the outputs kept (WinogradConv)
+        y = forward_window(inputs, tuple((lo[i] - span[i][0], hi[i] - span[i][0]) for i in (0, 1)))
+        span = [(lo[i], hi[i]) for i in (0, 1)]
+    else:
+        y = module(inputs)
     if tuple(y.shape[-2:]) != (span[0][1] - span[0][0], span[1][1] - span[1][0]):
         raise UnsupportedLayer(f"{type(module).__name__} gave {tuple(y.shape[-2:])}, not the spans {span}")
     return y[..., lo[0] - span[0][0]:hi[0] - span[0][0], lo[1] - span[1][0]:hi[1] - span[1][0]]

@@ -110,17 +110,29 @@ class WinogradConv(torch.nn.Module):
         return weights
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_window(x)
+
+    def forward_window(self, x: torch.Tensor, window=None) -> torch.Tensor:
+        """The layer's output over ``window`` ((r0, r1), (c0, c1)), half-open, inside its whole
+        output; None: the whole output. Only the 2 x 2 blocks of each phase that the window meets
+        are computed (network/tiling.py asks for the outputs it keeps, not the crop's whole output),
+        with the whole output's sums; the matrix products' kernels may order them differently for
+        another width, so values can differ from the whole output's by rounding (~1e-16)."""
         weights = self.transformed_weights(x.dtype)
         if x.size(0) == 1:
-            return self._one(x[0], weights)[None]
-        return torch.stack([self._one(image, weights) for image in x])
+            return self._one(x[0], weights, window)[None]
+        return torch.stack([self._one(image, weights, window) for image in x])
 
-    def _one(self, x: torch.Tensor, weights: dict) -> torch.Tensor:
-        """One image [in, h, w] -> [out, s h, s w]."""
+    def _one(self, x: torch.Tensor, weights: dict, window) -> torch.Tensor:
+        """One image [in, h, w] -> its output [out, s h, s w], or the ``window`` of it."""
         cin, h, w = x.shape
         s, bias = len(self.phases), self.layer.bias
         cout = self.layer.weight.shape[1 if self.transposed else 0]
+        (r0, r1), (c0, c1) = window or ((0, s * h), (0, s * w))
+        if not (0 <= r0 < r1 <= s * h and 0 <= c0 < c1 <= s * w):
+            raise ValueError(f"window {window} is not inside the output {s * h}x{s * w}")
         th, tw = -(-h // 2), -(-w // 2)  # 2 x 2 output blocks per phase
+        u_lo, u_hi, v_lo, v_hi = r0 // (2 * s), -(-r1 // (2 * s)), c0 // (2 * s), -(-c1 // (2 * s))  # blocks met
         first = min(d for d, _ in self.phases)
         lo = -first + (-first) % 2  # even: padded row 2 u + o is row u + o // 2 of row parity o % 2
         reach = max(d + len(taps) for d, taps in self.phases) + 1  # how far past 2 u a block reads
@@ -128,19 +140,22 @@ class WinogradConv(torch.nn.Module):
         hp, wp = hp + hp % 2, wp + wp % 2
         padded = F.pad(x, (lo, wp - w - lo, lo, hp - h - lo))
         poly = padded.view(cin, hp // 2, 2, wp // 2, 2).permute(2, 4, 0, 1, 3).contiguous()  # [2, 2, in, ., .]
-        out = x.new_empty(cout, th, 2, s, tw, 2, s)  # [out, u, i, a, v, j, b]: pixel ((2u+i)s+a, (2v+j)s+b)
-        passes = -(-th * tw // self.BLOCKS)
-        rows = -(-th // passes)  # block rows per pass
-        most = max(len(taps) + 1 for _, taps in self.phases) ** 2 * max(cin, cout) * min(rows, th) * tw
+        nu, nv = u_hi - u_lo, v_hi - v_lo
+        out = x.new_empty(cout, nu, 2, s, nv, 2, s)  # [out, u, i, a, v, j, b]: pixel ((2u+i)s+a, (2v+j)s+b)
+        passes = -(-nu * nv // self.BLOCKS)
+        rows = -(-nu // passes)  # block rows per pass
+        most = max(len(taps) + 1 for _, taps in self.phases) ** 2 * max(cin, cout) * min(rows, nu) * nv
         scratch = [poly.new_empty(most) for _ in range(3)]  # reused by every pass and phase
-        for u0 in range(0, th, rows):
-            self._pass(poly, weights, out, u0, min(th, u0 + rows), lo, scratch)
+        for u0 in range(u_lo, u_hi, rows):
+            self._pass(poly, weights, out, u0, min(u_hi, u0 + rows), u_lo, v_lo, lo, scratch)
         if bias is not None:
             out.add_(bias.to(x.dtype).view(cout, 1, 1, 1, 1, 1, 1))
-        return out.view(cout, th * 2 * s, tw * 2 * s)[:, : s * h, : s * w]
+        top, left = u_lo * 2 * s, v_lo * 2 * s
+        return out.view(cout, nu * 2 * s, nv * 2 * s)[:, r0 - top : r1 - top, c0 - left : c1 - left]
 
-    def _pass(self, poly, weights, out, u0, u1, lo, scratch) -> None:
-        """Block rows [u0, u1) of ``out`` from the polyphase padded input ``poly``."""
+    def _pass(self, poly, weights, out, u0, u1, u_lo, v_lo, lo, scratch) -> None:
+        """Block rows [u0, u1) of the output, columns from v_lo on, into ``out`` (whose first block
+        is (u_lo, v_lo)), from the polyphase padded input ``poly``."""
         cin, cout, n, tw = poly.size(2), out.size(0), u1 - u0, out.size(4)
         rows = {}  # B_a^T d per row phase a: [n_a, 2 (column parity), in, n, padded columns / 2]
         for a, (d, taps) in enumerate(self.phases):
@@ -150,6 +165,7 @@ class WinogradConv(torch.nn.Module):
                 for q in range(2):
                     _combine([(c, poly[(o := d + lo + i) % 2, q, :, u0 + o // 2 : u1 + o // 2])
                               for i, c in enumerate(coefs) if c], rows[a][k, q])
+        line = scratch[0][: cout * n * tw].view(cout, n, tw)  # a contiguous partial sum (below)
         for a, (_, row_taps) in enumerate(self.phases):
             at_a = MINIMAL_FILTERING[len(row_taps)][2]
             for b, (d, col_taps) in enumerate(self.phases):
@@ -158,7 +174,7 @@ class WinogradConv(torch.nn.Module):
                 v = scratch[0][: na * nb * cin * n * tw].view(na, nb, cin, n, tw)  # B_a^T d B_b
                 for k in range(na):
                     for m, coefs in enumerate(bt):
-                        _combine([(c, rows[a][k, (o := d + lo + i) % 2, :, :, o // 2 : o // 2 + tw])
+                        _combine([(c, rows[a][k, (o := d + lo + i) % 2, :, :, v_lo + o // 2 : v_lo + o // 2 + tw])
                                   for i, c in enumerate(coefs) if c], v[k, m])
                 products = scratch[1][: na * nb * cout * n * tw].view(na * nb, cout, n * tw)  # U * V
                 torch.bmm(weights[a, b], v.view(na * nb, cin, n * tw), out=products)
@@ -169,7 +185,13 @@ class WinogradConv(torch.nn.Module):
                         _combine([(c, products[k, m]) for m, c in enumerate(at_b[j]) if c], half[k, j])
                 for i in range(2):
                     for j in range(2):
-                        _combine([(c, half[k, j]) for k, c in enumerate(at_a[i]) if c], out[:, u0:u1, i, a, :, j, b])
+                        terms = [(c, half[k, j]) for k, c in enumerate(at_a[i]) if c]
+                        target = out[:, u0 - u_lo : u1 - u_lo, i, a, :, j, b]  # strided: every 2 s-th value
+                        if len(terms) > 2:  # the sum but its last term in ``line`` (v is spent), so that
+                            (c, last), terms = terms[-1], terms[:-1]  # the strided target is written once
+                            torch.add(_combine(terms, line), last, alpha=c, out=target)
+                        else:
+                            _combine(terms, target)
 
 
 def by_winograd(module: torch.nn.Module) -> torch.nn.Module:
