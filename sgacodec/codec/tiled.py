@@ -148,7 +148,12 @@ class TileDecoder:
         """The decoder of a file's streams (untrusted: decoded twice where CompressAI allows)."""
         self = cls(coding, grid, pool, on_tile)
         self.y_strings = list(y_strings)
+        # the minimal-filtering layers' weights, transformed on the workers while z decodes here
+        warming = [pool.submit(m.transformed_weights, torch.float64) for m in coding.modules()
+                   if hasattr(m, "transformed_weights")]
         self.z_hat = streams.decode_z(coding, z_string, grid.z_size)
+        for done in warming:
+            done.result()
         if context:  # one sequential stream: the whole y^ at once
             whole = streams.decode_y_context(coding, self.y_strings[0], whole_params(coding, self.z_hat, grid),
                                              grid.y_size)
