@@ -149,7 +149,7 @@ class TileDecoder:
         self = cls(coding, grid, pool, on_tile)
         self.y_strings = list(y_strings)
         # the minimal-filtering layers' weights, transformed on the workers while z decodes here
-        warming = [pool.submit(m.transformed_weights, torch.float64) for m in coding.modules()
+        warming = [pool.submit(m.transformed_weights, m.layer.weight.dtype) for m in coding.modules()
                    if hasattr(m, "transformed_weights")]
         self.z_hat = streams.decode_z(coding, z_string, grid.z_size)
         for done in warming:
