@@ -70,7 +70,7 @@ def decode(data: bytes, model: LoadedModel | None = None, checkpoint=None, verif
     header = container.unpack(data)
     if model is None:
         model = load_for_bitstream(header.model, checkpoint, allow_download)
-    return decode_parsed(data, header, model, verify, strict, region, on_progress)
+    return decode_parsed(header, model, verify, strict, region, on_progress)
 
 
 def tiles_to_decode(header: container.Bitstream, region=None) -> int:
@@ -92,7 +92,7 @@ def region_bounds(header: container.Bitstream, region) -> tuple[int, int, int, i
     return y, min(y + h, header.height), x, min(x + w, header.width)
 
 
-def decode_parsed(data: bytes, header: container.Bitstream, model: LoadedModel, verify: bool = True,
+def decode_parsed(header: container.Bitstream, model: LoadedModel, verify: bool = True,
                   strict: bool = False, region=None, on_progress: Callable[[int], None] | None = None) -> Decoded:
     """``decode`` of a file already parsed into ``header``, with its model loaded."""
     strips = Strips(header, model, verify, strict, region, on_progress)
@@ -204,7 +204,7 @@ class Decoder:
 
     def decode(self, data: bytes, region=None, on_progress: Callable[[int], None] | None = None) -> Decoded:
         header = container.unpack(data)
-        return decode_parsed(data, header, self.model_for(header), self.verify, self.strict, region, on_progress)
+        return decode_parsed(header, self.model_for(header), self.verify, self.strict, region, on_progress)
 
     def strips(self, data: bytes, region=None, on_progress: Callable[[int], None] | None = None) -> Strips:
         """``decode`` strip by strip (Strips): the image is never held whole."""
