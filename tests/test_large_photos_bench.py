@@ -34,3 +34,23 @@ def test_the_host_speed_is_recorded_at_the_start_and_the_end(tmp_path, monkeypat
     bench.main(["--skip", "large", "--rd-from", str(earlier), "--out", str(out)])
     assert json.loads(out.read_text())["provenance"]["host_gflops"] == {"start": 31.5, "end": 24.25}
     assert 0 < load_script("benchmarks/large_photos.py").host_speed() < 10_000
+
+
+def test_a_repeated_command_reports_its_median_run_and_its_largest_peak():
+    bench = load_script("benchmarks/large_photos.py")
+
+    def ran(wall, rss, pss, exit=0):
+        return {"wall_s": wall, "cpu_s": wall * 2, "maxrss_mb": rss, "tree_pss_peak_mb": pss, "exit": exit}
+
+    runs = [ran(40.0, 700, 650), ran(30.0, 720, 640), ran(35.0, 690, 660)]
+    median = bench.median_run(runs)
+    assert (median["wall_s"], median["cpu_s"]) == (35.0, 70.0)
+    assert median["runs_wall_s"] == [40.0, 30.0, 35.0]
+    assert (median["maxrss_mb"], median["tree_pss_peak_mb"], median["exit"]) == (720, 660, 0)
+    assert bench.median_run([ran(1.0, 1, 1), ran(2.0, 1, 1, exit=-9), ran(3.0, 1, 1)])["exit"] == -9
+    entry = {"photo": "4000x3000", "tile": 512, "estimate_mb": {"encode": 1, "decode": 1},
+             "encode": median, "decode": ran(20.0, 1, 1)}
+    page = bench.page({"provenance": {"command": "c", "date": "d", "commit": "a" * 40, "machine": "m",
+                                      "versions": {"torch": "t", "compressai": "c"}}, "large": [entry]})
+    assert "| 4000x3000 | 512 | encode | 35.0 (median of 40.0, 30.0, 35.0) | 70.0 | 720 | 660 | 1 |" in page
+    assert "| 4000x3000 | 512 | decode | 20.0 | 40.0 | 1 | 1 | 1 |" in page
