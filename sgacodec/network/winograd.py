@@ -155,43 +155,61 @@ class WinogradConv(torch.nn.Module):
 
     def _pass(self, poly, weights, out, u0, u1, u_lo, v_lo, lo, scratch) -> None:
         """Block rows [u0, u1) of the output, columns from v_lo on, into ``out`` (whose first block
-        is (u_lo, v_lo)), from the polyphase padded input ``poly``."""
+        is (u_lo, v_lo)), from the polyphase padded input ``poly``. Each sum of the transforms is
+        one operation over every point of the other axis (and both column parities), and each view
+        is made once: with two workers, each operation's Python-side work holds the interpreter
+        lock that the other worker's next operation waits for."""
         cin, cout, n, tw = poly.size(2), out.size(0), u1 - u0, out.size(4)
+        row_views = {}  # (row parity, first block row) -> poly[parity, :, :, rows]
         rows = {}  # B_a^T d per row phase a: [n_a, 2 (column parity), in, n, padded columns / 2]
         for a, (d, taps) in enumerate(self.phases):
             bt = MINIMAL_FILTERING[len(taps)][0]
             rows[a] = poly.new_empty(len(bt), 2, cin, n, poly.size(4))
             for k, coefs in enumerate(bt):
-                for q in range(2):
-                    _combine([(c, poly[(o := d + lo + i) % 2, q, :, u0 + o // 2 : u1 + o // 2])
-                              for i, c in enumerate(coefs) if c], rows[a][k, q])
-        line = scratch[0][: cout * n * tw].view(cout, n, tw)  # a contiguous partial sum (below)
+                terms = []
+                for i, c in enumerate(coefs):
+                    if c:
+                        o = d + lo + i  # padded row 2 u + o is row u + o // 2 of row parity o % 2
+                        key = (o % 2, u0 + o // 2)
+                        if key not in row_views:
+                            row_views[key] = poly[key[0], :, :, key[1] : key[1] + n]
+                        terms.append((c, row_views[key]))
+                _combine(terms, rows[a][k])
+        line = scratch[0][: 2 * cout * n * tw].view(2, cout, n, tw)  # a contiguous partial sum (below)
+        targets = out[:, u0 - u_lo : u1 - u_lo].permute(2, 3, 6, 5, 0, 1, 4)  # [i, a, b, j, out, u, v]
         for a, (_, row_taps) in enumerate(self.phases):
             at_a = MINIMAL_FILTERING[len(row_taps)][2]
+            by_parity = rows[a].unbind(1)
+            col_views = {}  # (column parity, first block column) -> [n_a, in, n, tw] of rows[a]
             for b, (d, col_taps) in enumerate(self.phases):
                 bt, _, at_b = MINIMAL_FILTERING[len(col_taps)]
                 na, nb = len(at_a[0]), len(bt)
                 v = scratch[0][: na * nb * cin * n * tw].view(na, nb, cin, n, tw)  # B_a^T d B_b
-                for k in range(na):
-                    for m, coefs in enumerate(bt):
-                        _combine([(c, rows[a][k, (o := d + lo + i) % 2, :, :, v_lo + o // 2 : v_lo + o // 2 + tw])
-                                  for i, c in enumerate(coefs) if c], v[k, m])
+                for v_m, coefs in zip(v.unbind(1), bt):
+                    terms = []
+                    for i, c in enumerate(coefs):
+                        if c:
+                            o = d + lo + i
+                            key = (o % 2, v_lo + o // 2)
+                            if key not in col_views:
+                                col_views[key] = by_parity[key[0]][..., key[1] : key[1] + tw]
+                            terms.append((c, col_views[key]))
+                    _combine(terms, v_m)  # every row point k at once
                 products = scratch[1][: na * nb * cout * n * tw].view(na * nb, cout, n * tw)  # U * V
                 torch.bmm(weights[a, b], v.view(na * nb, cin, n * tw), out=products)
-                products = products.view(na, nb, cout, n, tw)
+                products = products.view(na, nb, cout, n, tw).unbind(1)
                 half = scratch[2][: na * 2 * cout * n * tw].view(na, 2, cout, n, tw)  # [U * V] A_b
-                for k in range(na):
-                    for j in range(2):
-                        _combine([(c, products[k, m]) for m, c in enumerate(at_b[j]) if c], half[k, j])
+                for j, half_j in enumerate(half.unbind(1)):
+                    _combine([(c, products[m]) for m, c in enumerate(at_b[j]) if c], half_j)
+                half = half.unbind(0)  # [2 (column point j), out, n, tw] per row point k
                 for i in range(2):
-                    for j in range(2):
-                        terms = [(c, half[k, j]) for k, c in enumerate(at_a[i]) if c]
-                        target = out[:, u0 - u_lo : u1 - u_lo, i, a, :, j, b]  # strided: every 2 s-th value
-                        if len(terms) > 2:  # the sum but its last term in ``line`` (v is spent), so that
-                            (c, last), terms = terms[-1], terms[:-1]  # the strided target is written once
-                            torch.add(_combine(terms, line), last, alpha=c, out=target)
-                        else:
-                            _combine(terms, target)
+                    terms = [(c, half[k]) for k, c in enumerate(at_a[i]) if c]
+                    target = targets[i, a, b]  # strided: every 2 s-th value, both column points j
+                    if len(terms) > 2:  # the sum but its last term in ``line`` (v is spent), so that
+                        (c, last), terms = terms[-1], terms[:-1]  # the strided target is written once
+                        torch.add(_combine(terms, line), last, alpha=c, out=target)
+                    else:
+                        _combine(terms, target)
 
 
 def by_winograd(module: torch.nn.Module) -> torch.nn.Module:
