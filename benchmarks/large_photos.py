@@ -12,7 +12,8 @@ runs as its own process; its peak memory is measured two ways: ``ru_maxrss`` fro
 included), and the peak of the summed proportional set size (PSS, shared pages split between
 processes) of the whole process tree, sampled every 200 ms or more
 (SAMPLE_INTERVAL_S). The memory each path estimates
-(sgacodec.codec.memory) is recorded beside. ``--tile-size 0`` runs where its estimate fits.
+(sgacodec.codec.memory) is recorded beside. ``--tile-size 0`` runs where its estimate fits. The
+12 MP photo's tiled encode and decode, whose times have bounds, run TIMED_RUNS times, alternated.
 
 The R-D part encodes every image of ``--clic`` and ``--kodak`` with method none, tiled (the
 default) and with ``--tile-size 0``, in this process through the library (real bytes, PSNR of
