@@ -74,6 +74,21 @@ def _combine(terms, out: torch.Tensor) -> torch.Tensor:
     return out
 
 
+def _shifted(coefs, offset: int, start: int, views: dict, view_of) -> list:
+    """The terms (c, view) of sum_i c_i d[2 u + offset + i] along one axis of the even/odd split
+    input: padded index 2 u + o is index u + o // 2 of parity o % 2, so each term is
+    ``view_of(parity, start + o // 2)``, made once per key and kept in ``views``."""
+    terms = []
+    for i, c in enumerate(coefs):
+        if c:
+            o = offset + i
+            key = (o % 2, start + o // 2)
+            if key not in views:
+                views[key] = view_of(*key)
+            terms.append((c, views[key]))
+    return terms
+
+
 class WinogradConv(torch.nn.Module):
     """The function of ``layer`` (one that ``phases`` accepts, sharing its weight and bias), each
     output phase computed by 2-D minimal filtering F(2 x 2, r_a x r_b)."""
@@ -157,53 +172,38 @@ class WinogradConv(torch.nn.Module):
         """Block rows [u0, u1) of the output, columns from v_lo on, into ``out`` (whose first block
         is (u_lo, v_lo)), from the polyphase padded input ``poly``. Each sum of the transforms is
         one operation over every point of the other axis (and both column parities), and each view
-        is made once: with two workers, each operation's Python-side work holds the interpreter
-        lock that the other worker's next operation waits for."""
+        is made once: fewer operations, whose Python-side work (done holding the interpreter lock)
+        measured about 5% of the decode with two workers (docs/performance.md)."""
         cin, cout, n, tw = poly.size(2), out.size(0), u1 - u0, out.size(4)
-        row_views = {}  # (row parity, first block row) -> poly[parity, :, :, rows]
+        row_views = {}  # (row parity, first block row) -> poly[parity, :, :, n rows]
         rows = {}  # B_a^T d per row phase a: [n_a, 2 (column parity), in, n, padded columns / 2]
         for a, (d, taps) in enumerate(self.phases):
             bt = MINIMAL_FILTERING[len(taps)][0]
             rows[a] = poly.new_empty(len(bt), 2, cin, n, poly.size(4))
             for k, coefs in enumerate(bt):
-                terms = []
-                for i, c in enumerate(coefs):
-                    if c:
-                        o = d + lo + i  # padded row 2 u + o is row u + o // 2 of row parity o % 2
-                        key = (o % 2, u0 + o // 2)
-                        if key not in row_views:
-                            row_views[key] = poly[key[0], :, :, key[1] : key[1] + n]
-                        terms.append((c, row_views[key]))
-                _combine(terms, rows[a][k])
+                _combine(_shifted(coefs, d + lo, u0, row_views, lambda q, r: poly[q, :, :, r : r + n]), rows[a][k])
         line = scratch[0][: 2 * cout * n * tw].view(2, cout, n, tw)  # a contiguous partial sum (below)
         targets = out[:, u0 - u_lo : u1 - u_lo].permute(2, 3, 6, 5, 0, 1, 4)  # [i, a, b, j, out, u, v]
         for a, (_, row_taps) in enumerate(self.phases):
             at_a = MINIMAL_FILTERING[len(row_taps)][2]
             by_parity = rows[a].unbind(1)
-            col_views = {}  # (column parity, first block column) -> [n_a, in, n, tw] of rows[a]
+            col_views = {}  # (column parity, first block column) -> rows[a][:, parity, ..., tw columns]
             for b, (d, col_taps) in enumerate(self.phases):
                 bt, _, at_b = MINIMAL_FILTERING[len(col_taps)]
                 na, nb = len(at_a[0]), len(bt)
                 v = scratch[0][: na * nb * cin * n * tw].view(na, nb, cin, n, tw)  # B_a^T d B_b
-                for v_m, coefs in zip(v.unbind(1), bt):
-                    terms = []
-                    for i, c in enumerate(coefs):
-                        if c:
-                            o = d + lo + i
-                            key = (o % 2, v_lo + o // 2)
-                            if key not in col_views:
-                                col_views[key] = by_parity[key[0]][..., key[1] : key[1] + tw]
-                            terms.append((c, col_views[key]))
-                    _combine(terms, v_m)  # every row point k at once
+                for v_m, coefs in zip(v.unbind(1), bt):  # every row point k at once
+                    _combine(_shifted(coefs, d + lo, v_lo, col_views,
+                                      lambda q, c, parts=by_parity: parts[q][..., c : c + tw]), v_m)
                 products = scratch[1][: na * nb * cout * n * tw].view(na * nb, cout, n * tw)  # U * V
                 torch.bmm(weights[a, b], v.view(na * nb, cin, n * tw), out=products)
                 products = products.view(na, nb, cout, n, tw).unbind(1)
                 half = scratch[2][: na * 2 * cout * n * tw].view(na, 2, cout, n, tw)  # [U * V] A_b
                 for j, half_j in enumerate(half.unbind(1)):
                     _combine([(c, products[m]) for m, c in enumerate(at_b[j]) if c], half_j)
-                half = half.unbind(0)  # [2 (column point j), out, n, tw] per row point k
+                half_k = half.unbind(0)  # [2 (column point j), out, n, tw] per row point k
                 for i in range(2):
-                    terms = [(c, half[k]) for k, c in enumerate(at_a[i]) if c]
+                    terms = [(c, half_k[k]) for k, c in enumerate(at_a[i]) if c]
                     target = targets[i, a, b]  # strided: every 2 s-th value, both column points j
                     if len(terms) > 2:  # the sum but its last term in ``line`` (v is spent), so that
                         (c, last), terms = terms[-1], terms[:-1]  # the strided target is written once
