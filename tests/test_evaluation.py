@@ -48,6 +48,17 @@ def test_record_keys_identify_settings():
 
 
 
+def test_cpu_description_names_family_and_model_of_the_first_processor():
+    from sgacodec.evaluation.records import describe_cpu
+
+    two = ("processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 26\nmodel\t\t: 2\n"
+           "model name\t: AMD EPYC\n\nprocessor\t: 1\ncpu family\t: 25\nmodel\t\t: 1\n"
+           "model name\t: Other\n")
+    assert describe_cpu(two) == "AMD EPYC (family 26, model 2)"
+    assert describe_cpu("processor\t: 0\nmodel name\t: Some ARM core\n") == "Some ARM core"
+    assert describe_cpu("processor\t: 0\nBogoMIPS\t: 50.00\n") is None
+
+
 def test_bd_rate_sanity():
     anchor = [(0.2, 28.0), (0.4, 31.0), (0.7, 33.5), (1.1, 35.5)]
     rate, psnr = ev.bd(anchor, anchor)
