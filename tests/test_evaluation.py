@@ -47,7 +47,6 @@ def test_record_keys_identify_settings():
     assert k != ev.record_key("a/b.png", 256, "ab", ev.Setting("ssl", 100, None, 1.0, 0.5), 0.01, cfg)
 
 
-
 def test_cpu_description_names_family_and_model_of_the_first_processor():
     from sgacodec.evaluation.records import describe_cpu
 
